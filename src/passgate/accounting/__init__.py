@@ -1,0 +1,1 @@
+"""Usage extraction, the pricing catalog, cost, and the batched spend writer."""

@@ -1,0 +1,1 @@
+"""Admin routes and the app factory."""

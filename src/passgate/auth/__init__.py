@@ -1,0 +1,1 @@
+"""Who is calling: master key, virtual keys, the key cache."""

@@ -1,0 +1,87 @@
+"""One pass-through call, as every stage of the pipeline sees it.
+
+The relay fills an ``Exchange`` as the call proceeds; guards read it before the
+upstream is contacted, observers read it once the call has ended. It carries no
+secret: the principal holds the key's hash id, never the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from passgate.auth.principal import Principal
+
+
+@dataclass(slots=True)
+class Usage:
+    """What the upstream said a call consumed; a field is None when not reported."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    total_tokens: int | None = None
+    pages: int | None = None
+    annotated_pages: int | None = None
+    audio_seconds: float | None = None
+    characters: int | None = None
+
+    def tokens(self) -> int:
+        """Tokens to count against a token rate limit."""
+        if self.total_tokens is not None:
+            return self.total_tokens
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """Fields read from the request body (a copy; the body itself is never changed)."""
+
+    model: str | None = None
+    stream: bool = False
+    max_tokens: int | None = None
+    input_chars: int | None = None
+    annotations: bool = False
+    body: Any = None  # the parsed JSON body, when it was small enough to parse
+
+
+@dataclass(slots=True)
+class Exchange:
+    """State of one pass-through call from arrival to the last byte."""
+
+    request_id: str
+    method: str
+    route: str  # the gateway path, e.g. /mistral/v1/chat/completions
+    upstream_path: str  # the path sent upstream, e.g. /v1/chat/completions
+    provider: str
+    start_time: float  # wall clock, seconds since the epoch
+    start: float  # perf_counter at arrival
+    principal: Principal | None = None
+    end_user: str | None = None
+    tags: list[str] = field(default_factory=list)
+    info: RequestInfo = field(default_factory=RequestInfo)
+    model: str | None = None  # request model, else the one the response named
+    stream: bool = False
+    status: int = 0
+    first_byte: float | None = None  # perf_counter of the upstream's first byte
+    end: float | None = None  # perf_counter when the last byte was relayed
+    bytes_in: int = 0
+    bytes_out: int = 0
+    usage: Usage | None = None
+    cost: float | None = None
+    priced: bool = True  # False when the model has no price in the catalog
+    interrupted: bool = False
+    error: str | None = None
+    upstream_request_id: str | None = None
+    reservation: Any = None  # set by the limits guard, settled when the call ends
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Milliseconds from arrival to the last byte."""
+        return None if self.end is None else (self.end - self.start) * 1000.0
+
+    @property
+    def ttfb_ms(self) -> float | None:
+        """Milliseconds from arrival to the upstream's first byte."""
+        return None if self.first_byte is None else (self.first_byte - self.start) * 1000.0

@@ -1,0 +1,1 @@
+"""Budgets and rate limits, with in-process and Redis backends."""

@@ -1,0 +1,1 @@
+"""JSON logs, Prometheus metrics, OpenTelemetry spans and webhooks."""

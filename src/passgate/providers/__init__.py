@@ -1,0 +1,1 @@
+"""One module per provider: base URL, credential, path mapping."""

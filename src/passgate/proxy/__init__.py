@@ -1,0 +1,1 @@
+"""The forwarding engine: path and header rules, upstream client, streaming relay."""

@@ -1,0 +1,88 @@
+"""Which headers cross the gateway, in each direction (RFC 9110 §7.6.1)."""
+
+from __future__ import annotations
+
+from passgate.types import RawHeaders
+
+# Hop-by-hop fields, plus the ones the gateway always sets itself upstream
+# (Host from the upstream URL, Content-Length from the body it sends).
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_DROP_REQUEST = _HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+# The caller's credentials for the gateway; the provider's credential replaces them.
+_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"api-key"})
+# Gateway control headers: read by passgate, never forwarded.
+_CONTROL_PREFIXES = (b"x-passgate-", b"x-litellm-", b"proxy-")
+_CONTROL = frozenset({b"x-end-user-id"})
+_DROP_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
+
+
+def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+def upstream_request_headers(
+    headers: RawHeaders, credential: tuple[str, str] | None
+) -> list[tuple[str, str]]:
+    """Client headers to send upstream: no hop-by-hop, no caller credentials, the provider's."""
+    named = _connection_tokens(headers)
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        lower = name.lower()
+        if (
+            lower in _DROP_REQUEST
+            or lower in _CREDENTIALS
+            or lower in _CONTROL
+            or lower in named
+            or lower.startswith(_CONTROL_PREFIXES)
+        ):
+            continue
+        out.append((name.decode("latin-1"), value.decode("latin-1")))
+    if credential is not None:
+        out.append(credential)
+    return out
+
+
+def client_response_headers(
+    raw: tuple[tuple[bytes, bytes], ...], request_id: bytes
+) -> tuple[RawHeaders, bytes | None, bytes, int | None]:
+    """Upstream response headers for the client, plus what the relay needs from them.
+
+    Returns the headers, the upstream's own request id, the content type and the
+    content length. The gateway's ``x-request-id`` replaces the upstream's, which
+    is kept as ``x-upstream-request-id`` so neither is lost.
+    """
+    named = _connection_tokens(list(raw)) if any(n.lower() == b"connection" for n, _ in raw) else ()
+    out: RawHeaders = []
+    upstream_id: bytes | None = None
+    content_type = b""
+    length: int | None = None
+    for name, value in raw:
+        lower = name.lower()
+        if lower in _DROP_RESPONSE or lower in named or lower.startswith(b"proxy-"):
+            if lower == b"x-request-id":
+                upstream_id = value
+                out.append((b"x-upstream-request-id", value))
+            continue
+        if lower == b"content-type":
+            content_type = value
+        elif lower == b"content-length":
+            length = int(value)
+        elif lower == b"mistral-correlation-id" and upstream_id is None:
+            upstream_id = value
+        out.append((lower, value))
+    out.append((b"x-request-id", request_id))
+    return out, upstream_id, content_type, length

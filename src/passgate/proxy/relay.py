@@ -1,0 +1,237 @@
+"""The hot path: one raw-ASGI handler that forwards a call and streams the answer back.
+
+It sits below any web framework on purpose (the benchmark decided): one pass over
+the headers, no per-request objects beyond the ``Exchange``, one shared upstream
+pool. HTTP parsing and framing stay with uvicorn/httptools (client side) and
+aiohttp (upstream side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from time import perf_counter, time
+
+import aiohttp
+from yarl import URL
+
+from passgate.errors import GatewayError, bad_gateway, gateway_timeout
+from passgate.exchange import Exchange
+from passgate.proxy.body import Body, BodyPolicy, ClientGone, read_body
+from passgate.proxy.headers import client_response_headers, upstream_request_headers
+from passgate.proxy.hooks import Pipeline
+from passgate.proxy.paths import sub_path
+from passgate.proxy.response import ResponseRelay
+from passgate.proxy.upstream import Upstream
+from passgate.providers.base import Provider
+from passgate.types import Receive, Scope, Send
+
+log = logging.getLogger("passgate.relay")
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _bearer(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    scheme, _, token = value.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip().decode("latin-1") or None
+
+
+class Relay:
+    """Forwards ``{prefix}/{path}`` to one provider through the feature pipeline."""
+
+    def __init__(
+        self,
+        prefix: bytes,
+        provider: Provider,
+        upstream: Upstream,
+        pipeline: Pipeline,
+        policy: BodyPolicy,
+        first_byte_timeout: float,
+        idle_timeout: float,
+    ) -> None:
+        self._prefix = prefix
+        self._provider = provider
+        self._upstream = upstream
+        self._pipeline = pipeline
+        self._policy = policy
+        self._first_byte_timeout = first_byte_timeout
+        self._responder = ResponseRelay(pipeline.metering, idle_timeout)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = perf_counter()
+        authorization = content_type = request_id = end_user = tags = alt_key = None
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = int(value)
+            elif name == b"x-request-id":
+                request_id = value
+            elif name in (b"x-end-user-id", b"x-litellm-end-user-id"):
+                end_user = value
+            elif name == b"x-passgate-tags":
+                tags = value
+            elif name in (b"x-api-key", b"api-key"):
+                alt_key = value
+        if request_id is None or not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex.encode()
+        raw_path: bytes = scope["raw_path"] or scope["path"].encode()
+        ex = Exchange(
+            request_id=request_id.decode(),
+            method=scope["method"],
+            route=raw_path.decode("latin-1"),
+            upstream_path="",
+            provider=self._provider.name,
+            start_time=time(),
+            start=start,
+        )
+        try:
+            await self._handle(ex, scope, receive, send, raw_path, authorization or alt_key,
+                               content_type, content_length, end_user, tags)
+        except GatewayError as err:
+            ex.status = err.status
+            ex.error = err.message
+            await _send_error(send, err, request_id)
+        except ClientGone:
+            ex.interrupted = True
+            ex.error = "client disconnected before the request body was read"
+        finally:
+            ex.end = perf_counter()
+            for observer in self._pipeline.observers:
+                try:
+                    await observer.finished(ex)
+                except Exception:
+                    log.exception("observer %s failed", type(observer).__name__)
+
+    async def _handle(
+        self,
+        ex: Exchange,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        raw_path: bytes,
+        authorization: bytes | None,
+        content_type: bytes | None,
+        content_length: int,
+        end_user: bytes | None,
+        tags: bytes | None,
+    ) -> None:
+        if scope["method"] not in _METHODS:
+            raise GatewayError(405, f"method {scope['method']} is not supported",
+                               "invalid_request_error", "method_not_allowed")
+        sub = sub_path(raw_path, self._prefix)
+        ex.upstream_path = self._provider.upstream_path(sub).decode("latin-1")
+        token = _bearer(authorization)
+        if token is None and authorization:
+            token = authorization.strip().decode("latin-1") or None
+        principal = await self._pipeline.authenticator.authenticate(token, ex)
+        ex.principal = principal
+        ex.end_user = end_user.decode("utf-8", "replace") if end_user else principal.end_user_id
+        if tags:
+            ex.tags = [t.strip() for t in tags.decode("utf-8", "replace").split(",") if t.strip()]
+        key_tags = principal.metadata.get("tags")
+        if isinstance(key_tags, list):
+            ex.tags.extend(str(t) for t in key_tags)
+        body = await read_body(ex, receive, content_type, content_length, self._policy,
+                               want_model=bool(principal.models))
+        ex.model = ex.info.model
+        ex.stream = ex.info.stream
+        for guard in self._pipeline.guards:
+            await guard.admit(ex)
+        await self._forward(ex, scope, receive, send, body)
+
+    async def _forward(
+        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, body: Body
+    ) -> None:
+        query: bytes = scope["query_string"]
+        target = self._provider.origin + ex.upstream_path
+        if query:
+            target += "?" + query.decode("latin-1")
+        headers = upstream_request_headers(scope["headers"], self._provider.credential)
+        main = asyncio.current_task()
+        assert main is not None
+        watcher = _DisconnectWatcher(main, receive) if isinstance(body, bytes) else None
+        response: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                async with asyncio.timeout(self._first_byte_timeout):
+                    response = await self._upstream.session.request(
+                        ex.method, URL(target, encoded=True), headers=headers,
+                        data=body if body else None, allow_redirects=False,
+                    )
+            except TimeoutError as exc:
+                if ex.error == "request body too large":
+                    raise
+                raise gateway_timeout(
+                    "the upstream did not answer within the gateway's timeout"
+                ) from exc
+            except aiohttp.ClientConnectorError as exc:
+                raise bad_gateway(f"cannot reach the upstream: {exc.strerror or exc}") from exc
+            except aiohttp.ClientError as exc:
+                if ex.error == "request body too large":
+                    raise GatewayError(413, "request body too large", "invalid_request_error",
+                                       "body_too_large") from exc
+                raise bad_gateway(f"upstream connection failed: {type(exc).__name__}") from exc
+            ex.first_byte = perf_counter()
+            ex.status = response.status
+            if watcher is None:
+                watcher = _DisconnectWatcher(main, receive)
+            await self._responder.relay(ex, response, send, ex.request_id.encode(), watcher)
+        except asyncio.CancelledError:
+            if watcher is None or not watcher.fired:
+                raise
+            main.uncancel()
+            ex.interrupted = True
+            ex.error = "client disconnected"
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            if response is not None:
+                response.close()
+
+
+class _DisconnectWatcher:
+    """Cancels the relaying task when the client goes away, so the upstream is closed."""
+
+    __slots__ = ("_main", "_task", "fired", "active")
+
+    def __init__(self, main: asyncio.Task[object], receive: Receive) -> None:
+        self._main = main
+        self.fired = False
+        self.active = True
+        self._task = asyncio.get_running_loop().create_task(receive())
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[object]) -> None:
+        if self.active and not task.cancelled():
+            self.fired = True
+            self._main.cancel()
+
+    def stop(self) -> None:
+        """The response is complete: a later disconnect means nothing."""
+        self.active = False
+        if not self._task.done():
+            self._task.cancel()
+
+
+async def _send_error(send: Send, err: GatewayError, request_id: bytes) -> None:
+    body = err.body()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id),
+        *err.headers,
+    ]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+

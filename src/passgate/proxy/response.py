@@ -1,0 +1,121 @@
+"""Relaying the upstream's answer: buffered when small JSON, streamed otherwise, teed always."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import aiohttp
+
+from passgate.exchange import Exchange, Usage
+from passgate.proxy.headers import client_response_headers
+from passgate.proxy.hooks import Metering, UsageReader
+from passgate.types import RawHeaders, Send
+
+_BUFFER_JSON = 4 * 1024 * 1024  # a priced JSON answer up to this size is read whole
+_BUFFER_SMALL = 64 * 1024  # any answer up to this size goes out in one write
+
+
+class Watcher(Protocol):
+    def stop(self) -> None: ...
+
+
+def _cost_headers(ex: Exchange) -> RawHeaders:
+    out: RawHeaders = []
+    if ex.cost is not None:
+        out.append((b"x-passgate-cost", format(ex.cost, ".10f").rstrip("0").rstrip(".").encode()))
+    usage: Usage | None = ex.usage
+    if usage is not None:
+        for name, value in (
+            (b"x-passgate-usage-prompt-tokens", usage.prompt_tokens),
+            (b"x-passgate-usage-completion-tokens", usage.completion_tokens),
+            (b"x-passgate-usage-cached-tokens", usage.cached_tokens),
+            (b"x-passgate-usage-pages", usage.pages),
+            (b"x-passgate-usage-audio-seconds", usage.audio_seconds),
+            (b"x-passgate-usage-characters", usage.characters),
+        ):
+            if value is not None:
+                out.append((name, str(value).encode()))
+    return out
+
+
+class ResponseRelay:
+    """Sends one upstream response to the client, feeding a usage reader on the side."""
+
+    def __init__(self, metering: Metering | None, idle_timeout: float) -> None:
+        self._metering = metering
+        self._idle = idle_timeout
+
+    async def relay(
+        self,
+        ex: Exchange,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        request_id: bytes,
+        watcher: Watcher,
+    ) -> None:
+        """Relay status, headers and body; fill usage, cost and the byte count on ``ex``."""
+        headers, upstream_id, content_type, length = client_response_headers(
+            response.raw_headers, request_id
+        )
+        if upstream_id is not None:
+            ex.upstream_request_id = upstream_id.decode("latin-1")
+        reader: UsageReader | None = None
+        if self._metering is not None and response.status < 400:
+            reader = self._metering.reader(ex, content_type)
+        if length is not None and (
+            length <= _BUFFER_SMALL
+            or (reader is not None and b"json" in content_type and length <= _BUFFER_JSON)
+        ):
+            async with asyncio.timeout(self._idle):
+                body = await response.read()
+            if reader is not None:
+                reader.feed(body)
+                self._settle(ex, reader)
+                headers.extend(_cost_headers(ex))
+            ex.bytes_out = len(body)
+            watcher.stop()
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        try:
+            await self._stream(ex, response, send, reader)
+        finally:
+            if reader is not None:
+                self._settle(ex, reader)
+        watcher.stop()
+        if not ex.interrupted or length is None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stream(
+        self,
+        ex: Exchange,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        reader: UsageReader | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._idle) as deadline:
+                async for chunk in response.content.iter_any():
+                    deadline.reschedule(loop.time() + self._idle)
+                    if reader is not None:
+                        reader.feed(chunk)
+                    ex.bytes_out += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except TimeoutError:
+            ex.interrupted = True
+            ex.error = "upstream stream idle timeout"
+        except aiohttp.ClientError as exc:
+            ex.interrupted = True
+            ex.error = f"upstream closed the stream: {type(exc).__name__}"
+
+    def _settle(self, ex: Exchange, reader: UsageReader) -> None:
+        usage, model = reader.result()
+        ex.usage = usage
+        if ex.model is None:
+            ex.model = model
+        if self._metering is not None:
+            self._metering.settle(ex)

@@ -1,0 +1,108 @@
+"""Start a real passgate process (the `passgate` console command) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSGATE = Path(sys.executable).with_name("passgate")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class GatewayProcess:
+    """``passgate`` in a subprocess on a free loopback port, its output kept in a file."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 1,
+        args: tuple[str, ...] = (),
+        data_dir: Path | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._tmp = tempfile.TemporaryDirectory(prefix="passgate-test-")
+        self.data_dir = data_dir or Path(self._tmp.name) / "data"
+        self.log_path = Path(self._tmp.name) / "gateway.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("PASSGATE_", "LITELLM_"))}
+        for name in ("MISTRAL_API_KEY", "MISTRAL_API_BASE", "DATABASE_URL", "REDIS_URL"):
+            base.pop(name, None)
+        base["PASSGATE_DATA_DIR"] = str(self.data_dir)
+        base.update(env)
+        self._env = base
+        self._args = ("--host", "127.0.0.1", "--port", str(self.port),
+                      "--workers", str(workers), *args)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        """Start and wait until ``/health/liveliness`` answers."""
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [str(PASSGATE), *self._args], env=self._env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"passgate exited with {self._proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health/liveliness", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"passgate did not become ready:\n{self.logs()}")
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def logs(self) -> str:
+        """Everything the process printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        return self._proc.returncode
+
+    def close(self) -> None:
+        """Stop and remove the temporary directory."""
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
