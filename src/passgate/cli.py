@@ -40,13 +40,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="passgate", description="A fast, faithful LLM API gateway (Mistral pass-through)."
     )
     parser.add_argument("--version", action="version", version=f"passgate {__version__}")
-    parser.add_argument("--host", help="bind address (default 0.0.0.0 with a master key, "
-                        "127.0.0.1 without)")
+    parser.add_argument(
+        "--host", help="bind address (default 0.0.0.0 with a master key, 127.0.0.1 without)"
+    )
     parser.add_argument("--port", type=int, help="port (default 4000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     parser.add_argument("--config", type=Path, help="YAML file overriding env settings")
-    parser.add_argument("--allow-open", action="store_true", default=None,
-                        help="allow binding a non-loopback address without a master key")
+    parser.add_argument(
+        "--allow-open",
+        action="store_true",
+        default=None,
+        help="allow binding a non-loopback address without a master key",
+    )
     parser.set_defaults(handler=None)
     return parser
 
@@ -64,8 +69,11 @@ def serve(settings: Settings) -> int:
             return 2
         print(BANNER_OPEN, file=sys.stderr)
     workers = settings.workers or os.cpu_count() or 1
-    print(f"passgate {__version__} on http://{host}:{settings.port} ({workers} worker(s)), "
-          f"upstream {settings.mistral_api_base}", file=sys.stderr)
+    print(
+        f"passgate {__version__} on http://{host}:{settings.port} ({workers} worker(s)), "
+        f"upstream {settings.mistral_api_base}",
+        file=sys.stderr,
+    )
     uvicorn.run(
         "passgate.api.factory:app_from_env",
         factory=True,
@@ -78,6 +86,7 @@ def serve(settings: Settings) -> int:
         access_log=False,
         log_level="warning",
         server_header=False,
+        proxy_headers=False,
         date_header=False,
         timeout_graceful_shutdown=30,
     )

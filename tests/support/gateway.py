@@ -47,17 +47,27 @@ class GatewayProcess:
         base["PASSGATE_DATA_DIR"] = str(self.data_dir)
         base.update(env)
         self._env = base
-        self._args = ("--host", "127.0.0.1", "--port", str(self.port),
-                      "--workers", str(workers), *args)
+        self._args = (
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            *args,
+        )
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         """Start and wait until ``/health/liveliness`` answers."""
-        log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            [str(PASSGATE), *self._args], env=self._env, stdout=log, stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [str(PASSGATE), *self._args],
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -102,7 +112,9 @@ class GatewayProcess:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()

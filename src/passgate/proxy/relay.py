@@ -19,14 +19,14 @@ from yarl import URL
 
 from passgate.errors import GatewayError, bad_gateway, gateway_timeout
 from passgate.exchange import Exchange
+from passgate.providers.base import Provider
 from passgate.proxy.body import Body, BodyPolicy, ClientGone, read_body
-from passgate.proxy.headers import client_response_headers, upstream_request_headers
+from passgate.proxy.headers import upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
 from passgate.proxy.response import ResponseRelay
 from passgate.proxy.upstream import Upstream
-from passgate.providers.base import Provider
-from passgate.types import Receive, Scope, Send
+from passgate.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("passgate.relay")
 
@@ -96,8 +96,18 @@ class Relay:
             start=start,
         )
         try:
-            await self._handle(ex, scope, receive, send, raw_path, authorization or alt_key,
-                               content_type, content_length, end_user, tags)
+            await self._handle(
+                ex,
+                scope,
+                receive,
+                send,
+                raw_path,
+                authorization or alt_key,
+                content_type,
+                content_length,
+                end_user,
+                tags,
+            )
         except GatewayError as err:
             ex.status = err.status
             ex.error = err.message
@@ -127,8 +137,12 @@ class Relay:
         tags: bytes | None,
     ) -> None:
         if scope["method"] not in _METHODS:
-            raise GatewayError(405, f"method {scope['method']} is not supported",
-                               "invalid_request_error", "method_not_allowed")
+            raise GatewayError(
+                405,
+                f"method {scope['method']} is not supported",
+                "invalid_request_error",
+                "method_not_allowed",
+            )
         sub = sub_path(raw_path, self._prefix)
         ex.upstream_path = self._provider.upstream_path(sub).decode("latin-1")
         token = _bearer(authorization)
@@ -142,8 +156,14 @@ class Relay:
         key_tags = principal.metadata.get("tags")
         if isinstance(key_tags, list):
             ex.tags.extend(str(t) for t in key_tags)
-        body = await read_body(ex, receive, content_type, content_length, self._policy,
-                               want_model=bool(principal.models))
+        body = await read_body(
+            ex,
+            receive,
+            content_type,
+            content_length,
+            self._policy,
+            want_model=bool(principal.models),
+        )
         ex.model = ex.info.model
         ex.stream = ex.info.stream
         for guard in self._pipeline.guards:
@@ -166,8 +186,11 @@ class Relay:
             try:
                 async with asyncio.timeout(self._first_byte_timeout):
                     response = await self._upstream.session.request(
-                        ex.method, URL(target, encoded=True), headers=headers,
-                        data=body if body else None, allow_redirects=False,
+                        ex.method,
+                        URL(target, encoded=True),
+                        headers=headers,
+                        data=body if body else None,
+                        allow_redirects=False,
                     )
             except TimeoutError as exc:
                 if ex.error == "request body too large":
@@ -179,8 +202,9 @@ class Relay:
                 raise bad_gateway(f"cannot reach the upstream: {exc.strerror or exc}") from exc
             except aiohttp.ClientError as exc:
                 if ex.error == "request body too large":
-                    raise GatewayError(413, "request body too large", "invalid_request_error",
-                                       "body_too_large") from exc
+                    raise GatewayError(
+                        413, "request body too large", "invalid_request_error", "body_too_large"
+                    ) from exc
                 raise bad_gateway(f"upstream connection failed: {type(exc).__name__}") from exc
             ex.first_byte = perf_counter()
             ex.status = response.status
@@ -203,16 +227,16 @@ class Relay:
 class _DisconnectWatcher:
     """Cancels the relaying task when the client goes away, so the upstream is closed."""
 
-    __slots__ = ("_main", "_task", "fired", "active")
+    __slots__ = ("_main", "_task", "active", "fired")
 
     def __init__(self, main: asyncio.Task[object], receive: Receive) -> None:
         self._main = main
         self.fired = False
         self.active = True
-        self._task = asyncio.get_running_loop().create_task(receive())
+        self._task: asyncio.Future[Message] = asyncio.ensure_future(receive())
         self._task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task[object]) -> None:
+    def _done(self, task: asyncio.Future[Message]) -> None:
         if self.active and not task.cancelled():
             self.fired = True
             self._main.cancel()
@@ -234,4 +258,3 @@ async def _send_error(send: Send, err: GatewayError, request_id: bytes) -> None:
     ]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-

@@ -75,8 +75,9 @@ class ResponseRelay:
                 headers.extend(_cost_headers(ex))
             ex.bytes_out = len(body)
             watcher.stop()
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         await send({"type": "http.response.start", "status": response.status, "headers": headers})

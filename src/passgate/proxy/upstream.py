@@ -36,9 +36,7 @@ class Upstream:
             connector=connector,
             auto_decompress=False,  # compressed bodies pass through untouched
             skip_auto_headers=_SKIP_AUTO,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self._settings.connect_timeout
-            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._settings.connect_timeout),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 

@@ -1,0 +1,52 @@
+from passgate.proxy.headers import client_response_headers, upstream_request_headers
+
+
+def test_request_headers_drop_hop_by_hop_credentials_and_control() -> None:
+    raw = [
+        (b"host", b"gateway:4000"),
+        (b"authorization", b"Bearer sk-secret"),
+        (b"x-api-key", b"sk-secret"),
+        (b"api-key", b"sk-secret"),
+        (b"connection", b"keep-alive, X-Custom-Hop"),
+        (b"x-custom-hop", b"1"),
+        (b"keep-alive", b"timeout=5"),
+        (b"te", b"trailers"),
+        (b"transfer-encoding", b"chunked"),
+        (b"upgrade", b"h2c"),
+        (b"proxy-authorization", b"Basic x"),
+        (b"x-passgate-tags", b"a,b"),
+        (b"x-end-user-id", b"alice"),
+        (b"content-length", b"12"),
+        (b"content-type", b"application/json"),
+        (b"accept", b"text/event-stream"),
+        (b"x-trace", b"abc"),
+    ]
+    out = upstream_request_headers(raw, ("Authorization", "Bearer provider-key"))
+    assert out == [
+        ("content-type", "application/json"),
+        ("accept", "text/event-stream"),
+        ("x-trace", "abc"),
+        ("Authorization", "Bearer provider-key"),
+    ]
+
+
+def test_response_headers_keep_upstream_and_add_request_id() -> None:
+    raw = (
+        (b"Content-Type", b"text/event-stream"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Connection", b"keep-alive"),
+        (b"X-Request-Id", b"up-1"),
+        (b"Content-Encoding", b"gzip"),
+        (b"Content-Length", b"42"),
+    )
+    headers, upstream_id, ctype, length = client_response_headers(raw, b"gw-1")
+    assert headers == [
+        (b"content-type", b"text/event-stream"),
+        (b"x-upstream-request-id", b"up-1"),
+        (b"content-encoding", b"gzip"),
+        (b"content-length", b"42"),
+        (b"x-request-id", b"gw-1"),
+    ]
+    assert upstream_id == b"up-1"
+    assert ctype == b"text/event-stream"
+    assert length == 42
