@@ -60,4 +60,3 @@ def build_app(settings: Settings) -> Gateway:
         exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error},
     )
     return Gateway({b"/mistral": relay}, admin, components)
-
