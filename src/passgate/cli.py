@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from passgate import __version__
+from passgate.api.factory import setup_process_logging
 from passgate.config import Settings, SettingsError, export_config_file, load_settings
 
 BANNER_OPEN = (
@@ -68,6 +69,7 @@ def serve(settings: Settings) -> int:
             )
             return 2
         print(BANNER_OPEN, file=sys.stderr)
+    setup_process_logging(settings)
     workers = settings.workers or os.cpu_count() or 1
     print(
         f"passgate {__version__} on http://{host}:{settings.port} ({workers} worker(s)), "
@@ -85,6 +87,7 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         access_log=False,
         log_level="warning",
+        log_config=None,
         server_header=False,
         proxy_headers=False,
         date_header=False,

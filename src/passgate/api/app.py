@@ -12,6 +12,7 @@ from passgate.api.health import health_routes
 from passgate.auth.master import MasterKey, MasterKeyAuthenticator
 from passgate.config import Settings
 from passgate.errors import GatewayError
+from passgate.observability.stack import Observability
 from passgate.providers.mistral import mistral_provider
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Pipeline
@@ -40,8 +41,11 @@ def build_app(settings: Settings) -> Gateway:
     """Wire every part of the gateway described by ``settings``."""
     master = MasterKey(settings.master_key.get_secret_value() if settings.master_key else None)
     upstream = Upstream(settings)
-    components: list[Component] = [upstream]
-    pipeline = Pipeline(authenticator=MasterKeyAuthenticator(master))
+    observability = Observability(settings)
+    components: list[Component] = [upstream, observability]
+    pipeline = Pipeline(
+        authenticator=MasterKeyAuthenticator(master), observers=observability.observers
+    )
     relay = Relay(
         prefix=b"/mistral",
         provider=mistral_provider(settings),
@@ -56,7 +60,7 @@ def build_app(settings: Settings) -> Gateway:
         return {"status": "healthy"}
 
     admin = Starlette(
-        routes=health_routes({"gateway": gateway_ready}),
+        routes=[*health_routes({"gateway": gateway_ready}), *observability.routes],
         exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error},
     )
     return Gateway({b"/mistral": relay}, admin, components)

@@ -1,0 +1,271 @@
+"""Prometheus metrics in a registry of the app's own, served at ``GET /metrics``.
+
+Each ``Metrics`` owns a ``CollectorRegistry``: two gateways in one process never
+share or clash over a series. Label values are bounded: the route family comes
+from a fixed list, and models and key aliases past the first ``max_label_values``
+distinct ones are counted as ``other``.
+
+Gateway overhead is measured from the request's arrival to the upstream's first
+response byte (``Exchange.first_byte - Exchange.start``): authentication, guards,
+reading what the gateway inspects of the body, the upstream connection, *and* the
+upstream's own time to first byte. The Exchange does not record when the request
+left for the upstream, so the upstream's share cannot be subtracted; the figure is
+an upper bound on the gateway's overhead, tight when the upstream answers fast.
+
+``GET /metrics`` needs no key (as Prometheus scrapers expect); it exposes counts,
+model names and key aliases, never a key or a body. With ``--workers N`` each
+process has its own registry, and a scrape reaches one worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from passgate.exchange import Exchange
+from passgate.observability.families import route_family
+
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
+OTHER = "other"
+NONE = "none"
+MAX_LABEL_LENGTH = 64
+
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+OVERHEAD_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class CappedLabel:
+    """Passes the first ``limit`` distinct values through, then answers ``other``."""
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        """The label value to use for ``value``."""
+        if not value:
+            return NONE
+        value = value[:MAX_LABEL_LENGTH]
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+class _Children:
+    """``metric.labels(...)`` memoised: prometheus_client validates the labels on every call."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self) -> None:
+        # Bounded: every label value passed here is already capped.
+        self._cache: dict[tuple[object, ...], Counter | Histogram] = {}
+
+    def __call__(self, metric: _Metric, *values: str) -> _Metric:
+        """The child series of ``metric`` for ``values``."""
+        key = (metric, *values)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = metric.labels(*values)
+        return cast(_Metric, child)
+
+
+def status_class(status: int) -> str:
+    """``2xx``, ``4xx``, ...; ``none`` when no response status was reached."""
+    return f"{status // 100}xx" if 100 <= status <= 599 else NONE
+
+
+def _key_alias(ex: Exchange) -> str | None:
+    principal = ex.principal
+    if principal is None:
+        return None
+    if principal.kind != "virtual":
+        return principal.kind  # "master" or "open"
+    return principal.key_alias or "unaliased"
+
+
+class Metrics:
+    """Every Prometheus series of one gateway; an Observer, and the ``/metrics`` route."""
+
+    def __init__(self, *, max_label_values: int = 100, process_metrics: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self._model = CappedLabel(max_label_values)
+        self._alias = CappedLabel(max_label_values)
+        self._child = _Children()
+        self.requests = Counter(
+            "passgate_requests",
+            "Pass-through calls by outcome.",
+            ("route_family", "model", "key_alias", "status_class"),
+            registry=registry,
+        )
+        self.errors = Counter(
+            "passgate_errors",
+            "Calls answered with 4xx/5xx or that failed mid-way.",
+            ("route_family", "status_class"),
+            registry=registry,
+        )
+        self.interrupted = Counter(
+            "passgate_interrupted",
+            "Calls cut short by the client or the upstream.",
+            ("route_family",),
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "passgate_tokens",
+            "Tokens reported by the upstream; cached is part of input.",
+            ("model", "direction"),
+            registry=registry,
+        )
+        self.cost = Counter(
+            "passgate_cost_usd",
+            "Cost of priced calls in US dollars.",
+            ("model", "key_alias"),
+            registry=registry,
+        )
+        self.unpriced = Counter(
+            "passgate_unpriced_model",
+            "Calls whose model has no price in the catalog.",
+            ("model",),
+            registry=registry,
+        )
+        self.bytes = Counter(
+            "passgate_bytes",
+            "Body bytes relayed; in = from the client, out = to the client.",
+            ("route_family", "direction"),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "passgate_request_duration_seconds",
+            "Arrival to last byte relayed.",
+            ("route_family",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "passgate_gateway_overhead_seconds",
+            "Arrival to the upstream's first byte (an upper bound on gateway overhead).",
+            ("route_family",),
+            buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.redis_bypass = Counter(
+            "passgate_redis_bypass",
+            "Limit checks made without Redis because it failed.",
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "passgate_queue_depth",
+            "Rows waiting in a background writer's queue.",
+            ("queue",),
+            registry=registry,
+        )
+        if process_metrics:
+            ProcessCollector(registry=registry)
+            GCCollector(registry=registry)
+
+    async def finished(self, ex: Exchange) -> None:
+        """Count one call (in memory; never blocks)."""
+        child = self._child
+        family = route_family(ex.upstream_path)
+        model = self._model(ex.model)
+        alias = self._alias(_key_alias(ex))
+        klass = status_class(ex.status)
+        child(self.requests, family, model, alias, klass).inc()
+        if ex.status >= 400 or ex.error is not None:
+            child(self.errors, family, klass).inc()
+        if ex.interrupted:
+            child(self.interrupted, family).inc()
+        if ex.bytes_in:
+            child(self.bytes, family, "in").inc(ex.bytes_in)
+        if ex.bytes_out:
+            child(self.bytes, family, "out").inc(ex.bytes_out)
+        usage = ex.usage
+        if usage is not None:
+            if usage.prompt_tokens:
+                child(self.tokens, model, "input").inc(usage.prompt_tokens)
+            if usage.completion_tokens:
+                child(self.tokens, model, "output").inc(usage.completion_tokens)
+            if usage.cached_tokens:
+                child(self.tokens, model, "cached").inc(usage.cached_tokens)
+        if ex.cost:
+            child(self.cost, model, alias).inc(ex.cost)
+        if not ex.priced:
+            child(self.unpriced, model).inc()
+        if ex.end is not None:
+            child(self.latency, family).observe(ex.end - ex.start)
+        if ex.first_byte is not None:
+            child(self.overhead, family).observe(ex.first_byte - ex.start)
+
+    def count_redis_bypass(self) -> None:
+        """Record one limit check that went ahead without Redis."""
+        self.redis_bypass.inc()
+
+    def watch_queue(self, name: str, depth: Callable[[], float]) -> None:
+        """Report ``depth()`` as ``passgate_queue_depth{queue=name}`` at every scrape."""
+        self.queue_depth.labels(name).set_function(depth)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    async def endpoint(self, request: Request) -> Response:
+        """``GET /metrics``."""
+        return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """Starlette routes to mount: ``GET /metrics`` (unauthenticated)."""
+        return [Route("/metrics", self.endpoint, methods=["GET"], name="metrics")]

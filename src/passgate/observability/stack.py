@@ -1,0 +1,62 @@
+"""Every observability feature of one gateway, built from its settings.
+
+The app factory builds one ``Observability``, puts ``observers`` into the
+relay's ``Pipeline``, mounts ``routes``, hands ``webhook`` to the spend writer
+(when set) and awaits ``start()`` / ``stop()`` in its lifespan.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace.export import SpanExporter
+from starlette.routing import BaseRoute
+
+from passgate.config import Settings
+from passgate.observability.logs import RequestLogger
+from passgate.observability.metrics import Metrics
+from passgate.observability.tracing import Tracing
+from passgate.observability.webhook import WebhookExporter
+from passgate.proxy.hooks import Observer
+
+
+class Observability:
+    """Access log, metrics, tracing and webhook of one gateway."""
+
+    def __init__(self, settings: Settings, *, span_exporter: SpanExporter | None = None) -> None:
+        self.metrics = Metrics()
+        self.request_logger = RequestLogger() if settings.log_requests else None
+        self.tracing = (
+            Tracing(span_exporter) if span_exporter is not None else Tracing.from_settings(settings)
+        )
+        self.webhook = WebhookExporter.from_settings(settings)
+        if self.webhook is not None:
+            self.metrics.watch_queue("webhook", self._webhook_pending)
+
+    def _webhook_pending(self) -> float:
+        return 0.0 if self.webhook is None else float(self.webhook.pending)
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        """The observers for ``Pipeline.observers``, cheapest first."""
+        found: list[Observer] = [self.metrics]
+        if self.request_logger is not None:
+            found.append(self.request_logger)
+        if self.tracing is not None:
+            found.append(self.tracing)
+        return tuple(found)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """Starlette routes to mount (``GET /metrics``)."""
+        return self.metrics.routes
+
+    async def start(self) -> None:
+        """Start background delivery (the webhook); call in the app's startup."""
+        if self.webhook is not None:
+            await self.webhook.start()
+
+    async def stop(self) -> None:
+        """Flush and stop; call after the spend writer has stopped (it feeds the webhook)."""
+        if self.webhook is not None:
+            await self.webhook.stop()
+        if self.tracing is not None:
+            await self.tracing.stop()
