@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from passgate import __version__
+from passgate.accounting.pricing import PricingError, load_catalog
 from passgate.api.factory import setup_process_logging
 from passgate.config import Settings, SettingsError, export_config_file, load_settings
 
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             allow_open=args.allow_open,
         )
-    except SettingsError as exc:
+        load_catalog(settings.pricing)
+    except (SettingsError, PricingError) as exc:
         print(f"passgate: {exc}", file=sys.stderr)
         return 2
     export_config_file(args.config)

@@ -52,10 +52,11 @@ class Exchange:
     request_id: str
     method: str
     route: str  # the gateway path, e.g. /mistral/v1/chat/completions
-    upstream_path: str  # the path sent upstream, e.g. /v1/chat/completions
+    upstream_path: str  # the path sent upstream, base path included
     provider: str
     start_time: float  # wall clock, seconds since the epoch
     start: float  # perf_counter at arrival
+    api_path: str = ""  # the provider API's own path, e.g. /v1/chat/completions
     principal: Principal | None = None
     end_user: str | None = None
     tags: list[str] = field(default_factory=list)
@@ -74,6 +75,7 @@ class Exchange:
     error: str | None = None
     upstream_request_id: str | None = None
     reservation: Any = None  # set by the limits guard, settled when the call ends
+    settled: bool = False  # cost has been computed by the metering
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @property

@@ -39,7 +39,7 @@ def test_response_headers_keep_upstream_and_add_request_id() -> None:
         (b"Content-Encoding", b"gzip"),
         (b"Content-Length", b"42"),
     )
-    headers, upstream_id, ctype, length = client_response_headers(raw, b"gw-1")
+    headers, upstream_id, ctype, length, encoding = client_response_headers(raw, b"gw-1")
     assert headers == [
         (b"content-type", b"text/event-stream"),
         (b"x-upstream-request-id", b"up-1"),
@@ -50,3 +50,4 @@ def test_response_headers_keep_upstream_and_add_request_id() -> None:
     assert upstream_id == b"up-1"
     assert ctype == b"text/event-stream"
     assert length == 42
+    assert encoding == b"gzip"

@@ -7,6 +7,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from passgate.accounting.meter import Meter
+from passgate.accounting.pricing import load_catalog
 from passgate.api.gateway import Component, Gateway
 from passgate.api.health import health_routes
 from passgate.auth.master import MasterKey, MasterKeyAuthenticator
@@ -43,8 +45,11 @@ def build_app(settings: Settings) -> Gateway:
     upstream = Upstream(settings)
     observability = Observability(settings)
     components: list[Component] = [upstream, observability]
+    meter = Meter(load_catalog(settings.pricing))
     pipeline = Pipeline(
-        authenticator=MasterKeyAuthenticator(master), observers=observability.observers
+        authenticator=MasterKeyAuthenticator(master),
+        metering=meter if settings.accounting else None,
+        observers=observability.observers,
     )
     relay = Relay(
         prefix=b"/mistral",

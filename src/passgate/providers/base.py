@@ -25,15 +25,16 @@ class Provider:
     credential: tuple[str, str] | None  # header added upstream, e.g. Authorization
     default_version: bytes = b"v1"
 
-    def upstream_path(self, sub_path: bytes) -> bytes:
-        """Map the path after the provider prefix onto the provider's base path.
-
-        ``/v1/x`` and ``/x`` both become ``{base}/v1/x``; ``/v2/x`` stays ``/v2/x``.
-        """
+    def api_path(self, sub_path: bytes) -> bytes:
+        """The path as the provider's API names it: ``/x`` becomes ``/v1/x``, ``/v2/x`` stays."""
         first = sub_path[1:].split(b"/", 1)[0]
         if not _VERSION.match(first):
-            sub_path = b"/" + self.default_version + sub_path
-        return self.base_path + sub_path
+            return b"/" + self.default_version + sub_path
+        return sub_path
+
+    def upstream_path(self, sub_path: bytes) -> bytes:
+        """The API path joined onto the base URL's own path (never replacing it)."""
+        return self.base_path + self.api_path(sub_path)
 
 
 def split_base(url: str, version: str = "v1") -> tuple[str, bytes]:

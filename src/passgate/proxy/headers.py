@@ -58,11 +58,11 @@ def upstream_request_headers(
 
 def client_response_headers(
     raw: tuple[tuple[bytes, bytes], ...], request_id: bytes
-) -> tuple[RawHeaders, bytes | None, bytes, int | None]:
+) -> tuple[RawHeaders, bytes | None, bytes, int | None, bytes | None]:
     """Upstream response headers for the client, plus what the relay needs from them.
 
-    Returns the headers, the upstream's own request id, the content type and the
-    content length. The gateway's ``x-request-id`` replaces the upstream's, which
+    Returns the headers, the upstream's own request id, the content type, the
+    content length and the content encoding. The gateway's ``x-request-id`` replaces the upstream's, which
     is kept as ``x-upstream-request-id`` so neither is lost.
     """
     named = _connection_tokens(list(raw)) if any(n.lower() == b"connection" for n, _ in raw) else ()
@@ -70,6 +70,7 @@ def client_response_headers(
     upstream_id: bytes | None = None
     content_type = b""
     length: int | None = None
+    encoding: bytes | None = None
     for name, value in raw:
         lower = name.lower()
         if lower in _DROP_RESPONSE or lower in named or lower.startswith(b"proxy-"):
@@ -81,8 +82,10 @@ def client_response_headers(
             content_type = value
         elif lower == b"content-length":
             length = int(value)
+        elif lower == b"content-encoding":
+            encoding = value
         elif lower == b"mistral-correlation-id" and upstream_id is None:
             upstream_id = value
         out.append((lower, value))
     out.append((b"x-request-id", request_id))
-    return out, upstream_id, content_type, length
+    return out, upstream_id, content_type, length, encoding

@@ -62,6 +62,7 @@ class Relay:
         self._pipeline = pipeline
         self._policy = policy
         self._first_byte_timeout = first_byte_timeout
+        self._metering = pipeline.metering
         self._responder = ResponseRelay(pipeline.metering, idle_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,6 +118,9 @@ class Relay:
             ex.error = "client disconnected before the request body was read"
         finally:
             ex.end = perf_counter()
+            if self._metering is not None and not ex.settled:
+                self._metering.settle(ex)
+                ex.settled = True
             for observer in self._pipeline.observers:
                 try:
                     await observer.finished(ex)
@@ -144,7 +148,9 @@ class Relay:
                 "method_not_allowed",
             )
         sub = sub_path(raw_path, self._prefix)
-        ex.upstream_path = self._provider.upstream_path(sub).decode("latin-1")
+        api_path = self._provider.api_path(sub)
+        ex.api_path = api_path.decode("latin-1")
+        ex.upstream_path = (self._provider.base_path + api_path).decode("latin-1")
         token = _bearer(authorization)
         if token is None and authorization:
             token = authorization.strip().decode("latin-1") or None

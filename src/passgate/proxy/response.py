@@ -7,6 +7,7 @@ from typing import Protocol
 
 import aiohttp
 
+from passgate.accounting.decoding import decoded
 from passgate.exchange import Exchange, Usage
 from passgate.proxy.headers import client_response_headers
 from passgate.proxy.hooks import Metering, UsageReader
@@ -55,14 +56,14 @@ class ResponseRelay:
         watcher: Watcher,
     ) -> None:
         """Relay status, headers and body; fill usage, cost and the byte count on ``ex``."""
-        headers, upstream_id, content_type, length = client_response_headers(
+        headers, upstream_id, content_type, length, encoding = client_response_headers(
             response.raw_headers, request_id
         )
         if upstream_id is not None:
             ex.upstream_request_id = upstream_id.decode("latin-1")
         reader: UsageReader | None = None
         if self._metering is not None and response.status < 400:
-            reader = self._metering.reader(ex, content_type)
+            reader = decoded(self._metering.reader(ex, content_type), encoding)
         if length is not None and (
             length <= _BUFFER_SMALL
             or (reader is not None and b"json" in content_type and length <= _BUFFER_JSON)
@@ -71,7 +72,10 @@ class ResponseRelay:
                 body = await response.read()
             if reader is not None:
                 reader.feed(body)
-                self._settle(ex, reader)
+                self._read_usage(ex, reader)
+                if self._metering is not None:
+                    self._metering.settle(ex)
+                    ex.settled = True
                 headers.extend(_cost_headers(ex))
             ex.bytes_out = len(body)
             watcher.stop()
@@ -85,7 +89,7 @@ class ResponseRelay:
             await self._stream(ex, response, send, reader)
         finally:
             if reader is not None:
-                self._settle(ex, reader)
+                self._read_usage(ex, reader)
         watcher.stop()
         if not ex.interrupted or length is None:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -113,10 +117,8 @@ class ResponseRelay:
             ex.interrupted = True
             ex.error = f"upstream closed the stream: {type(exc).__name__}"
 
-    def _settle(self, ex: Exchange, reader: UsageReader) -> None:
+    def _read_usage(self, ex: Exchange, reader: UsageReader) -> None:
         usage, model = reader.result()
         ex.usage = usage
         if ex.model is None:
             ex.model = model
-        if self._metering is not None:
-            self._metering.settle(ex)

@@ -1,0 +1,314 @@
+"""The batched spend writer: one ``spend_logs`` row per call, written off the request path.
+
+``finished`` only appends to a bounded in-memory queue. A background task writes
+batches when one fills up or every ``flush_interval`` seconds. While the database
+is down the batch in hand is retried with capped exponential backoff and new rows
+keep queueing; ``stop`` flushes everything on graceful shutdown.
+
+Each row lands exactly once: rows are inserted with ``ON CONFLICT (request_id) DO
+NOTHING ... RETURNING request_id``, and in the same transaction only the rows
+actually inserted add their cost to the key, user, team and end-user totals, so a
+retried batch (say, after a lost commit acknowledgement) never counts twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from passgate.accounting.rows import spend_row
+from passgate.config import Settings
+from passgate.exchange import Exchange
+from passgate.storage.models import EndUser, Key, SpendLog, Team, User
+
+log = logging.getLogger("passgate.accounting")
+
+Row = dict[str, Any]
+# gets the rows a committed batch inserted, without the key hash id (``token``)
+BatchListener = Callable[[list[Row]], object]
+
+_SPEND_LOGS = cast(Table, SpendLog.__table__)
+_TOTALS = (  # (table, its id column, the row field naming it)
+    (cast(Table, Key.__table__), "token", "token"),
+    (cast(Table, User.__table__), "user_id", "user_id"),
+    (cast(Table, Team.__table__), "team_id", "team_id"),
+)
+_END_USERS = cast(Table, EndUser.__table__)
+_FIRST_BACKOFF = 0.05
+_OVERFLOW_LOG_EVERY = 10.0  # seconds between two overflow log lines
+
+
+def _reason(exc: BaseException) -> str:
+    # the driver's message, never the statement or its parameters (key hashes)
+    orig = getattr(exc, "orig", None) or exc
+    first_line = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(orig).__name__}: {first_line[:200]}"
+
+
+def _totals(rows: Sequence[Row], field: str) -> list[dict[str, Any]]:
+    sums: defaultdict[str, float] = defaultdict(float)
+    for row in rows:
+        owner, cost = row[field], row["cost"]
+        if owner and cost:
+            sums[owner] += cost
+    # a fixed order takes row locks in the same order in every process: no deadlock
+    return [{"b_id": owner, "b_delta": sums[owner]} for owner in sorted(sums)]
+
+
+class SpendWriter:
+    """An ``Observer`` that stores one spend row per call, in batches, exactly once."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        queue_max: int = 100_000,
+        max_backoff: float = 5.0,
+        stop_timeout: float | None = 30.0,
+        listeners: Sequence[BatchListener] = (),
+    ) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.queue_max = queue_max
+        self.max_backoff = max_backoff
+        self.stop_timeout = stop_timeout
+        self._listeners = list(listeners)
+        self._pending: deque[Row] = deque()
+        self._inflight = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._closed = False
+        self._last_overflow_log = -_OVERFLOW_LOG_EVERY
+        self.written = 0  # rows inserted
+        self.duplicates = 0  # rows whose request id was already stored
+        self.dropped = 0  # rows refused because the queue was full or the writer stopped
+        self.rejected = 0  # rows the database refused as invalid
+        self.retries = 0  # failed write attempts while the database was down
+
+    @classmethod
+    def from_settings(
+        cls, engine: AsyncEngine, settings: Settings, listeners: Sequence[BatchListener] = ()
+    ) -> SpendWriter:
+        """A writer sized by ``spend_batch_size``, ``spend_flush_interval``, ``spend_queue_max``."""
+        return cls(
+            engine,
+            batch_size=settings.spend_batch_size,
+            flush_interval=settings.spend_flush_interval,
+            queue_max=settings.spend_queue_max,
+            listeners=listeners,
+        )
+
+    @property
+    def pending(self) -> int:
+        """Rows not yet stored (queued or being written)."""
+        return len(self._pending) + self._inflight
+
+    def add_listener(self, listener: BatchListener) -> None:
+        """Call ``listener(rows)`` after each committed batch with the rows it inserted
+        (without ``token``); it must not block (queue, don't send)."""
+        self._listeners.append(listener)
+
+    async def finished(self, ex: Exchange) -> None:
+        """Queue the call's row; never waits."""
+        self.enqueue(spend_row(ex))
+
+    def enqueue(self, row: Row) -> None:
+        """Queue one row; when the queue is full (or the writer stopped) count and log it."""
+        if self._closed or len(self._pending) >= self.queue_max:
+            self._overflow()
+            return
+        self._pending.append(row)
+        self._idle.clear()
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the background flush task (in the running event loop)."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="passgate-spend-writer"
+            )
+
+    async def flush(self) -> None:
+        """Wait until every row queued so far is stored (retrying while the database is down)."""
+        if self._task is None:
+            await self._drain()
+            return
+        if self.pending:
+            self._wake.set()
+            await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Write every queued row, then end the background task; rows still unwritten after
+        ``stop_timeout`` seconds (database down) are logged as lost."""
+        timeout = self.stop_timeout
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        try:
+            if task is None:
+                await asyncio.wait_for(self._drain(), timeout)
+            else:
+                done, _ = await asyncio.wait({task}, timeout=timeout)
+                if not done:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise TimeoutError
+        except TimeoutError:
+            log.error(
+                "spend writer stopped after %ss with %d rows unwritten: they are lost",
+                timeout,
+                self.pending,
+            )
+        finally:
+            self._closed = True
+
+    async def _run(self) -> None:
+        while True:
+            if not self._stopping and len(self._pending) < self.batch_size:
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(self.flush_interval):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            try:
+                await self._drain()
+            except Exception:  # a bug must not end spend logging for the process
+                log.exception("spend writer failed; will retry")
+                await asyncio.sleep(self.max_backoff)
+            if self._stopping and not self._pending:
+                return
+
+    async def _drain(self) -> None:
+        while self._pending:
+            count = min(self.batch_size, len(self._pending))
+            batch = [self._pending.popleft() for _ in range(count)]
+            self._inflight = count
+            stored = False
+            try:
+                await self._store(batch)
+                stored = True
+            finally:
+                self._inflight = 0
+                if not stored:  # cancelled: the rows go back, to be counted (or retried)
+                    self._pending.extendleft(reversed(batch))
+        self._idle.set()
+
+    async def _store(self, batch: list[Row]) -> None:
+        """Write a batch, waiting out outages; split it to isolate rows the database refuses."""
+        delay = _FIRST_BACKOFF
+        while True:
+            try:
+                inserted = await self._write(batch)
+            except (IntegrityError, DataError) as exc:
+                if len(batch) == 1:
+                    self.rejected += 1
+                    log.error(
+                        "spend row %s refused by the database (%s); skipped",
+                        batch[0]["request_id"],
+                        type(getattr(exc, "orig", exc)).__name__,
+                    )
+                    return
+                half = len(batch) // 2
+                await self._store(batch[:half])
+                await self._store(batch[half:])
+                return
+            except Exception as exc:
+                self.retries += 1
+                log.warning(
+                    "spend writer: database unavailable (%s); retrying %d rows in %.2fs",
+                    _reason(exc),
+                    len(batch),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            self.written += len(inserted)
+            self.duplicates += len(batch) - len(inserted)
+            self._notify(inserted)
+            return
+
+    async def _write(self, batch: Sequence[Row]) -> list[Row]:
+        """One transaction: insert the new rows, add their cost to the totals."""
+        first: dict[str, Row] = {}
+        for row in batch:
+            first.setdefault(row["request_id"], row)
+        unique = list(first.values())
+        async with self.engine.begin() as conn:
+            result = await conn.execute(self._insert_rows(conn), unique)
+            stored = set(result.scalars())
+            inserted = [row for row in unique if row["request_id"] in stored]
+            await self._add_totals(conn, inserted)
+        return inserted
+
+    def _insert_rows(self, conn: AsyncConnection) -> Any:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        return (
+            dialect.insert(_SPEND_LOGS)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(_SPEND_LOGS.c.request_id)
+        )
+
+    async def _add_totals(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
+        for table, id_column, field in _TOTALS:
+            params = _totals(rows, field)
+            if params:
+                await conn.execute(
+                    update(table)
+                    .where(table.c[id_column] == bindparam("b_id"))
+                    .values(spend=table.c.spend + bindparam("b_delta")),
+                    params,
+                )
+        params = [
+            {"end_user_id": p["b_id"], "spend": p["b_delta"]} for p in _totals(rows, "end_user")
+        ]
+        if params:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            insert = dialect.insert(_END_USERS)
+            await conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["end_user_id"],
+                    set_={"spend": _END_USERS.c.spend + insert.excluded.spend},
+                ),
+                params,
+            )
+
+    def _notify(self, rows: Sequence[Row]) -> None:
+        if not rows or not self._listeners:
+            return
+        public = [{k: v for k, v in row.items() if k != "token"} for row in rows]
+        for listener in self._listeners:
+            try:
+                listener(public)
+            except Exception:
+                log.exception("spend batch listener %r failed", listener)
+
+    def _overflow(self) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_overflow_log >= _OVERFLOW_LOG_EVERY:
+            self._last_overflow_log = now
+            reason = "writer stopped" if self._closed else f"queue full ({self.queue_max} rows)"
+            log.error(
+                "spend rows DROPPED: %s; %d dropped so far (database down or too slow?)",
+                reason,
+                self.dropped,
+            )
