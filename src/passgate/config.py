@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     accounting: bool = True
 
     redis_fail_mode: Literal["open", "closed"] = "open"
+    redis_prefix: str = Field(default="passgate:", min_length=1, max_length=64)
     budget_estimate_usd: float = Field(default=0.0, ge=0)
 
     webhook_url: str | None = None

@@ -60,6 +60,7 @@ class FakeMistral:
             FakeApp(self._state, route),
             loop="asyncio",
             http="httptools",
+            ws="none",
             lifespan="off",
             access_log=False,
             log_config=None,

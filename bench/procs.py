@@ -1,0 +1,210 @@
+"""Processes the benchmark starts: launch, wait until ready, measure, and always stop."""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+MIB = 1024 * 1024
+_STOP_TIMEOUT = 10.0
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (a tool is missing, a process did not start)."""
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_tool(name: str) -> str | None:
+    """The path of `name` on PATH or in /usr/sbin (nginx lives there, off a user's PATH)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def ensure_tools() -> dict[str, str]:
+    """Paths of nginx and wrk; installs them with apt-get when missing and running as root."""
+    missing = [name for name in ("nginx", "wrk") if find_tool(name) is None]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {', '.join(missing)} with apt-get ...", flush=True)
+        packages = ["nginx-light" if name == "nginx" else name for name in missing]
+        subprocess.run(["apt-get", "update", "-q"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=False)
+    tools = {name: find_tool(name) for name in ("nginx", "wrk")}
+    absent = [name for name, path in tools.items() if path is None]
+    if absent:
+        raise BenchError(
+            f"missing {', '.join(absent)}: install with `sudo apt-get install -y nginx-light wrk`"
+        )
+    return {name: path for name, path in tools.items() if path is not None}
+
+
+def http_status(url: str, headers: dict[str, str] | None = None, timeout: float = 1.0) -> int:
+    """The status of GET `url`, or 0 when nothing answers."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (loopback http)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (OSError, urllib.error.URLError):
+        return 0
+
+
+def _label(process: psutil.Process, root_pid: int) -> str:
+    with contextlib.suppress(psutil.Error):
+        command = " ".join(process.cmdline())
+        if process.pid == root_pid:
+            return "main"
+        if "resource_tracker" in command:
+            return "resource tracker"
+        if "spawn_main" in command or "nginx: worker" in command:
+            return "worker"
+    return "child"
+
+
+@dataclass
+class Service:
+    """One started process and its descendants (workers)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def processes(self) -> list[psutil.Process]:
+        """The process and all its descendants still alive."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def rss(self) -> list[tuple[str, int]]:
+        """(label, RSS bytes) of every process, main first."""
+        sizes = []
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):
+                sizes.append((_label(process, self.proc.pid), process.memory_info().rss))
+        return sizes
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the process and its descendants."""
+        total = 0.0
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the process's output."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Services:
+    """Starts services and stops every one of them on close, whatever happened."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.running: list[Service] = []
+
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        ready: Callable[[], bool] | None = None,
+        timeout: float = 30.0,
+    ) -> Service:
+        """Start `argv` in its own session; wait until `ready()` holds."""
+        log_path = self.workdir / f"{name.replace(' ', '-')}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                env={**os.environ, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        service = Service(name, proc, log_path)
+        self.running.append(service)
+        deadline = time.monotonic() + timeout
+        while ready is not None and not ready():
+            if proc.poll() is not None:
+                self.stop(service)
+                raise BenchError(f"{name} exited ({proc.returncode}):\n{service.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop(service)
+                raise BenchError(f"{name} not ready after {timeout:.0f}s:\n{service.log_tail()}")
+            time.sleep(0.05)
+        return service
+
+    def stop(self, service: Service) -> None:
+        """Stop a service and its process group (SIGTERM, then SIGKILL)."""
+        if service in self.running:
+            self.running.remove(service)
+        proc = service.proc
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(_STOP_TIMEOUT)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # workers left behind by the group leader
+
+    def close(self) -> None:
+        """Stop everything still running, newest first."""
+        for service in reversed(list(self.running)):
+            self.stop(service)
+
+
+@dataclass
+class RssSampler:
+    """Samples the total RSS of a service's processes in a thread, keeping the peak."""
+
+    service: Service
+    interval: float = 0.005
+    baseline: int = 0
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> "RssSampler":
+        self.baseline = self.peak = sum(size for _, size in self.service.rss())
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, sum(size for _, size in self.service.rss()))

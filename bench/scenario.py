@@ -1,0 +1,187 @@
+"""What one benchmark run measures, in which order, against which targets."""
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench import load, targets
+from bench.gateways import (
+    MASTER_KEY,
+    ensure_litellm,
+    generate_key,
+    start_litellm,
+    start_nginx,
+    start_passgate,
+    start_python_upstream,
+)
+from bench.nginx import proxy_config, upstream_config
+from bench.procs import BenchError, Service, Services, ensure_tools, free_port
+from bench.report import DIRECT, NGINX, Results
+
+PROVIDER_AUTH = "Bearer x"
+MASTER_AUTH = f"Bearer {MASTER_KEY}"
+CHAT = "/v1/chat/completions"
+FILES = "/v1/files"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how much to measure."""
+
+    seconds: int  # per wrk run (wrk takes whole seconds)
+    warmup: int  # wrk at c=16 before a target's first run, not recorded
+    levels: tuple[int, ...]  # concurrency of the main rows
+    feature_levels: tuple[int, ...]  # concurrency of the feature-cost rows
+    streams: int  # sequential streamed chats per target
+    uploads: int  # 10 MB uploads per target
+
+
+QUICK = Plan(seconds=2, warmup=1, levels=(1, 16, 64), feature_levels=(1, 64), streams=50, uploads=2)
+FULL = Plan(
+    seconds=8, warmup=2, levels=(1, 16, 64), feature_levels=(1, 16, 64), streams=200, uploads=5
+)
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """Base URLs of the fake upstreams and of the nginx reference proxy in front of them."""
+
+    chat: str  # nginx: fixed chat completion
+    sse: str  # Python: streamed chat and upload sink
+    proxy_chat: str  # nginx proxy_pass -> chat
+    proxy_sse: str  # nginx proxy_pass -> sse
+
+
+class Bench:
+    """Runs each measurement and files it into Results."""
+
+    def __init__(
+        self, plan: Plan, wrk: load.Wrk, services: Services, upstream: Service, urls: Upstreams
+    ) -> None:
+        self.plan = plan
+        self.wrk = wrk
+        self.services = services
+        self.upstream = upstream
+        self.urls = urls
+        self.results = Results()
+
+    def chat(
+        self, target: str, url: str, auth: str, gateway: Service | None, levels: tuple[int, ...]
+    ) -> None:
+        """Non-streaming chat at each concurrency level, noting upstream and gateway CPU."""
+        print(f"  chat     {target} ...", flush=True)
+        watch = [self.upstream, *([gateway] if gateway else [])]
+        self.wrk.run(url, auth, 16, self.plan.warmup)
+        by_level = self.results.chat.setdefault(target, {})
+        for level in levels:
+            by_level[level] = self.wrk.run(url, auth, level, self.plan.seconds, watch)
+
+    def stream(self, target: str, url: str, auth: str) -> None:
+        """Sequential streamed chats."""
+        print(f"  stream   {target} ...", flush=True)
+        self.results.stream[target] = load.stream(url, auth, self.plan.streams)
+
+    def upload(self, target: str, url: str, auth: str, gateway: Service | None) -> None:
+        """10 MB multipart uploads, with the gateway's peak RSS."""
+        print(f"  upload   {target} ...", flush=True)
+        self.results.upload[target] = load.upload(url, auth, self.plan.uploads, gateway)
+
+    def rss(self, target: str, service: Service) -> None:
+        """RSS of every process of `service` now."""
+        self.results.rss[target] = service.rss()
+
+    def guarded(self, target: str, step: Callable[[], None]) -> None:
+        """Run `step`; when a process fails, note it against `target` and go on."""
+        try:
+            step()
+        except BenchError as error:
+            first = str(error).splitlines()[0]
+            print(f"  {target} failed: {error}", flush=True)
+            self.results.missing[target] = f"failed: {first}"
+        finally:
+            for service in list(self.services.running):
+                if service.name == "gateway":
+                    self.services.stop(service)
+
+
+def _start_upstreams(args: argparse.Namespace, plan: Plan, services: Services) -> Bench:
+    tools = ensure_tools()
+    port, proxy_chat, proxy_sse = free_port(), free_port(), free_port()
+    upstream = start_nginx(
+        services, tools["nginx"], "upstream", lambda prefix: upstream_config(prefix, port, 1)
+    )
+    _, sse_port = start_python_upstream(services, args.gap_ms)
+    routes = {proxy_chat: port, proxy_sse: sse_port}
+    start_nginx(services, tools["nginx"], NGINX, lambda prefix: proxy_config(prefix, routes, 2))
+    urls = Upstreams(
+        chat=f"http://127.0.0.1:{port}",
+        sse=f"http://127.0.0.1:{sse_port}",
+        proxy_chat=f"http://127.0.0.1:{proxy_chat}",
+        proxy_sse=f"http://127.0.0.1:{proxy_sse}",
+    )
+    return Bench(plan, load.Wrk(tools["wrk"], services.workdir), services, upstream, urls)
+
+
+def _baselines(bench: Bench) -> None:
+    urls, levels = bench.urls, bench.plan.levels
+    proxy = next(s for s in bench.services.running if s.name == NGINX)
+    bench.chat(DIRECT, urls.chat + CHAT, PROVIDER_AUTH, None, levels)
+    bench.chat(NGINX, urls.proxy_chat + CHAT, "", proxy, levels)
+    bench.stream(DIRECT, urls.sse + CHAT, PROVIDER_AUTH)
+    bench.stream(NGINX, urls.proxy_sse + CHAT, "")
+    bench.upload(DIRECT, urls.sse + FILES, PROVIDER_AUTH, None)
+    bench.upload(NGINX, urls.proxy_sse + FILES, "", proxy)
+
+
+def _passgate_chat(bench: Bench) -> None:
+    gateway, url = start_passgate(bench.services, "gateway", bench.urls.chat)
+    bench.chat(targets.PASSGATE, url + "/mistral" + CHAT, MASTER_AUTH, gateway, bench.plan.levels)
+    key, why = generate_key(url)
+    if key is None:
+        print(f"  virtual key: {why}", flush=True)
+        bench.results.missing[targets.VIRTUAL_KEY] = why
+    else:
+        levels = bench.plan.feature_levels
+        bench.chat(targets.VIRTUAL_KEY, url + "/mistral" + CHAT, f"Bearer {key}", gateway, levels)
+    bench.rss(f"{targets.PASSGATE} (after chat)", gateway)
+
+
+def _passgate_without_accounting(bench: Bench) -> None:
+    gateway, url = start_passgate(bench.services, "gateway", bench.urls.chat, accounting=False)
+    levels = bench.plan.feature_levels
+    bench.chat(targets.NO_ACCOUNTING, url + "/mistral" + CHAT, MASTER_AUTH, gateway, levels)
+
+
+def _passgate_stream_and_upload(bench: Bench) -> None:
+    gateway, url = start_passgate(bench.services, "gateway", bench.urls.sse)
+    bench.stream(targets.PASSGATE, url + "/mistral" + CHAT, MASTER_AUTH)
+    bench.upload(targets.PASSGATE, url + "/mistral" + FILES, MASTER_AUTH, gateway)
+    bench.rss(f"{targets.PASSGATE} (after stream + upload)", gateway)
+
+
+def _litellm(bench: Bench) -> None:
+    command, why = ensure_litellm()
+    if command is None:
+        raise BenchError(f"LiteLLM not installed ({why})")
+    gateway, url = start_litellm(bench.services, command, "gateway", bench.urls.chat)
+    bench.chat("litellm", url + "/mistral" + CHAT, MASTER_AUTH, gateway, bench.plan.levels)
+    bench.rss("litellm (after chat)", gateway)
+    bench.services.stop(gateway)
+    gateway, url = start_litellm(bench.services, command, "gateway", bench.urls.sse)
+    bench.stream("litellm", url + "/mistral" + CHAT, MASTER_AUTH)
+    bench.upload("litellm", url + "/mistral" + FILES, MASTER_AUTH, gateway)
+
+
+def measure(args: argparse.Namespace, plan: Plan, services: Services) -> Results:
+    """Start the upstreams, then measure each target in turn; a failing gateway is noted."""
+    bench = _start_upstreams(args, plan, services)
+    print("direct and nginx:", flush=True)
+    _baselines(bench)
+    print("passgate:", flush=True)
+    bench.guarded(targets.PASSGATE, lambda: _passgate_chat(bench))
+    bench.guarded(targets.NO_ACCOUNTING, lambda: _passgate_without_accounting(bench))
+    bench.guarded(f"{targets.PASSGATE} (stream)", lambda: _passgate_stream_and_upload(bench))
+    if args.with_litellm:
+        print("litellm:", flush=True)
+        bench.guarded("litellm", lambda: _litellm(bench))
+    return bench.results

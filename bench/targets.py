@@ -1,0 +1,99 @@
+"""Issue 6's targets, checked against one run's measurements."""
+
+from bench.load import median
+from bench.procs import MIB
+from bench.report import DIRECT, NGINX, Results
+
+PASSGATE = "passgate"
+VIRTUAL_KEY = "passgate + virtual key"
+NO_ACCOUNTING = "passgate, accounting off"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a " if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _latency(results: Results, full: str) -> str:
+    gateway = results.chat.get(full, {}).get(1)
+    direct = results.chat.get(DIRECT, {}).get(1)
+    if gateway is None or direct is None:
+        return f"{_verdict(None)} added p50 at c=1 (not measured)"
+    added = gateway.p50 - direct.p50
+    return f"{_verdict(added <= 0.2)} added p50 at c=1: {added:.3f} ms (target <= 0.2 ms)"
+
+
+def _throughput(results: Results, full: str) -> str:
+    gateway = results.chat.get(full, {}).get(64)
+    nginx = results.chat.get(NGINX, {}).get(64)
+    if gateway is None:
+        return f"{_verdict(None)} throughput at c=64 (not measured)"
+    ok = gateway.rps >= 11_500 and gateway.p99 < 20
+    share = f", {100 * gateway.rps / nginx.rps:.1f}% of nginx" if nginx else ""
+    return (
+        f"{_verdict(ok)} c=64: {gateway.rps:,.0f} req/s, p99 {gateway.p99:.2f} ms{share} "
+        "(target >= 11,500 req/s, p99 < 20 ms)"
+    )
+
+
+def _streaming(results: Results) -> str:
+    gateway = results.stream.get(PASSGATE)
+    direct = results.stream.get(DIRECT)
+    if gateway is None or direct is None or not gateway.ttfb or not direct.ttfb:
+        return f"{_verdict(None)} streaming TTFB (not measured)"
+    added = median(gateway.ttfb) - median(direct.ttfb)
+    # The client itself sometimes reads two events at once; batching shows as fewer reads than
+    # the same client got straight from the upstream, not as fewer reads than events.
+    reads = gateway.chunks / len(gateway.ttfb)
+    direct_reads = direct.chunks / len(direct.ttfb)
+    separate = reads >= direct_reads - 0.5
+    ok = added <= 0.2 and separate
+    return (
+        f"{_verdict(ok)} stream: TTFB added p50 {added:.3f} ms (target <= 0.2 ms); "
+        f"{reads:.1f} reads per response through the gateway, {direct_reads:.1f} direct "
+        f"({'each event on its own' if separate else 'events batched'})"
+    )
+
+
+def _memory(results: Results) -> str:
+    workers = [
+        size
+        for target, sizes in results.rss.items()
+        if target.startswith(PASSGATE)
+        for label, size in sizes
+        if label == "worker"
+    ]
+    upload = results.upload.get(PASSGATE)
+    growth = None
+    if upload is not None and upload.rss_peak is not None and upload.rss_baseline is not None:
+        growth = upload.rss_peak - upload.rss_baseline
+    if not workers or growth is None:
+        return f"{_verdict(None)} memory (not measured)"
+    ok = max(workers) <= 80 * MIB and growth < 10 * 1000 * 1000
+    return (
+        f"{_verdict(ok)} worker RSS max {max(workers) / MIB:.1f} MiB (target <= 80 MiB); "
+        f"upload peak +{growth / MIB:.1f} MiB (target < 10 MB)"
+    )
+
+
+def _feature_cost(results: Results) -> str:
+    full = results.chat.get(VIRTUAL_KEY, {}).get(64)
+    bare = results.chat.get(NO_ACCOUNTING, {}).get(64)
+    if full is None or bare is None:
+        return f"{_verdict(None)} virtual key + accounting cost (needs both rows at c=64)"
+    cost = 1 - full.rps / bare.rps
+    return (
+        f"{_verdict(cost <= 0.15)} virtual key + accounting cost {100 * cost:.1f}% of "
+        "throughput at c=64 vs master key without accounting (target <= 15%)"
+    )
+
+
+def check(results: Results) -> list[str]:
+    """One line per target: PASS / FAIL / n/a and the measured value."""
+    full = VIRTUAL_KEY if VIRTUAL_KEY in results.chat else PASSGATE
+    return [
+        _latency(results, full),
+        _throughput(results, full),
+        _streaming(results),
+        _memory(results),
+        _feature_cost(results),
+    ]
