@@ -13,7 +13,9 @@ import uvicorn
 from passgate import __version__
 from passgate.accounting.pricing import PricingError, load_catalog
 from passgate.api.factory import setup_process_logging
+from passgate.cli_keys import add_subcommands
 from passgate.config import Settings, SettingsError, export_config_file, load_settings
+from passgate.limits.runtime import limits_warning
 
 BANNER_OPEN = (
     "\n!!! passgate is running WITHOUT a master key: anyone who can reach it can use your\n"
@@ -55,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         help="allow binding a non-loopback address without a master key",
     )
     parser.set_defaults(handler=None)
+    add_subcommands(parser.add_subparsers(title="commands", metavar="{keys,db}"))
     return parser
 
 
@@ -72,6 +75,9 @@ def serve(settings: Settings) -> int:
         print(BANNER_OPEN, file=sys.stderr)
     setup_process_logging(settings)
     workers = settings.workers or os.cpu_count() or 1
+    warning = limits_warning(settings)
+    if warning:
+        print(f"passgate: warning: {warning}", file=sys.stderr)
     print(
         f"passgate {__version__} on http://{host}:{settings.port} ({workers} worker(s)), "
         f"upstream {settings.mistral_api_base}",

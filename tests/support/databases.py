@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
 from passgate.storage.db import create_engine
 from passgate.storage.migrate import upgrade
@@ -30,15 +30,17 @@ async def fresh_postgres() -> AsyncIterator[str]:
     """A new, empty PostgreSQL database (as a ``postgresql://`` URL), dropped afterwards."""
     require_postgres()
     name = "pg_" + secrets.token_hex(8)
-    admin = await asyncpg.connect(PG_DSN)
+    admin = create_engine(PG_DSN, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         try:
             yield make_url(PG_DSN).set(database=name).render_as_string(hide_password=False)
         finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            async with admin.connect() as conn:
+                await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        await admin.close()
+        await admin.dispose()
 
 
 @asynccontextmanager

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,14 +28,15 @@ from passgate.auth.key_state import KeyStateLoader
 from passgate.auth.master import MasterKey
 from passgate.config import Settings
 from passgate.exchange import Exchange, RequestInfo
-from passgate.storage.db import create_engine, session_factory
+from passgate.storage.database import Database
 
 
 def key_app(url: str, master_key: str | None, cache_ttl: float = 5.0) -> Starlette:
-    """The app; its engine lives and dies with the app's lifespan (in the server's loop)."""
-    settings = Settings(master_key=master_key, key_cache_ttl=cache_ttl, database_url=url)
-    engine = create_engine(url)
-    sessions = session_factory(engine)
+    """The app; its database is migrated and closed by the app's lifespan (server's loop)."""
+    secret = SecretStr(master_key) if master_key else None
+    settings = Settings(master_key=secret, key_cache_ttl=cache_ttl, database_url=url)
+    database = Database(settings)
+    sessions = database.sessions
     cache = KeyCache(KeyStateLoader(sessions), ttl=cache_ttl)
     authenticator = KeyAuthenticator(MasterKey(master_key), cache)
     ctx = AdminContext(sessions, cache, authenticator, settings)
@@ -60,8 +62,9 @@ def key_app(url: str, master_key: str | None, cache_ttl: float = 5.0) -> Starlet
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await database.start()
         yield
-        await engine.dispose()
+        await database.stop()
 
     routes = [
         *key_routes(ctx),

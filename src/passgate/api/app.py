@@ -6,20 +6,32 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from passgate.accounting.meter import Meter
 from passgate.accounting.pricing import load_catalog
+from passgate.accounting.writer import SpendWriter
+from passgate.api.admin_auth import AdminContext
+from passgate.api.entities import entity_routes
 from passgate.api.gateway import Component, Gateway
 from passgate.api.health import health_routes
-from passgate.auth.master import MasterKey, MasterKeyAuthenticator
+from passgate.api.keys import key_routes
+from passgate.api.spend import spend_routes
+from passgate.auth.authenticator import KeyAuthenticator
+from passgate.auth.cache import KeyCache
+from passgate.auth.guards import KeyAccessGuard
+from passgate.auth.key_state import KeyStateLoader
+from passgate.auth.master import MasterKey
 from passgate.config import Settings
 from passgate.errors import GatewayError
+from passgate.limits.runtime import build_limits
 from passgate.observability.stack import Observability
 from passgate.providers.mistral import mistral_provider
 from passgate.proxy.body import BodyPolicy
-from passgate.proxy.hooks import Pipeline
+from passgate.proxy.hooks import Observer, Pipeline
 from passgate.proxy.relay import Relay
 from passgate.proxy.upstream import Upstream
+from passgate.storage.database import Database
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -39,17 +51,55 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
     )
 
 
+class _WriterComponent:
+    """The spend writer's life: its flush task starts with the app and drains at shutdown."""
+
+    def __init__(self, writer: SpendWriter) -> None:
+        self._writer = writer
+
+    async def start(self) -> None:
+        self._writer.start()
+
+    async def stop(self) -> None:
+        await self._writer.stop()
+
+
 def build_app(settings: Settings) -> Gateway:
-    """Wire every part of the gateway described by ``settings``."""
+    """Wire every part of the gateway described by ``settings``.
+
+    Components start in list order and stop in reverse: the database first up and
+    last down; the spend writer stops before the observability stack it feeds.
+    """
     master = MasterKey(settings.master_key.get_secret_value() if settings.master_key else None)
+    database = Database(settings)
     upstream = Upstream(settings)
     observability = Observability(settings)
-    components: list[Component] = [upstream, observability]
-    meter = Meter(load_catalog(settings.pricing))
+    catalog = load_catalog(settings.pricing)
+    cache = KeyCache(KeyStateLoader(database.sessions), ttl=settings.key_cache_ttl)
+    authenticator = KeyAuthenticator(master, cache)
+    limits = build_limits(
+        settings,
+        database.sessions,
+        catalog,
+        on_key_invalidated=cache.invalidate,
+        on_resync=cache.clear,
+        on_bypass=lambda _reason: observability.metrics.count_redis_bypass(),
+        prefix=settings.redis_prefix,
+    )
+    writer = SpendWriter.from_settings(database.engine, settings)
+    if observability.webhook is not None:
+        writer.add_listener(observability.webhook.submit)
+    observability.metrics.watch_queue("spend", lambda: float(writer.pending))
+
+    observers: list[Observer] = [limits.guard]
+    if settings.accounting:
+        observers.append(writer)
+    observers.extend(observability.observers)
     pipeline = Pipeline(
-        authenticator=MasterKeyAuthenticator(master),
-        metering=meter if settings.accounting else None,
-        observers=observability.observers,
+        authenticator=authenticator,
+        guards=(KeyAccessGuard(), limits.guard),
+        metering=Meter(catalog) if settings.accounting else None,
+        observers=tuple(observers),
     )
     relay = Relay(
         prefix=b"/mistral",
@@ -60,12 +110,29 @@ def build_app(settings: Settings) -> Gateway:
         first_byte_timeout=settings.first_byte_timeout,
         idle_timeout=settings.idle_timeout,
     )
+    ctx = AdminContext(
+        database.sessions, cache, authenticator, settings, on_key_change=limits.key_changed_soon
+    )
 
-    async def gateway_ready() -> dict[str, str]:
-        return {"status": "healthy"}
+    async def database_ready() -> dict[str, str]:
+        return await database.health()
 
+    routes: list[BaseRoute] = [
+        *health_routes({"database": database_ready}),
+        *key_routes(ctx),
+        *spend_routes(ctx),
+        *entity_routes(ctx, on_change=limits.budget_changed),
+        *observability.routes,
+    ]
     admin = Starlette(
-        routes=[*health_routes({"gateway": gateway_ready}), *observability.routes],
+        routes=routes,
         exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error},
     )
+    components: list[Component] = [
+        database,
+        upstream,
+        observability,
+        limits,
+        _WriterComponent(writer),
+    ]
     return Gateway({b"/mistral": relay}, admin, components)

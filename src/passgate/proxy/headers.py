@@ -62,8 +62,8 @@ def client_response_headers(
     """Upstream response headers for the client, plus what the relay needs from them.
 
     Returns the headers, the upstream's own request id, the content type, the
-    content length and the content encoding. The gateway's ``x-request-id`` replaces the upstream's, which
-    is kept as ``x-upstream-request-id`` so neither is lost.
+    content length and the content encoding. The gateway's ``x-request-id``
+    replaces the upstream's, which is kept as ``x-upstream-request-id``.
     """
     named = _connection_tokens(list(raw)) if any(n.lower() == b"connection" for n, _ in raw) else ()
     out: RawHeaders = []

@@ -158,10 +158,9 @@ class Relay:
         ex.principal = principal
         ex.end_user = end_user.decode("utf-8", "replace") if end_user else principal.end_user_id
         if tags:
-            ex.tags = [t.strip() for t in tags.decode("utf-8", "replace").split(",") if t.strip()]
-        key_tags = principal.metadata.get("tags")
-        if isinstance(key_tags, list):
-            ex.tags.extend(str(t) for t in key_tags)
+            ex.tags.extend(
+                t.strip() for t in tags.decode("utf-8", "replace").split(",") if t.strip()
+            )
         body = await read_body(
             ex,
             receive,

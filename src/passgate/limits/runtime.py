@@ -1,0 +1,164 @@
+"""Budgets and rate limits for one gateway, built from settings.
+
+Without ``REDIS_URL`` the counters live in this process; with it, in Redis (shared
+by every instance) and key changes are broadcast over Redis pub/sub. Either way a
+background task starts a new budget period in the database when one ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from passgate.accounting.pricing import Catalog
+from passgate.config import Settings
+from passgate.limits.backend import Counters, ScopeKind
+from passgate.limits.directory import BudgetDirectory
+from passgate.limits.estimate import Estimator
+from passgate.limits.events import KeyEvents
+from passgate.limits.guard import BypassCallback, LimitsGuard
+from passgate.limits.local import LocalCounters
+from passgate.limits.redis_backend import RedisCounters, redis_client
+from passgate.limits.store import SqlBudgetStore
+
+log = logging.getLogger("passgate.limits")
+
+RESET_INTERVAL = 10.0  # seconds between checks for budget periods that ended
+
+
+def limits_warning(settings: Settings) -> str | None:
+    """The start-up warning when several workers would each keep their own counters."""
+    workers = settings.workers or os.cpu_count() or 1
+    if workers <= 1 or settings.redis_url:
+        return None
+    return (
+        f"{workers} workers and no REDIS_URL: rate limits and budgets are enforced per "
+        "worker (each worker may let through up to the full limit). Set REDIS_URL to "
+        "share them across workers and instances."
+    )
+
+
+class Limits:
+    """The limits stage (``guard``) with the background parts it needs; a gateway Component."""
+
+    def __init__(
+        self,
+        guard: LimitsGuard,
+        counters: Counters,
+        directory: BudgetDirectory,
+        store: SqlBudgetStore,
+        events: KeyEvents | None = None,
+        client: Redis | None = None,
+        clock: Callable[[], float] = time.time,
+        reset_interval: float = RESET_INTERVAL,
+    ) -> None:
+        self.guard = guard
+        self.counters = counters
+        self.directory = directory
+        self.events = events
+        self._store = store
+        self._client = client
+        self._clock = clock
+        self._reset_interval = reset_interval
+        self._resetter: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start counter upkeep, the key-change listener and the budget resetter."""
+        await self.counters.start()
+        if self.events is not None:
+            await self.events.start()
+        if self._resetter is None:
+            self._resetter = asyncio.get_running_loop().create_task(self._reset_loop())
+
+    async def stop(self) -> None:
+        """Stop everything started, then close the Redis connections."""
+        if self._resetter is not None:
+            self._resetter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resetter
+            self._resetter = None
+        if self.events is not None:
+            await self.events.stop()
+        await self.counters.stop()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def key_changed(self, token: str) -> None:
+        """Tell every instance to drop its cached copy of a key (no-op without Redis)."""
+        if self.events is not None:
+            await self.events.publish(token)
+
+    def key_changed_soon(self, token: str) -> None:
+        """``key_changed`` from synchronous code, such as a key cache's invalidate."""
+        if self.events is not None:
+            self.events.publish_soon(token)
+
+    async def budget_changed(self, kind: ScopeKind, id: str) -> None:
+        """A user's, team's or end user's budget changed: drop it here and everywhere."""
+        self.directory.invalidate(kind, id)
+        if self.events is not None:
+            await self.events.publish_scope(kind, id)
+
+    async def reset_budgets(self) -> int:
+        """Start a new period for every budget whose period ended; returns how many."""
+        return await self._store.reset_due(self._clock())
+
+    async def _reset_loop(self) -> None:
+        while True:
+            try:
+                await self.reset_budgets()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("budget reset check failed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(self._reset_interval)
+
+
+def build_limits(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    catalog: Catalog,
+    *,
+    on_key_invalidated: Callable[[str], object] | None = None,
+    on_resync: Callable[[], object] | None = None,
+    on_bypass: BypassCallback | None = None,
+    clock: Callable[[], float] = time.time,
+    prefix: str = "passgate:",
+) -> Limits:
+    """Wire budgets and rate limits for these settings."""
+    store = SqlBudgetStore(sessions)
+    directory = BudgetDirectory(store, ttl=settings.key_cache_ttl)
+    counters: Counters
+    events = client = None
+    if settings.redis_url:
+        client = redis_client(settings.redis_url)
+        counters = RedisCounters(client, directory.seed, prefix=prefix, clock=clock)
+
+        def resync() -> None:
+            directory.clear()
+            if on_resync is not None:
+                on_resync()
+
+        events = KeyEvents(
+            client,
+            on_key=on_key_invalidated or (lambda _token: None),
+            on_scope=directory.invalidate,
+            on_resync=resync,
+            channel=prefix + "invalidate",
+        )
+    else:
+        counters = LocalCounters(directory.seed, clock=clock)
+    guard = LimitsGuard(
+        counters,
+        directory,
+        Estimator(catalog.lookup, settings.budget_estimate_usd),
+        settings.redis_fail_mode,
+        on_bypass,
+    )
+    return Limits(guard, counters, directory, store, events, client, clock)

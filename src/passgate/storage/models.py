@@ -1,0 +1,192 @@
+"""The gateway's tables (SQLAlchemy 2 declarative); Alembic migrations create them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite has no timezone type and returns naive values; this keeps both backends alike.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Key(Base):
+    """A virtual key, stored by the SHA-256 hash of its secret (never the secret)."""
+
+    __tablename__ = "keys"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_alias: Mapped[str | None] = mapped_column(String(256), unique=True)
+    user_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    team_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    end_user_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    models: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    allowed_routes: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
+    max_budget: Mapped[float | None] = mapped_column(Float)
+    budget_duration: Mapped[str | None] = mapped_column(String(32))
+    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer)
+    max_parallel_requests: Mapped[int | None] = mapped_column(Integer)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, default=dict, server_default=text("'{}'")
+    )
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+    grace_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class User(Base):
+    """An internal user that keys can belong to, with its own budget."""
+
+    __tablename__ = "users"
+
+    user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    user_alias: Mapped[str | None] = mapped_column(String(256))
+    max_budget: Mapped[float | None] = mapped_column(Float)
+    budget_duration: Mapped[str | None] = mapped_column(String(32))
+    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, default=dict, server_default=text("'{}'")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+
+class Team(Base):
+    """A team that keys can belong to, with its own budget."""
+
+    __tablename__ = "teams"
+
+    team_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    team_alias: Mapped[str | None] = mapped_column(String(256))
+    max_budget: Mapped[float | None] = mapped_column(Float)
+    budget_duration: Mapped[str | None] = mapped_column(String(32))
+    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, default=dict, server_default=text("'{}'")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+
+class EndUser(Base):
+    """A customer of the key holder (the ``user`` field of a request), with a budget."""
+
+    __tablename__ = "end_users"
+
+    end_user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    max_budget: Mapped[float | None] = mapped_column(Float)
+    budget_duration: Mapped[str | None] = mapped_column(String(32))
+    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, default=dict, server_default=text("'{}'")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+
+class SpendLog(Base):
+    """One relayed call: who made it, what it used and what it cost."""
+
+    __tablename__ = "spend_logs"
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    first_byte_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    token: Mapped[str | None] = mapped_column(String(64), index=True)
+    key_alias: Mapped[str | None] = mapped_column(String(256))
+    user_id: Mapped[str | None] = mapped_column(String(256))
+    team_id: Mapped[str | None] = mapped_column(String(256))
+    end_user: Mapped[str | None] = mapped_column(String(256), index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str] = mapped_column(Text)
+    upstream_path: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(256), index=True)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    status: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+    pages: Mapped[int | None] = mapped_column(Integer)
+    annotated_pages: Mapped[int | None] = mapped_column(Integer)
+    audio_seconds: Mapped[float | None] = mapped_column(Float)
+    characters: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)  # None: the model has no price
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    ttfb_ms: Mapped[float | None] = mapped_column(Float)
+    upstream_request_id: Mapped[str | None] = mapped_column(String(256))
+    error: Mapped[str | None] = mapped_column(Text)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))

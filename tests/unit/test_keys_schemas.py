@@ -1,0 +1,112 @@
+"""Validation of /key request bodies: every error names its field, never the value."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from passgate.api.key_schemas import (
+    DeleteKeysRequest,
+    GenerateKeyRequest,
+    RegenerateKeyRequest,
+    UpdateKeyRequest,
+)
+from passgate.api.key_service import settings_columns
+from passgate.api.validation import parse_body
+from passgate.auth.keys import generate_key
+from passgate.errors import GatewayError
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def error_of(model: type, body: bytes) -> GatewayError:
+    with pytest.raises(GatewayError) as info:
+        parse_body(model, body)
+    return info.value
+
+
+def test_the_seeds_empty_body_is_valid() -> None:
+    assert parse_body(GenerateKeyRequest, b"{}").model_fields_set == set()
+    assert parse_body(GenerateKeyRequest, b"").model_fields_set == set()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"max_budget": -1}', "max_budget"),
+        (b'{"max_budget": "10"}', "max_budget"),
+        (b'{"duration": "forever"}', "duration"),
+        (b'{"budget_duration": "1y"}', "budget_duration"),
+        (b'{"models": "mistral-small-latest"}', "models"),
+        (b'{"models": [1]}', "models.0"),
+        (b'{"rpm_limit": 1.5}', "rpm_limit"),
+        (b'{"tpm_limit": -5}', "tpm_limit"),
+        (b'{"blocked": "yes"}', "blocked"),
+        (b'{"metadata": []}', "metadata"),
+        (b'{"allowed_routes": ["mistral/v1/ocr"]}', "allowed_routes.0"),
+        (b'{"key": "pk-123"}', "key"),
+        (b'{"key_alias": ""}', "key_alias"),
+        (b'{"surprise": 1}', "surprise"),
+    ],
+)
+def test_wrong_fields_are_422_naming_the_field(body: bytes, field: str) -> None:
+    err = error_of(GenerateKeyRequest, body)
+    assert err.status == 422
+    assert f"'{field}'" in err.message
+
+
+def test_unknown_fields_say_so() -> None:
+    assert "unknown field 'config'" in error_of(GenerateKeyRequest, b'{"config": {}}').message
+
+
+@pytest.mark.parametrize("body", [b"{", b"[]", b'"x"', b"null"])
+def test_bodies_that_are_not_json_objects_are_400(body: bytes) -> None:
+    assert error_of(GenerateKeyRequest, body).status == 400
+
+
+def test_a_bad_key_is_not_quoted_back() -> None:
+    secret = "sk-has space " + generate_key()
+    err = error_of(GenerateKeyRequest, b'{"key": "%s"}' % secret.encode())
+    assert secret not in err.message
+    err = error_of(UpdateKeyRequest, b'{"key": "%s"}' % secret.encode())
+    assert secret not in err.message and "'key'" in err.message
+
+
+def test_delete_takes_exactly_one_of_keys_or_key_aliases() -> None:
+    assert error_of(DeleteKeysRequest, b"{}").status == 422
+    both = b'{"keys": ["sk-a"], "key_aliases": ["a"]}'
+    assert "exactly one" in error_of(DeleteKeysRequest, both).message
+    assert error_of(DeleteKeysRequest, b'{"keys": []}').status == 422
+
+
+def test_generate_columns_from_the_fields_given() -> None:
+    req = parse_body(
+        GenerateKeyRequest,
+        b'{"duration": "1h", "budget_duration": "30d", "tags": ["t"], "metadata": {"a": 1}}',
+    )
+    values = settings_columns(req, {}, NOW)
+    assert values["expires"] == NOW + timedelta(hours=1)
+    assert values["budget_reset_at"] == NOW + timedelta(days=30)
+    assert values["metadata_"] == {"a": 1, "tags": ["t"]}
+    assert "models" not in values
+
+
+def test_update_changes_only_what_is_given_and_null_clears() -> None:
+    req = parse_body(
+        UpdateKeyRequest, b'{"key": "sk-abc", "max_budget": null, "duration": null, "tags": ["n"]}'
+    )
+    values = settings_columns(req, {"owner": "x", "tags": ["o"]}, NOW)
+    assert values == {
+        "max_budget": None,
+        "expires": None,
+        "metadata_": {"owner": "x", "tags": ["n"]},
+    }
+
+
+def test_regenerate_accepts_a_grace_period_and_a_chosen_key() -> None:
+    req = parse_body(
+        RegenerateKeyRequest, b'{"key": "sk-old", "new_key": "sk-new", "grace_period": "1h"}'
+    )
+    assert (req.new_key, req.grace_period) == ("sk-new", "1h")
+    assert settings_columns(req, {}, NOW) == {}
