@@ -44,6 +44,11 @@ class Gateway:
             return
         await self._admin(scope, receive, send)
 
+    @property
+    def admin(self) -> ASGIApp:
+        """The app serving everything that is not a pass-through route."""
+        return self._admin
+
     async def start(self) -> None:
         """Start every component in order (also used by tests without a server)."""
         for component in self._components:
