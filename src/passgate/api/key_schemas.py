@@ -20,6 +20,9 @@ from passgate.storage.models import Key
 
 MAX_LIST = 1000
 MAX_METADATA_BYTES = 64 * 1024
+# Limits live in INTEGER columns: 32-bit signed on PostgreSQL, and SQLite refuses
+# anything past 64 bits; a bigger value is refused here, naming the field, not by the database.
+MAX_LIMIT = 2**31 - 1
 
 
 def _duration(value: str) -> str:
@@ -39,6 +42,13 @@ def _identifier(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refused here rather than failing in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 def _route(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("must be a path starting with /")
@@ -51,13 +61,15 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_no_nul)]
 Duration = Annotated[str, StringConstraints(max_length=32), AfterValidator(_duration)]
 SecretKey = Annotated[str, StringConstraints(max_length=MAX_KEY_LENGTH), AfterValidator(_secret)]
 KeyId = Annotated[str, StringConstraints(max_length=MAX_KEY_LENGTH), AfterValidator(_identifier)]
-Route = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_route)]
+Route = Annotated[
+    str, StringConstraints(max_length=1024), AfterValidator(_route), AfterValidator(_no_nul)
+]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
-Limit = Annotated[int, Field(ge=0)]
+Limit = Annotated[int, Field(ge=0, le=MAX_LIMIT)]
 Budget = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
