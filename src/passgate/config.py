@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     upstream_pool_size: int = Field(default=0, ge=0)  # 0: unbounded
 
     key_cache_ttl: float = Field(default=5.0, gt=0, le=5.0)
+    key_change_poll_interval: float = Field(default=0.1, gt=0, le=5.0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_requests: bool = True
 

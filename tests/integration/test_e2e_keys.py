@@ -431,11 +431,6 @@ def test_a_chunked_json_body_is_read_for_its_model(
     assert upstream.last.body == b'{"model": "mistral-small-latest"}'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each worker process has its own key cache and, without Redis, nothing tells the "
-    "other workers of a change: they keep serving a blocked key for up to the cache TTL",
-)
 def test_a_block_applies_at_once_on_every_worker(upstream: FakeMistral) -> None:
     # Not a database matter: run once, on the default SQLite file.
     env = {"LITELLM_MASTER_KEY": SEED_MASTER, "MISTRAL_API_BASE": upstream.url}

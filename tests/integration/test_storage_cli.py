@@ -13,6 +13,7 @@ import pytest
 from passgate.auth.keys import hash_key
 from passgate.cli_keys import add_subcommands
 from passgate.config import Settings
+from passgate.storage.migrate import head_revision
 from tests.support.databases import sqlite_url
 
 
@@ -40,7 +41,7 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
 
 def test_db_upgrade_reports_the_revision(cli: Cli) -> None:
     code, out, _ = cli.run("db", "upgrade")
-    assert code == 0 and out["revision"] == "0001" and out["database"].startswith("sqlite")
+    assert code == 0 and out["revision"] == head_revision() and out["database"].startswith("sqlite")
 
 
 def test_keys_lifecycle(cli: Cli) -> None:

@@ -102,3 +102,21 @@ def test_rejects_non_positive_outage_settings(store: Store) -> None:
         KeyCache(store, ttl=1.0, stale_wait=0)
     with pytest.raises(ValueError, match="retry_after"):
         KeyCache(store, ttl=1.0, retry_after=-1)
+
+
+async def test_expire_reloads_at_once_but_keeps_the_state_for_an_outage(
+    store: Store, clock: Clock
+) -> None:
+    state = store.put("t1", "a")
+    cache = KeyCache(store, ttl=60.0, clock=clock)
+    assert await cache.get("t1") is state
+    newer = store.put("t1", "b")
+    cache.expire("t1")  # a change learnt from the key-change feed
+    assert await cache.get("t1") is newer
+    assert store.calls == ["t1", "t1"]
+    store.fail = ConnectionRefusedError("db down")
+    cache.expire_all()
+    assert await cache.get("t1") is newer  # the store is down: the last state is served
+    cache.invalidate("t1")
+    with pytest.raises(ConnectionRefusedError):
+        await cache.get("t1")

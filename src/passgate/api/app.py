@@ -20,6 +20,7 @@ from passgate.api.spend import spend_routes
 from passgate.auth.authenticator import KeyAuthenticator
 from passgate.auth.cache import KeyCache
 from passgate.auth.guards import KeyAccessGuard
+from passgate.auth.key_feed import KeyChangeFeed
 from passgate.auth.key_state import KeyStateLoader
 from passgate.auth.master import MasterKey
 from passgate.config import Settings
@@ -82,7 +83,7 @@ def build_app(settings: Settings) -> Gateway:
         database.sessions,
         catalog,
         on_key_invalidated=cache.invalidate,
-        on_resync=cache.clear,
+        on_resync=cache.expire_all,
         on_bypass=lambda _reason: observability.metrics.count_redis_bypass(),
         prefix=settings.redis_prefix,
     )
@@ -130,6 +131,7 @@ def build_app(settings: Settings) -> Gateway:
     )
     components: list[Component] = [
         database,
+        KeyChangeFeed(database.sessions, cache.expire, settings.key_change_poll_interval),
         upstream,
         observability,
         limits,

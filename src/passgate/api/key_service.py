@@ -6,6 +6,7 @@ from this process's key cache so the change applies to the next request at once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -24,6 +25,7 @@ from passgate.api.key_schemas import (
     UpdateKeyRequest,
 )
 from passgate.auth.cache import KeyCache
+from passgate.auth.key_feed import record_changes
 from passgate.auth.keys import generate_key, hash_key, parse_duration, token_for
 from passgate.auth.master import MasterKey
 from passgate.errors import GatewayError
@@ -98,12 +100,14 @@ class KeyService:
         master: MasterKey | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_change: Callable[[str], None] | None = None,
+        propagation_delay: float = 0.0,
     ) -> None:
         self._sessions = sessions
         self._cache = cache
         self._master = master
         self._clock = clock
         self._on_change = on_change
+        self._propagation_delay = propagation_delay
 
     async def generate(self, req: GenerateKeyRequest) -> tuple[str, Key]:
         """Create a key; returns its secret (shown this once) and its row."""
@@ -116,6 +120,7 @@ class KeyService:
                 raise conflict("key: a key with this secret already exists")
             await self._check_alias(session, row.key_alias, None)
             await keys_repo.add(session, row)
+            await record_changes(session, row.token)
         self._forget(row.token)
         return secret, row
 
@@ -142,7 +147,9 @@ class KeyService:
             if "key_alias" in values:
                 await self._check_alias(session, values["key_alias"], token)
             await keys_repo.update(session, token, values)
+            await record_changes(session, row.token, row.grace_token)
         self._forget(row.token, row.grace_token)
+        await self._propagated()
         return row
 
     async def set_blocked(self, identifier: str, blocked: bool) -> Key:
@@ -151,7 +158,9 @@ class KeyService:
         async with self._sessions.begin() as session:
             row = await self._existing(session, token)
             await keys_repo.update(session, token, {"blocked": blocked})
+            await record_changes(session, row.token, row.grace_token)
         self._forget(row.token, row.grace_token)
+        await self._propagated()
         return row
 
     async def regenerate(self, req: RegenerateKeyRequest) -> tuple[str, Key]:
@@ -171,7 +180,9 @@ class KeyService:
                 await self._check_alias(session, values["key_alias"], token)
             await keys_repo.update(session, token, values)
             await keys_repo.replace_token(session, row, hash_key(secret), grace_until)
+            await record_changes(session, token, previous_grace, row.token)
         self._forget(token, previous_grace, row.token)
+        await self._propagated()
         return secret, row
 
     async def delete(self, req: DeleteKeysRequest) -> list[str]:
@@ -196,8 +207,10 @@ class KeyService:
                         "key_not_found",
                     )
             deleted = await keys_repo.delete_tokens(session, tokens)
+            await record_changes(session, *(t for pair in deleted for t in pair))
         for token, grace_token in deleted:
             self._forget(token, grace_token)
+        await self._propagated()
         return [token for token, _ in deleted]
 
     @staticmethod
@@ -226,6 +239,12 @@ class KeyService:
         holder = await keys_repo.get_by_alias(session, alias)
         if holder is not None and holder.token != token:
             raise conflict(f"key_alias: {alias!r} is already used by another key")
+
+    async def _propagated(self) -> None:
+        # Other workers read the key-change feed every poll interval: answering after
+        # that means the change is in force everywhere once the caller hears back.
+        if self._propagation_delay > 0:
+            await asyncio.sleep(self._propagation_delay)
 
     def _forget(self, *tokens: str | None) -> None:
         for token in tokens:

@@ -48,6 +48,7 @@ class KeyRoutes:
             ctx.cache,
             MasterKey(master.get_secret_value() if master else None),
             on_change=ctx.on_key_change,
+            propagation_delay=2 * ctx.settings.key_change_poll_interval,
         )
 
     async def generate(self, request: Request) -> Response:

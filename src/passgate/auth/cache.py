@@ -96,6 +96,24 @@ class KeyCache:
         self._entries.pop(token, None)
         self._inflight.pop(token, None)
 
+    def expire(self, token: str) -> None:
+        """Reload a key on its next use, keeping its last state for a key store outage.
+
+        For changes learnt from elsewhere (the key-change feed, a Redis resync): the
+        change is committed, so the reload sees it, and an outage does not lock out a
+        key only because it changed earlier.
+        """
+        entry = self._entries.get(token)
+        if entry is not None:
+            self._entries[token] = (self._clock(), entry[1])
+        self._inflight.pop(token, None)
+
+    def expire_all(self) -> None:
+        """``expire`` every key."""
+        now = self._clock()
+        self._entries = {token: (now, state) for token, (_, state) in self._entries.items()}
+        self._inflight.clear()
+
     def clear(self) -> None:
         """Forget every key."""
         self._entries.clear()

@@ -190,3 +190,17 @@ class SpendLog(Base):
     error: Mapped[str | None] = mapped_column(Text)
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+
+
+class KeyChange(Base):
+    """A key changed (updated, blocked, regenerated, deleted): workers drop their cached copy.
+
+    Written in the same transaction as the change, and read by every worker and
+    instance, so a change applies everywhere without Redis (``auth/key_feed.py``).
+    """
+
+    __tablename__ = "key_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
