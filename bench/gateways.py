@@ -41,7 +41,12 @@ def start_python_upstream(services: Services, gap_ms: float) -> tuple[Service, i
 
 
 def start_passgate(
-    services: Services, name: str, upstream: str, accounting: bool = True
+    services: Services,
+    name: str,
+    upstream: str,
+    accounting: bool = True,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[Service, str]:
     """passgate with production settings (2 workers, master key) in front of `upstream`."""
     port = free_port()
@@ -52,9 +57,10 @@ def start_passgate(
         "PASSGATE_MASTER_KEY": MASTER_KEY,
         "PASSGATE_DATA_DIR": str(data_dir),
         "PASSGATE_ACCOUNTING": "true" if accounting else "false",
+        **(extra_env or {}),
     }
     argv = [str(Path(sys.executable).with_name("passgate")), "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--workers", "2"]
+    argv += ["--port", str(port), "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     service = services.start(
         name, argv, env=env, ready=lambda: http_status(f"{url}/health/readiness") == 200

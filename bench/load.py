@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import time
@@ -95,6 +96,7 @@ class Wrk:
         argv += ["--timeout", "10s", "-s", str(self.script), url]
         env = {**os.environ, "BENCH_BODY_FILE": str(self.body), "BENCH_AUTH": auth}
         cpu_before = {service.name: service.cpu_seconds() for service in watch}
+        wrk_before = _children_cpu()
         started = time.monotonic()
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
         wall = time.monotonic() - started
@@ -102,6 +104,7 @@ class Wrk:
             service.name: 100 * (service.cpu_seconds() - cpu_before[service.name]) / wall
             for service in watch
         }
+        cpu["wrk"] = 100 * (_children_cpu() - wrk_before) / wall
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
         if line is None:
             raise BenchError(f"wrk gave no result for {url}:\n{done.stdout}\n{done.stderr}")
@@ -115,6 +118,12 @@ class Wrk:
             errors=errors,
             cpu=cpu,
         )
+
+
+def _children_cpu() -> float:
+    """CPU seconds used so far by this process's finished children (wrk runs as one)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _headers(auth: str, content_type: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from passgate.proxy.inspect import MultipartFields, boundary_of, inspect_json
 from passgate.types import Receive
 
 Body = bytes | AsyncIterator[bytes]
+BODY_TOO_LARGE = "request body too large"  # ex.error when a streamed body passed the limit
 
 
 class ClientGone(Exception):
@@ -122,7 +123,7 @@ async def _stream(
         chunk = message.get("body", b"")
         ex.bytes_in += len(chunk)
         if ex.bytes_in > limit:
-            ex.error = "request body too large"
+            ex.error = BODY_TOO_LARGE
             raise _too_large(limit)
         if chunk:
             yield chunk

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
-import uuid
 from time import perf_counter, time
 
 import aiohttp
@@ -20,18 +20,21 @@ from yarl import URL
 from passgate.errors import GatewayError, bad_gateway, gateway_timeout
 from passgate.exchange import Exchange
 from passgate.providers.base import Provider
-from passgate.proxy.body import Body, BodyPolicy, ClientGone, read_body
+from passgate.proxy.body import BODY_TOO_LARGE, Body, BodyPolicy, ClientGone, read_body
 from passgate.proxy.headers import upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
 from passgate.proxy.response import ResponseRelay
 from passgate.proxy.upstream import Upstream
-from passgate.types import Message, Receive, Scope, Send
+from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
+from passgate.types import Receive, Scope, Send
 
 log = logging.getLogger("passgate.relay")
 
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+# Calls that end sooner never start the task that watches for a client disconnect.
+_WATCH_CLIENT_AFTER = 0.05
 
 
 def _bearer(value: bytes | None) -> str | None:
@@ -85,7 +88,9 @@ class Relay:
             elif name in (b"x-api-key", b"api-key"):
                 alt_key = value
         if request_id is None or not _REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex.encode()
+            # Unique, not secret: the Mersenne Twister (reseeded after fork) costs no system
+            # call, where uuid4 reads the OS's random source on every request.
+            request_id = b"%032x" % random.getrandbits(128)
         raw_path: bytes = scope["raw_path"] or scope["path"].encode()
         ex = Exchange(
             request_id=request_id.decode(),
@@ -183,74 +188,57 @@ class Relay:
         if query:
             target += "?" + query.decode("latin-1")
         headers = upstream_request_headers(scope["headers"], self._provider.credential)
-        main = asyncio.current_task()
-        assert main is not None
-        watcher = _DisconnectWatcher(main, receive) if isinstance(body, bytes) else None
+        task = asyncio.current_task()
+        assert task is not None
+        # A streamed request body is still being read by aiohttp: receive() must not be
+        # called to watch for a disconnect until the upstream has answered.
+        watch = CallWatch(task, receive, _WATCH_CLIENT_AFTER, armable=isinstance(body, bytes))
+        watch.deadline(self._first_byte_timeout, FIRST_BYTE)
         response: aiohttp.ClientResponse | None = None
         try:
             try:
-                async with asyncio.timeout(self._first_byte_timeout):
-                    response = await self._upstream.session.request(
-                        ex.method,
-                        URL(target, encoded=True),
-                        headers=headers,
-                        data=body if body else None,
-                        allow_redirects=False,
-                    )
-            except TimeoutError as exc:
-                if ex.error == "request body too large":
-                    raise
-                raise gateway_timeout(
-                    "the upstream did not answer within the gateway's timeout"
-                ) from exc
+                response = await self._upstream.session.request(
+                    ex.method,
+                    URL(target, encoded=True),
+                    headers=headers,
+                    data=body if body else None,
+                    allow_redirects=False,
+                )
             except aiohttp.ClientConnectorError as exc:
                 raise bad_gateway(f"cannot reach the upstream: {exc.strerror or exc}") from exc
             except aiohttp.ClientError as exc:
-                if ex.error == "request body too large":
-                    raise GatewayError(
-                        413, "request body too large", "invalid_request_error", "body_too_large"
-                    ) from exc
+                if ex.error == BODY_TOO_LARGE:
+                    raise _body_too_large() from exc
                 raise bad_gateway(f"upstream connection failed: {type(exc).__name__}") from exc
+            watch.clear_deadline()
             ex.first_byte = perf_counter()
             ex.status = response.status
-            if watcher is None:
-                watcher = _DisconnectWatcher(main, receive)
-            await self._responder.relay(ex, response, send, ex.request_id.encode(), watcher)
+            watch.body_read()
+            await self._responder.relay(ex, response, send, ex.request_id.encode(), watch)
         except asyncio.CancelledError:
-            if watcher is None or not watcher.fired:
+            reason = watch.caught()
+            if reason is None:
                 raise
-            main.uncancel()
+            if reason == FIRST_BYTE:
+                if ex.error == BODY_TOO_LARGE:
+                    raise _body_too_large() from None
+                raise gateway_timeout(
+                    "the upstream did not answer within the gateway's timeout"
+                ) from None
+            if reason == IDLE:
+                raise gateway_timeout(
+                    "the upstream stopped sending its answer within the gateway's idle timeout"
+                ) from None
             ex.interrupted = True
             ex.error = "client disconnected"
         finally:
-            if watcher is not None:
-                watcher.stop()
+            watch.stop()
             if response is not None:
                 response.close()
 
 
-class _DisconnectWatcher:
-    """Cancels the relaying task when the client goes away, so the upstream is closed."""
-
-    __slots__ = ("_main", "_task", "active", "fired")
-
-    def __init__(self, main: asyncio.Task[object], receive: Receive) -> None:
-        self._main = main
-        self.fired = False
-        self.active = True
-        self._task: asyncio.Future[Message] = asyncio.ensure_future(receive())
-        self._task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Future[Message]) -> None:
-        if self.active and not task.cancelled():
-            self.fired = True
-            self._main.cancel()
-
-    def stop(self) -> None:
-        """The response is complete: a later disconnect means nothing."""
-        self.active = False
-        if not self._task.done():
-            self._task.cancel()
+def _body_too_large() -> GatewayError:
+    return GatewayError(413, BODY_TOO_LARGE, "invalid_request_error", "body_too_large")
 
 
 async def _send_error(send: Send, err: GatewayError, request_id: bytes) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 import aiohttp
 
@@ -11,14 +10,11 @@ from passgate.accounting.decoding import decoded
 from passgate.exchange import Exchange, Usage
 from passgate.proxy.headers import client_response_headers
 from passgate.proxy.hooks import Metering, UsageReader
+from passgate.proxy.watch import DISCONNECT, IDLE, CallWatch
 from passgate.types import RawHeaders, Send
 
 _BUFFER_JSON = 4 * 1024 * 1024  # a priced JSON answer up to this size is read whole
 _BUFFER_SMALL = 64 * 1024  # any answer up to this size goes out in one write
-
-
-class Watcher(Protocol):
-    def stop(self) -> None: ...
 
 
 def _cost_headers(ex: Exchange) -> RawHeaders:
@@ -53,7 +49,7 @@ class ResponseRelay:
         response: aiohttp.ClientResponse,
         send: Send,
         request_id: bytes,
-        watcher: Watcher,
+        watch: CallWatch,
     ) -> None:
         """Relay status, headers and body; fill usage, cost and the byte count on ``ex``."""
         headers, upstream_id, content_type, length, encoding = client_response_headers(
@@ -68,8 +64,9 @@ class ResponseRelay:
             length <= _BUFFER_SMALL
             or (reader is not None and b"json" in content_type and length <= _BUFFER_JSON)
         ):
-            async with asyncio.timeout(self._idle):
-                body = await response.read()
+            watch.deadline(self._idle, IDLE)
+            body = await response.read()
+            watch.clear_deadline()
             if reader is not None:
                 reader.feed(body)
                 self._read_usage(ex, reader)
@@ -78,7 +75,7 @@ class ResponseRelay:
                     ex.settled = True
                 headers.extend(_cost_headers(ex))
             ex.bytes_out = len(body)
-            watcher.stop()
+            watch.stop()
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
@@ -86,11 +83,11 @@ class ResponseRelay:
             return
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         try:
-            await self._stream(ex, response, send, reader)
+            await self._stream(ex, response, send, reader, watch)
         finally:
             if reader is not None:
                 self._read_usage(ex, reader)
-        watcher.stop()
+        watch.stop()
         if not ex.interrupted or length is None:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -100,22 +97,26 @@ class ResponseRelay:
         response: aiohttp.ClientResponse,
         send: Send,
         reader: UsageReader | None,
+        watch: CallWatch,
     ) -> None:
-        loop = asyncio.get_running_loop()
+        watch.idle_deadline(self._idle)
         try:
-            async with asyncio.timeout(self._idle) as deadline:
-                async for chunk in response.content.iter_any():
-                    deadline.reschedule(loop.time() + self._idle)
-                    if reader is not None:
-                        reader.feed(chunk)
-                    ex.bytes_out += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except TimeoutError:
-            ex.interrupted = True
-            ex.error = "upstream stream idle timeout"
+            async for chunk in response.content.iter_any():
+                watch.touch()
+                if reader is not None:
+                    reader.feed(chunk)
+                ex.bytes_out += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except aiohttp.ClientError as exc:
             ex.interrupted = True
             ex.error = f"upstream closed the stream: {type(exc).__name__}"
+        except asyncio.CancelledError:
+            reason = watch.caught()
+            if reason is None:
+                raise
+            ex.interrupted = True
+            ex.error = "upstream stream idle timeout" if reason == IDLE else DISCONNECT
+        watch.clear_deadline()
 
     def _read_usage(self, ex: Exchange, reader: UsageReader) -> None:
         usage, model = reader.result()
