@@ -71,10 +71,13 @@ async def read_body(
         ex.bytes_in = len(first)
         _inspect_whole(ex, first, content_type, policy.inspect_bytes)
         return first
-    if 0 <= content_length <= policy.inspect_bytes:
+    if content_length <= policy.inspect_bytes:
+        # Known and small, or unknown (chunked): read up to the inspection limit.
+        # A chunked body that ends within it is inspected like any small body;
+        # a longer one streams on, its first part already read.
         whole = bytearray(first)
         more = True
-        while more:
+        while more and len(whole) <= policy.inspect_bytes:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone
@@ -82,10 +85,12 @@ async def read_body(
             more = message.get("more_body", False)
             if len(whole) > policy.max_bytes:
                 raise _too_large(policy.max_bytes)
-        body = bytes(whole)
-        ex.bytes_in = len(body)
-        _inspect_whole(ex, body, content_type, policy.inspect_bytes)
-        return body
+        if not more:
+            body = bytes(whole)
+            ex.bytes_in = len(body)
+            _inspect_whole(ex, body, content_type, policy.inspect_bytes)
+            return body
+        first = bytes(whole)
     prefix = [first]
     ex.bytes_in = len(first)
     boundary = boundary_of(content_type or b"")
