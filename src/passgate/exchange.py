@@ -7,10 +7,18 @@ secret: the principal holds the key's hash id, never the key.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from passgate.auth.principal import Principal
+
+
+def new_call_id() -> str:
+    """A fresh 32-hex-digit id for one call."""
+    # Unique, not secret: the Mersenne Twister (reseeded after fork) costs no system
+    # call, where uuid4 reads the OS's random source on every request.
+    return f"{random.getrandbits(128):032x}"
 
 
 @dataclass(slots=True)
@@ -49,7 +57,7 @@ class RequestInfo:
 class Exchange:
     """State of one pass-through call from arrival to the last byte."""
 
-    request_id: str
+    request_id: str  # the client's x-request-id, else the same as call_id
     method: str
     route: str  # the gateway path, e.g. /mistral/v1/chat/completions
     upstream_path: str  # the path sent upstream, base path included
@@ -77,6 +85,9 @@ class Exchange:
     reservation: Any = None  # set by the limits guard, settled when the call ends
     settled: bool = False  # cost has been computed by the metering
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # The gateway's own id of this call: unique even when clients reuse x-request-id,
+    # so a spend row can never be mistaken for another call's (and dropped as a duplicate).
+    call_id: str = field(default_factory=new_call_id)
 
     @property
     def latency_ms(self) -> float | None:

@@ -345,6 +345,24 @@ def test_the_row_has_the_upstream_usage_and_the_list_price(
     assert upstream.last.path == call.path.removeprefix("/mistral")
 
 
+def test_a_repeated_x_request_id_is_billed_for_every_call(
+    upstream: FakeMistral, spend_gateway: GatewayProcess
+) -> None:
+    # A client cannot make its calls free by sending one x-request-id for all of them.
+    key = new_key(spend_gateway, key_alias="e2e-repeat")
+    call, rid = CALLS["chat-json"], request_id()
+    for _ in range(3):
+        send(spend_gateway, key, call, rid)
+    deadline = time.monotonic() + WAIT
+    while len(rows := all_rows(spend_gateway, request_id=rid)) < 3:
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.02)
+    assert len({row["call_id"] for row in rows}) == 3
+    info = request(spend_gateway.url, "GET", f"/key/info?key={key}", headers=ADMIN).json()
+    assert isinstance(info, dict)
+    assert info["info"]["spend"] == pytest.approx(3 * call.cost, rel=1e-9)
+
+
 def test_an_sdk_stream_as_end_user_alice_shows_in_customer_info(
     upstream: FakeMistral, spend_gateway: GatewayProcess, spender: str
 ) -> None:

@@ -187,9 +187,14 @@ async def db(
 
 
 def call(number: int, cost: float | None = 0.001, request_id: str | None = None) -> Exchange:
-    """A finished call by one of three keys (or the master key) for one of three end users."""
+    """A finished call by one of three keys (or the master key) for one of three end users.
+
+    The same ``number`` is the same call (as when a batch is re-sent); ``request_id`` is
+    the client's id, which clients may repeat across different calls.
+    """
     now = time.perf_counter()
     ex = Exchange(
+        call_id=f"call-{number}",
         request_id=request_id or f"req-{number}",
         method="POST",
         route="/mistral/v1/chat/completions",
@@ -260,6 +265,18 @@ async def test_stop_flushes_every_queued_row(db: Database) -> None:
         await writer.finished(call(number))
     await writer.stop()
     assert await db.count() == 250
+    await assert_totals_match_rows(db)
+
+
+async def test_calls_repeating_a_client_request_id_are_each_stored_and_billed(
+    db: Database,
+) -> None:
+    writer = SpendWriter(db.engine, batch_size=50)
+    for number in range(6):  # six different calls, one x-request-id
+        await writer.finished(call(number, request_id="same-id"))
+    await writer.stop()
+    assert await db.count() == 6
+    assert (writer.written, writer.duplicates) == (6, 0)
     await assert_totals_match_rows(db)
 
 

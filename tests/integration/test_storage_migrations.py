@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, text
+from sqlalchemy.pool import NullPool
 
 from passgate.config import Settings
-from passgate.storage.db import create_engine, database_url
-from passgate.storage.migrate import current_revision, head_revision, upgrade
+from passgate.storage.db import create_engine, database_url, normalize_url
+from passgate.storage.migrate import alembic_config, current_revision, head_revision, upgrade
+from passgate.storage.models import Base
 from tests.support.databases import fresh_postgres, sqlite_url
 
 # Each process imports everything first, then waits for the go signal on stdin, so the
@@ -87,3 +93,53 @@ async def test_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path: Path)
     assert url.startswith("sqlite+aiosqlite:///") and data_dir.is_dir()
     await upgrade(url)
     assert (data_dir / "passgate.db").is_file()
+
+
+def _upgrade_to(connection: Connection, revision: str) -> None:
+    command.upgrade(alembic_config(connection), revision)
+
+
+def _schema_diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def check_call_id_migration(url: str) -> None:
+    """Rows written before 0003 keep their id; afterwards a request id may repeat."""
+    engine = create_engine(normalize_url(url), poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, "0002")
+            await conn.execute(
+                text(
+                    "INSERT INTO spend_logs (request_id, method, route, status, start_time) "
+                    "VALUES ('r1', 'POST', '/mistral/v1/x', 200, CURRENT_TIMESTAMP)"
+                )
+            )
+        await upgrade(url)
+        async with engine.begin() as conn:
+            old = (await conn.execute(text("SELECT call_id, request_id FROM spend_logs"))).all()
+            assert [tuple(r) for r in old] == [("r1", "r1")]
+            for call_id in ("c2", "c3"):  # the same client request id, twice
+                await conn.execute(
+                    text(
+                        "INSERT INTO spend_logs (call_id, request_id, method, route, status, "
+                        "start_time) VALUES (:c, 'r1', 'POST', '/x', 200, CURRENT_TIMESTAMP)"
+                    ),
+                    {"c": call_id},
+                )
+            count = await conn.scalar(text("SELECT count(*) FROM spend_logs"))
+            assert count == 3
+            assert await conn.run_sync(_schema_diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_spend_rows_move_to_call_ids_on_sqlite(tmp_path: Path) -> None:
+    await check_call_id_migration(sqlite_url(tmp_path))
+
+
+@pytest.mark.postgres
+async def test_spend_rows_move_to_call_ids_on_postgres() -> None:
+    async with fresh_postgres() as url:
+        await check_call_id_migration(url)

@@ -40,6 +40,7 @@ def spend_row(ex: Exchange) -> dict[str, Any]:
     usage = ex.usage
     limits = _LIMITS
     return {
+        "call_id": ex.call_id,
         "request_id": clean(ex.request_id, limits["request_id"]),
         "start_time": start,
         "first_byte_time": _at(start, ex, ex.first_byte),

@@ -86,7 +86,7 @@ async def logs_page(
     query = (
         select(*_PUBLIC_COLUMNS)
         .where(*where)
-        .order_by(_LOGS.c.start_time.desc(), _LOGS.c.request_id.desc())
+        .order_by(_LOGS.c.start_time.desc(), _LOGS.c.call_id.desc())
         .offset((page - 1) * size)
         .limit(size)
     )

@@ -5,8 +5,9 @@ batches when one fills up or every ``flush_interval`` seconds. While the databas
 is down the batch in hand is retried with capped exponential backoff and new rows
 keep queueing; ``stop`` flushes everything on graceful shutdown.
 
-Each row lands exactly once: rows are inserted with ``ON CONFLICT (request_id) DO
-NOTHING ... RETURNING request_id``, and in the same transaction only the rows
+Each row lands exactly once: rows are inserted with ``ON CONFLICT (call_id) DO
+NOTHING ... RETURNING call_id`` (the gateway's own id of the call, never the
+client's ``x-request-id``, which clients may repeat), and in the same transaction only the rows
 actually inserted add their cost to the key, user, team and end-user totals, so a
 retried batch (say, after a lost commit acknowledgement) never counts twice.
 """
@@ -250,12 +251,12 @@ class SpendWriter:
         """One transaction: insert the new rows, add their cost to the totals."""
         first: dict[str, Row] = {}
         for row in batch:
-            first.setdefault(row["request_id"], row)
+            first.setdefault(row["call_id"], row)
         unique = list(first.values())
         async with self.engine.begin() as conn:
             result = await conn.execute(self._insert_rows(conn), unique)
             stored = set(result.scalars())
-            inserted = [row for row in unique if row["request_id"] in stored]
+            inserted = [row for row in unique if row["call_id"] in stored]
             await self._add_totals(conn, inserted)
         return inserted
 
@@ -263,8 +264,8 @@ class SpendWriter:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         return (
             dialect.insert(_SPEND_LOGS)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(_SPEND_LOGS.c.request_id)
+            .on_conflict_do_nothing(index_elements=["call_id"])
+            .returning(_SPEND_LOGS.c.call_id)
         )
 
     async def _add_totals(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:

@@ -8,7 +8,7 @@ Other 4xx answers can never succeed: that batch is dropped and logged.
 
 Delivery is at least once. A timeout leaves it unknown whether the receiver got
 the batch, so it is sent again: receivers deduplicate by each row's
-``request_id`` (every batch also carries an ``x-passgate-batch-id`` header that
+``call_id`` (every batch also carries an ``x-passgate-batch-id`` header that
 stays the same across the retries of that batch). When the buffer is full new
 rows are refused and counted in ``dropped``; the database remains the record.
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 from time import perf_counter, time
 
@@ -18,7 +17,7 @@ import aiohttp
 from yarl import URL
 
 from passgate.errors import GatewayError, bad_gateway, gateway_timeout
-from passgate.exchange import Exchange
+from passgate.exchange import Exchange, new_call_id
 from passgate.providers.base import Provider
 from passgate.proxy.body import BODY_TOO_LARGE, Body, BodyPolicy, ClientGone, read_body
 from passgate.proxy.headers import upstream_request_headers
@@ -87,10 +86,9 @@ class Relay:
                 tags = value
             elif name in (b"x-api-key", b"api-key"):
                 alt_key = value
+        call_id = new_call_id()
         if request_id is None or not _REQUEST_ID.match(request_id):
-            # Unique, not secret: the Mersenne Twister (reseeded after fork) costs no system
-            # call, where uuid4 reads the OS's random source on every request.
-            request_id = b"%032x" % random.getrandbits(128)
+            request_id = call_id.encode()
         raw_path: bytes = scope["raw_path"] or scope["path"].encode()
         ex = Exchange(
             request_id=request_id.decode(),
@@ -100,6 +98,7 @@ class Relay:
             provider=self._provider.name,
             start_time=time(),
             start=start,
+            call_id=call_id,
         )
         try:
             await self._handle(

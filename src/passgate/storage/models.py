@@ -160,7 +160,9 @@ class SpendLog(Base):
 
     __tablename__ = "spend_logs"
 
-    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # the gateway's id: x-request-id comes from clients, who may repeat it
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), index=True)
     start_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     first_byte_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
