@@ -1,45 +1,35 @@
-"""The ``passgate`` command: run the gateway, or manage its database and keys."""
+"""The ``passgate`` command: run the gateway, or manage its database and keys.
+
+Only the command's own process imports this module: to serve, it migrates the database
+and then replaces itself with ``passgate.server``, whose imports are what every worker
+loads. So the commands' needs (Alembic, key management) may be imported here freely.
+"""
 
 from __future__ import annotations
 
 import argparse
-import gc
-import ipaddress
+import asyncio
 import os
 import sys
 from pathlib import Path
 
-import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from passgate import __version__
 from passgate.accounting.pricing import PricingError, load_catalog
-from passgate.api.factory import app_from_env, setup_process_logging
-from passgate.api.gateway import Gateway
 from passgate.cli_keys import add_subcommands
 from passgate.config import Settings, SettingsError, export_config_file, load_settings
 from passgate.limits.runtime import limits_warning
-from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
+from passgate.observability.logs import shutdown_logging
+from passgate.process import setup_process_logging
+from passgate.server import bind_refusal, resolve_host, server_argv, worker_count
+from passgate.storage.db import DatabaseUrlError, database_url, redacted
+from passgate.storage.migrate import upgrade
 
 BANNER_OPEN = (
     "\n!!! passgate is running WITHOUT a master key: anyone who can reach it can use your\n"
     "!!! Mistral key. Set PASSGATE_MASTER_KEY (or LITELLM_MASTER_KEY) to require one.\n"
 )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def resolve_host(settings: Settings) -> str:
-    """The bind address: all interfaces with a master key, loopback without one."""
-    if settings.host:
-        return settings.host
-    return "0.0.0.0" if settings.master_key else "127.0.0.1"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,57 +54,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def worker_app() -> Gateway:
-    """The app of one server process, its start-up heap kept out of the garbage collector."""
-    app = app_from_env()
-    # Modules, settings and the app live as long as the process. Frozen, they are no longer
-    # traversed by every full collection, which profiles under load showed costing more
-    # than any single part of the relay (and p99 spikes of 100+ ms).
-    gc.collect()
-    gc.freeze()
-    return app
+def migrate(settings: Settings) -> int:
+    """Bring the configured database to the newest schema: 0, or 1 with the reason printed."""
+    try:
+        url = database_url(settings)
+    except (DatabaseUrlError, OSError) as exc:
+        print(f"passgate: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(upgrade(url))
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"passgate: cannot migrate {redacted(url)} ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def serve(settings: Settings) -> int:
-    """Run the server until interrupted."""
-    host = resolve_host(settings)
+    """Migrate the database, then become the server (``passgate.server``) until interrupted.
+
+    The migrations run here, once, before any worker exists: workers then never import
+    Alembic. The exec keeps this process's id and output, so whoever started ``passgate``
+    (a test, systemd, a shell) still holds the server.
+    """
+    refusal = bind_refusal(settings)
+    if refusal is not None:
+        print(f"passgate: {refusal}", file=sys.stderr)
+        return 2
     if settings.master_key is None:
-        if not _is_loopback(host) and not settings.allow_open:
-            print(
-                f"passgate: refusing to bind {host} without a master key; set "
-                "PASSGATE_MASTER_KEY, bind 127.0.0.1, or pass --allow-open",
-                file=sys.stderr,
-            )
-            return 2
         print(BANNER_OPEN, file=sys.stderr)
     setup_process_logging(settings)
-    workers = settings.workers or os.cpu_count() or 1
     warning = limits_warning(settings)
     if warning:
         print(f"passgate: warning: {warning}", file=sys.stderr)
+    code = migrate(settings)
+    if code != 0:
+        return code
     print(
-        f"passgate {__version__} on http://{host}:{settings.port} ({workers} worker(s)), "
-        f"upstream {settings.mistral_api_base}",
+        f"passgate {__version__} on http://{resolve_host(settings)}:{settings.port} "
+        f"({worker_count(settings)} worker(s)), upstream {settings.mistral_api_base}",
         file=sys.stderr,
     )
-    uvicorn.run(
-        "passgate.cli:worker_app",
-        factory=True,
-        host=host,
-        port=settings.port,
-        workers=workers,
-        loop="uvloop",
-        http=HeadHoldingHttpToolsProtocol,  # uvicorn's httptools, one write per response
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,
-        date_header=False,
-        timeout_graceful_shutdown=30,
-    )
-    return 0
+    shutdown_logging()  # every queued line written before the exec drops the writer thread
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = server_argv(settings)
+    os.execv(argv[0], argv)  # noqa: S606 (our own interpreter and module, no shell)
 
 
 def main(argv: list[str] | None = None) -> int:

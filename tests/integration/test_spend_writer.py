@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from passgate.accounting.rows import spend_row
+from passgate.accounting.spend_queries import SpendFilter, logs_page
+from passgate.accounting.spend_sql import CHUNK, COLUMNS
 from passgate.accounting.writer import SpendWriter
 from passgate.auth.principal import MASTER, Principal
 from passgate.exchange import Exchange, Usage
-from passgate.storage.db import create_engine
+from passgate.storage.db import create_engine, session_factory
 from passgate.storage.migrate import upgrade
 from passgate.storage.models import EndUser, Key, SpendLog, Team, User
 from tests.support.databases import fresh_postgres, sqlite_url
@@ -413,3 +416,170 @@ async def test_the_stored_row_matches_the_exchange(db: Database) -> None:
     assert row["ttfb_ms"] == pytest.approx(10.0, abs=1e-6)
     assert row["start_time"].timestamp() == pytest.approx(ex.start_time, abs=1e-3)
     assert (row["end_time"] - row["start_time"]).total_seconds() == pytest.approx(0.02, abs=1e-3)
+
+
+# --- the driver-level fast path stores what SQLAlchemy's column types store ---------------
+
+
+def varied_rows() -> list[dict[str, Any]]:
+    """Rows that exercise every stored form: microseconds, None, unicode, NULs, tags."""
+    full = call(1)
+    full.start_time = 1_700_000_000.123456
+    full.model = "mistral-ünïcødé-模型-🚀"
+    full.end_user = "ålice 🚀"
+    full.tags = ["team:é", "🚀", "x\x00y", "", "z" * 300]
+    full.error = "boom\x00 ü 💥"
+    full.upstream_request_id = "up-\x00-1"
+    full.usage = Usage(
+        prompt_tokens=1,
+        completion_tokens=2,
+        cached_tokens=3,
+        total_tokens=6,
+        pages=4,
+        annotated_pages=5,
+        audio_seconds=1.0 / 3.0,
+        characters=7,
+    )
+    full.cost = 0.1 + 0.2  # a float that is not short in decimal
+    full.stream = True
+    full.interrupted = True
+    empty = call(2, cost=None)
+    empty.principal = None
+    empty.end_user = None
+    empty.usage = None
+    empty.first_byte = None
+    empty.end = None
+    empty.tags = []
+    empty.start_time = 1_700_000_001.0  # microsecond 0: still written with six digits
+    rows = [spend_row(full), spend_row(empty), spend_row(call(3))]
+    # an aware datetime in another zone is stored as UTC, as UTCDateTime stores it
+    rows[2]["start_time"] = rows[2]["start_time"].astimezone(timezone(timedelta(hours=5)))
+    return rows
+
+
+async def raw_rows(db: Database) -> dict[str, tuple[Any, ...]]:
+    """Every stored spend row as the database holds it (JSON as text), by call id."""
+    columns = ", ".join(
+        f"{name}::text" if db.kind == "postgres" and name == "tags" else name for name in COLUMNS
+    )
+    async with db.engine.connect() as conn:
+        result = await conn.exec_driver_sql(f"SELECT {columns} FROM spend_logs")  # noqa: S608
+        return {row[0]: tuple(row[1:]) for row in result}
+
+
+async def test_stored_values_are_those_sqlalchemy_types_store(db: Database) -> None:
+    rows = varied_rows()
+    writer = SpendWriter(db.engine)
+    for row in rows:
+        writer.enqueue(row)
+    await writer.stop()
+    assert writer.written == len(rows)
+    # the same rows through SQLAlchemy's compiled INSERT and its type processors
+    reference = [{**row, "call_id": "ref-" + row["call_id"]} for row in rows]
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(SpendLog), reference)
+    stored = await raw_rows(db)
+    for row in rows:
+        assert stored[row["call_id"]] == stored["ref-" + row["call_id"]], row["call_id"]
+    if db.kind == "sqlite":
+        start = stored[rows[1]["call_id"]][COLUMNS.index("start_time") - 1]
+        assert start == "2023-11-14 22:13:21.000000"
+
+
+async def test_values_read_back_identical_through_the_orm(db: Database) -> None:
+    rows = varied_rows()
+    writer = SpendWriter(db.engine)
+    for row in rows:
+        writer.enqueue(row)
+    await writer.stop()
+    async with session_factory(db.engine)() as session:
+        logs = {log.call_id: log for log in (await session.scalars(select(SpendLog))).all()}
+    assert set(logs) == {row["call_id"] for row in rows}
+    for row in rows:
+        log = logs[row["call_id"]]
+        for name in COLUMNS:
+            expected = row[name]
+            if isinstance(expected, datetime):
+                expected = expected.astimezone(UTC)
+            assert getattr(log, name) == expected, name
+    full, empty = logs[rows[0]["call_id"]], logs[rows[1]["call_id"]]
+    assert full.start_time == datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC)
+    assert full.model == "mistral-ünïcødé-模型-🚀" and full.end_user == "ålice 🚀"
+    assert full.tags == ["team:é", "🚀", "xy", "z" * 256]
+    assert (full.error, full.upstream_request_id) == ("boom ü 💥", "up--1")
+    assert full.audio_seconds == 1.0 / 3.0 and full.cost == 0.1 + 0.2
+    assert empty.start_time == datetime(2023, 11, 14, 22, 13, 21, tzinfo=UTC)
+    assert (empty.token, empty.end_time, empty.cost, empty.prompt_tokens) == (None,) * 4
+    assert empty.tags == []
+    # range filters compare stored values with bound ones: both must have the same form
+    flt = SpendFilter(start=full.start_time, end=full.start_time + timedelta(microseconds=1))
+    async with session_factory(db.engine)() as session:
+        page, total = await logs_page(session, flt, 1, 10)
+    assert total == 1 and page[0]["call_id"] == full.call_id
+
+
+async def test_inserts_use_a_few_fixed_statements_of_at_most_a_chunk(db: Database) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO spend_logs"):
+            seen.append((statement, len(params)))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        number = 0
+        for size in (1, 3, 5, 7, 12, 30, 63, 99, 100, 101, 250, 500, 77):
+            writer = SpendWriter(db.engine, batch_size=size)
+            for _ in range(size):
+                number += 1
+                await writer.finished(call(number))
+            await writer.stop()
+            assert writer.written == size
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+    assert await db.count() == number
+    assert len({statement for statement, _ in seen}) <= 8
+    sizes = {count // len(COLUMNS) for _, count in seen}
+    assert sizes <= {CHUNK, 64, 32, 16, 8, 4, 2, 1}  # never more than a chunk
+    assert sum(count for _, count in seen) == number * len(COLUMNS)
+
+
+async def test_a_new_end_user_is_created_as_the_model_creates_it(db: Database) -> None:
+    writer = SpendWriter(db.engine)
+    before = datetime.now(UTC)
+    await writer.finished(call(1))  # end user "bob": not in the database yet
+    await writer.stop()
+    async with session_factory(db.engine)() as session:
+        bob = await session.get(EndUser, "bob")
+    assert bob is not None
+    assert (bob.spend, bob.blocked, bob.metadata_, bob.max_budget) == (
+        pytest.approx(0.001),
+        False,
+        {},
+        None,
+    )
+    assert before - timedelta(seconds=1) <= bob.created_at <= datetime.now(UTC)
+
+
+async def test_rows_that_cannot_be_stored_are_refused_alone(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    notified: list[dict[str, Any]] = []
+    writer = SpendWriter(db.engine, batch_size=100, max_backoff=0.05, stop_timeout=10)
+    writer.add_listener(notified.extend)
+    rows = [spend_row(call(number)) for number in range(6)]
+    rows[1]["start_time"] = rows[1]["start_time"].replace(tzinfo=None)  # naive: refused
+    del rows[3]["route"]  # a malformed row
+    huge = 2**40  # over PostgreSQL's integer: refused there, stored by SQLite
+    rows[4]["total_tokens"] = huge
+    for row in rows:
+        writer.enqueue(row)
+    with caplog.at_level(logging.ERROR, "passgate.accounting"):
+        await writer.stop()
+    refused = 3 if db.kind == "postgres" else 2
+    assert (writer.written, writer.rejected, writer.retries) == (6 - refused, refused, 0)
+    assert await db.count() == 6 - refused
+    assert len(notified) == 6 - refused
+    assert all("token" not in row for row in notified)  # listeners never see the key hash
+    await assert_totals_match_rows(db)
+    assert sum("refused by the database" in r.getMessage() for r in caplog.records) == refused

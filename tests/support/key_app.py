@@ -29,6 +29,7 @@ from passgate.auth.master import MasterKey
 from passgate.config import Settings
 from passgate.exchange import Exchange, RequestInfo
 from passgate.storage.database import Database
+from passgate.storage.migrate import upgrade
 
 
 def key_app(url: str, master_key: str | None, cache_ttl: float = 5.0) -> Starlette:
@@ -62,6 +63,7 @@ def key_app(url: str, master_key: str | None, cache_ttl: float = 5.0) -> Starlet
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await upgrade(database.url)
         await database.start()
         yield
         await database.stop()

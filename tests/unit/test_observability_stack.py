@@ -28,7 +28,7 @@ def test_defaults_have_metrics_and_access_log_only() -> None:
 async def test_every_feature_on() -> None:
     exporter = InMemorySpanExporter()
     settings = load_settings(webhook_url="http://127.0.0.1:9/hook", webhook_batch_size=7)
-    obs = Observability(settings, span_exporter=exporter)
+    obs = Observability(settings, tracing=Tracing(exporter))
     assert [type(o) for o in obs.observers] == [Metrics, RequestLogger, Tracing]
     assert obs.webhook is not None
     assert obs.webhook.batch_size == 7

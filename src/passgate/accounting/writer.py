@@ -10,6 +10,12 @@ NOTHING ... RETURNING call_id`` (the gateway's own id of the call, never the
 client's ``x-request-id``, which clients may repeat), and in the same transaction only the rows
 actually inserted add their cost to the key, user, team and end-user totals, so a
 retried batch (say, after a lost commit acknowledgement) never counts twice.
+
+Rows and totals go through pre-built driver-level statements (``spend_sql``), rows in
+chunks of at most ``CHUNK``, so a batch never holds the event loop for more than one
+chunk's conversion: the loop runs other callbacks while each chunk is with the database.
+A batch the database refuses (a value out of range, a NOT NULL column left empty) is
+split in halves until the refused rows are alone, and only those are skipped.
 """
 
 from __future__ import annotations
@@ -17,19 +23,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from passgate.accounting.rows import spend_row
+from passgate.accounting.spend_sql import RowError, SpendStatements
 from passgate.config import Settings
 from passgate.exchange import Exchange
-from passgate.storage.models import EndUser, Key, SpendLog, Team, User
 
 log = logging.getLogger("passgate.accounting")
 
@@ -37,14 +41,10 @@ Row = dict[str, Any]
 # gets the rows a committed batch inserted, without the key hash id (``token``)
 BatchListener = Callable[[list[Row]], object]
 
-_SPEND_LOGS = cast(Table, SpendLog.__table__)
-_TOTALS = (  # (table, its id column, the row field naming it)
-    (cast(Table, Key.__table__), "token", "token"),
-    (cast(Table, User.__table__), "user_id", "user_id"),
-    (cast(Table, Team.__table__), "team_id", "team_id"),
-)
-_END_USERS = cast(Table, EndUser.__table__)
 _FIRST_BACKOFF = 0.05
+# SQLSTATE classes of errors a row causes, whenever it is sent: data exception (a value out
+# of range, a string too long) and integrity constraint violation
+_REFUSED_SQLSTATES = ("22", "23")
 _OVERFLOW_LOG_EVERY = 10.0  # seconds between two overflow log lines
 
 
@@ -55,14 +55,16 @@ def _reason(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {first_line[:200]}"
 
 
-def _totals(rows: Sequence[Row], field: str) -> list[dict[str, Any]]:
-    sums: defaultdict[str, float] = defaultdict(float)
-    for row in rows:
-        owner, cost = row[field], row["cost"]
-        if owner and cost:
-            sums[owner] += cost
-    # a fixed order takes row locks in the same order in every process: no deadlock
-    return [{"b_id": owner, "b_delta": sums[owner]} for owner in sorted(sums)]
+def _refused(exc: Exception) -> bool:
+    """True when the database (or the conversion before it) refuses the rows themselves:
+    sending them again cannot succeed, unlike an outage."""
+    if isinstance(exc, IntegrityError | DataError | RowError):
+        return True
+    if isinstance(exc, DBAPIError):
+        # PostgreSQL errors outside the DB-API classes above arrive as plain DBAPIError
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate.startswith(_REFUSED_SQLSTATES)
+    return False
 
 
 class SpendWriter:
@@ -86,6 +88,7 @@ class SpendWriter:
         self.max_backoff = max_backoff
         self.stop_timeout = stop_timeout
         self._listeners = list(listeners)
+        self._sql = SpendStatements(engine.dialect)
         self._pending: deque[Row] = deque()
         self._inflight = 0
         self._wake = asyncio.Event()
@@ -218,12 +221,23 @@ class SpendWriter:
         while True:
             try:
                 inserted = await self._write(batch)
-            except (IntegrityError, DataError) as exc:
+            except Exception as exc:
+                if not _refused(exc):
+                    self.retries += 1
+                    log.warning(
+                        "spend writer: database unavailable (%s); retrying %d rows in %.2fs",
+                        _reason(exc),
+                        len(batch),
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff)
+                    continue
                 if len(batch) == 1:
                     self.rejected += 1
                     log.error(
                         "spend row %s refused by the database (%s); skipped",
-                        batch[0]["request_id"],
+                        batch[0].get("request_id"),
                         type(getattr(exc, "orig", exc)).__name__,
                     )
                     return
@@ -231,17 +245,6 @@ class SpendWriter:
                 await self._store(batch[:half])
                 await self._store(batch[half:])
                 return
-            except Exception as exc:
-                self.retries += 1
-                log.warning(
-                    "spend writer: database unavailable (%s); retrying %d rows in %.2fs",
-                    _reason(exc),
-                    len(batch),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
-                continue
             self.written += len(inserted)
             self.duplicates += len(batch) - len(inserted)
             self._notify(inserted)
@@ -253,49 +256,25 @@ class SpendWriter:
         for row in batch:
             first.setdefault(row["call_id"], row)
         unique = list(first.values())
+        stored: set[str] = set()
         async with self.engine.begin() as conn:
-            result = await conn.execute(self._insert_rows(conn), unique)
-            stored = set(result.scalars())
+            # one chunk at a time: each await hands the loop back while the database works
+            for sql, params in self._sql.insert(unique):
+                result = await conn.exec_driver_sql(sql, params)
+                stored.update(result.scalars())
             inserted = [row for row in unique if row["call_id"] in stored]
-            await self._add_totals(conn, inserted)
+            for sql, param_sets in self._sql.totals(inserted):
+                await conn.exec_driver_sql(sql, param_sets)
         return inserted
-
-    def _insert_rows(self, conn: AsyncConnection) -> Any:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        return (
-            dialect.insert(_SPEND_LOGS)
-            .on_conflict_do_nothing(index_elements=["call_id"])
-            .returning(_SPEND_LOGS.c.call_id)
-        )
-
-    async def _add_totals(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
-        for table, id_column, field in _TOTALS:
-            params = _totals(rows, field)
-            if params:
-                await conn.execute(
-                    update(table)
-                    .where(table.c[id_column] == bindparam("b_id"))
-                    .values(spend=table.c.spend + bindparam("b_delta")),
-                    params,
-                )
-        params = [
-            {"end_user_id": p["b_id"], "spend": p["b_delta"]} for p in _totals(rows, "end_user")
-        ]
-        if params:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            insert = dialect.insert(_END_USERS)
-            await conn.execute(
-                insert.on_conflict_do_update(
-                    index_elements=["end_user_id"],
-                    set_={"spend": _END_USERS.c.spend + insert.excluded.spend},
-                ),
-                params,
-            )
 
     def _notify(self, rows: Sequence[Row]) -> None:
         if not rows or not self._listeners:
             return
-        public = [{k: v for k, v in row.items() if k != "token"} for row in rows]
+        public = []
+        for row in rows:
+            copy = dict(row)
+            copy.pop("token", None)
+            public.append(copy)
         for listener in self._listeners:
             try:
                 listener(public)

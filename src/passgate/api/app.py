@@ -26,7 +26,7 @@ from passgate.auth.master import MasterKey
 from passgate.config import Settings
 from passgate.errors import GatewayError
 from passgate.limits.runtime import build_limits
-from passgate.observability.stack import Observability
+from passgate.observability.stack import Observability, Tracer
 from passgate.providers.mistral import mistral_provider
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Observer, Pipeline
@@ -65,16 +65,17 @@ class _WriterComponent:
         await self._writer.stop()
 
 
-def build_app(settings: Settings) -> Gateway:
-    """Wire every part of the gateway described by ``settings``.
+def build_app(settings: Settings, *, tracing: Tracer | None = None) -> Gateway:
+    """Wire every part of the gateway described by ``settings``, with ``tracing`` if given.
 
-    Components start in list order and stop in reverse: the database first up and
-    last down; the spend writer stops before the observability stack it feeds.
+    The database must be at the newest schema already (``passgate`` migrates it before
+    starting workers). Components start in list order and stop in reverse: the database
+    first up and last down; the spend writer stops before the observability stack it feeds.
     """
     master = MasterKey(settings.master_key.get_secret_value() if settings.master_key else None)
     database = Database(settings)
     upstream = Upstream(settings)
-    observability = Observability(settings)
+    observability = Observability(settings, tracing=tracing)
     catalog = load_catalog(settings.pricing)
     cache = KeyCache(KeyStateLoader(database.sessions), ttl=settings.key_cache_ttl)
     authenticator = KeyAuthenticator(master, cache)

@@ -1,21 +1,53 @@
-"""Entry point for server workers: build the app from the environment (and ``--config``)."""
+"""Entry point for server workers: build the app from the environment (and ``--config``).
+
+``passgate.server`` names this module's ``worker_app`` to uvicorn when tracing is off,
+and ``passgate.api.traced``'s when it is on: the module chosen is the whole difference,
+so a worker without tracing never imports the OpenTelemetry SDK or its exporter.
+"""
 
 from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable
 
 from passgate.api.app import build_app
 from passgate.api.gateway import Gateway
 from passgate.config import Settings, config_file_from_env, load_settings
-from passgate.observability.logs import configure_logging
+from passgate.observability.stack import Tracer
+from passgate.process import setup_process_logging
+
+log = logging.getLogger(__name__)
+
+TracerFactory = Callable[[Settings], Tracer | None]
 
 
-def setup_process_logging(settings: Settings) -> None:
-    """JSON logs for this process, with the master and provider keys redacted."""
-    secrets = [s.get_secret_value() for s in (settings.master_key, settings.mistral_api_key) if s]
-    configure_logging(settings.log_level, secrets=secrets)
+def no_tracing(settings: Settings) -> None:
+    """The tracer factory of workers without tracing: none."""
+    if settings.otlp_endpoint is not None:
+        # The server picked this factory from settings without an endpoint; the config
+        # file has changed since, and a newly spawned worker read the new one.
+        log.warning("otlp_endpoint is set, but tracing starts only with passgate: restart it")
+    return None
 
 
-def app_from_env() -> Gateway:
+def app_from_env(tracer: TracerFactory = no_tracing) -> Gateway:
     """The gateway for this worker process, from env vars and the config file."""
     settings = load_settings(config_file_from_env())
     setup_process_logging(settings)
-    return build_app(settings)
+    return build_app(settings, tracing=tracer(settings))
+
+
+def frozen(app: Gateway) -> Gateway:
+    """``app``, with the process's start-up heap kept out of the garbage collector."""
+    # Modules, settings and the app live as long as the process. Frozen, they are no longer
+    # traversed by every full collection, which profiles under load showed costing more
+    # than any single part of the relay (and p99 spikes of 100+ ms).
+    gc.collect()
+    gc.freeze()
+    return app
+
+
+def worker_app() -> Gateway:
+    """The app of one server process without tracing."""
+    return frozen(app_from_env())

@@ -13,8 +13,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,11 +23,14 @@ from passgate.config import Settings
 from passgate.limits.backend import Counters, ScopeKind
 from passgate.limits.directory import BudgetDirectory
 from passgate.limits.estimate import Estimator
-from passgate.limits.events import KeyEvents
 from passgate.limits.guard import BypassCallback, LimitsGuard
 from passgate.limits.local import LocalCounters
-from passgate.limits.redis_backend import RedisCounters, redis_client
 from passgate.limits.store import SqlBudgetStore
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from passgate.limits.events import KeyEvents
 
 log = logging.getLogger("passgate.limits")
 
@@ -137,6 +140,11 @@ def build_limits(
     counters: Counters
     events = client = None
     if settings.redis_url:
+        # Imported only with REDIS_URL set: redis.asyncio (with the OpenTelemetry metrics
+        # SDK it loads when installed) costs ~9 MiB in every worker, for nothing without it.
+        from passgate.limits.events import KeyEvents
+        from passgate.limits.redis_backend import RedisCounters, redis_client
+
         client = redis_client(settings.redis_url)
         counters = RedisCounters(client, directory.seed, prefix=prefix, clock=clock)
 

@@ -3,30 +3,38 @@
 The app factory builds one ``Observability``, puts ``observers`` into the
 relay's ``Pipeline``, mounts ``routes``, hands ``webhook`` to the spend writer
 (when set) and awaits ``start()`` / ``stop()`` in its lifespan.
+
+Tracing is handed in, built by the caller (``observability.tracing.Tracing``): this
+module does not import it, so a worker without tracing never loads the OpenTelemetry
+SDK and exporter (see ``passgate.api.traced``).
 """
 
 from __future__ import annotations
 
-from opentelemetry.sdk.trace.export import SpanExporter
+from typing import Protocol
+
 from starlette.routing import BaseRoute
 
 from passgate.config import Settings
 from passgate.observability.logs import RequestLogger
 from passgate.observability.metrics import Metrics
-from passgate.observability.tracing import Tracing
 from passgate.observability.webhook import WebhookExporter
 from passgate.proxy.hooks import Observer
+
+
+class Tracer(Observer, Protocol):
+    """Tracing as the stack uses it: an observer, stopped (and flushed) at shutdown."""
+
+    async def stop(self) -> None: ...
 
 
 class Observability:
     """Access log, metrics, tracing and webhook of one gateway."""
 
-    def __init__(self, settings: Settings, *, span_exporter: SpanExporter | None = None) -> None:
+    def __init__(self, settings: Settings, *, tracing: Tracer | None = None) -> None:
         self.metrics = Metrics()
         self.request_logger = RequestLogger() if settings.log_requests else None
-        self.tracing = (
-            Tracing(span_exporter) if span_exporter is not None else Tracing.from_settings(settings)
-        )
+        self.tracing = tracing
         self.webhook = WebhookExporter.from_settings(settings)
         if self.webhook is not None:
             self.metrics.watch_queue("webhook", self._webhook_pending)

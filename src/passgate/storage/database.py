@@ -1,4 +1,9 @@
-"""The gateway's database as a component: migrated at start-up, closed at shutdown."""
+"""The gateway's database as a component: an engine and sessions, closed at shutdown.
+
+The schema is not this component's business: ``passgate`` runs the migrations
+(``storage.migrate``) once, before any worker starts, so a worker never imports Alembic
+(~11 MiB it would keep for its whole life).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from passgate.config import Settings
 from passgate.storage.db import create_engine, database_url, session_factory
-from passgate.storage.migrate import upgrade
 
 
 class Database:
-    """One engine and session factory for one gateway; ``start`` runs the migrations.
+    """One engine and session factory for one gateway, on an already migrated database.
 
-    The engine connects lazily, so building a ``Database`` does no I/O; each worker
-    process calls ``start`` and the migration lock makes all but one of them no-ops.
+    The engine connects lazily, so neither building a ``Database`` nor starting it does I/O.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -26,8 +29,7 @@ class Database:
         self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
 
     async def start(self) -> None:
-        """Bring the schema to head before the gateway takes requests."""
-        await upgrade(self.url)
+        """Nothing to open: connections are made on first use."""
 
     async def health(self) -> dict[str, str]:
         """``healthy`` when a trivial query answers within 2 s (readiness probe)."""

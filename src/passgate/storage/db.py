@@ -116,6 +116,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = make_url(url).database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # sqlite3 keeps each connection's last 128 prepared statements (cached_statements):
+        # cheap for a fixed set of statements, ~100 MiB when every batch size of a
+        # many-row INSERT is a new text, hence the spend writer's fixed shapes (spend_sql)
         engine = _create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
         return engine

@@ -1,0 +1,16 @@
+"""Entry point for server workers when tracing is configured (``otlp_endpoint`` set).
+
+A module of its own so that only these workers import the OpenTelemetry SDK and the
+OTLP exporter (~4 MiB per worker); ``passgate.server.app_factory`` picks it.
+"""
+
+from __future__ import annotations
+
+from passgate.api.factory import app_from_env, frozen
+from passgate.api.gateway import Gateway
+from passgate.observability.tracing import Tracing
+
+
+def worker_app() -> Gateway:
+    """The app of one server process, exporting a span per call over OTLP/HTTP."""
+    return frozen(app_from_env(Tracing.from_settings))

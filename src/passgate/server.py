@@ -1,0 +1,138 @@
+"""The server process: uvicorn and its workers, started by ``passgate`` once the schema is at head.
+
+``passgate`` (``passgate.cli``) checks the settings, runs the migrations, then replaces
+itself with ``python -m passgate.server`` (same pid, same output). The replacement is
+what keeps the workers small: uvicorn spawns its workers, and a spawned process first
+re-imports its parent's main module, so whatever that module imports is loaded into
+every worker and kept there for its whole life. The command's main module brings in
+Alembic and the key-management commands (~11 MiB per worker measured); this one imports
+only what a worker needs anyway.
+
+Each worker builds its app with the factory ``app_factory`` names, chosen from the
+settings so that a worker without tracing never imports the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+import uvicorn
+
+from passgate.config import Settings, SettingsError, config_file_from_env, load_settings
+from passgate.process import setup_process_logging
+from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
+
+MODULE = "passgate.server"
+APP_FACTORY = "passgate.api.factory:worker_app"
+TRACED_APP_FACTORY = "passgate.api.traced:worker_app"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_host(settings: Settings) -> str:
+    """The bind address: all interfaces with a master key, loopback without one."""
+    if settings.host:
+        return settings.host
+    return "0.0.0.0" if settings.master_key else "127.0.0.1"
+
+
+def worker_count(settings: Settings) -> int:
+    """Worker processes to run: the setting, else one per core."""
+    return settings.workers or os.cpu_count() or 1
+
+
+def bind_refusal(settings: Settings) -> str | None:
+    """Why these settings must not be served (an open gateway on a public address), or None."""
+    host = resolve_host(settings)
+    if settings.master_key is None and not _is_loopback(host) and not settings.allow_open:
+        return (
+            f"refusing to bind {host} without a master key; set "
+            "PASSGATE_MASTER_KEY, bind 127.0.0.1, or pass --allow-open"
+        )
+    return None
+
+
+def app_factory(settings: Settings) -> str:
+    """The import string of the workers' app factory: the traced one only with an OTLP endpoint."""
+    return TRACED_APP_FACTORY if settings.otlp_endpoint is not None else APP_FACTORY
+
+
+def server_argv(settings: Settings) -> list[str]:
+    """The command line that runs this module for ``settings`` (``--config`` travels in env)."""
+    # -P: the current directory must not shadow the installed package.
+    argv = [sys.executable, "-P", "-m", MODULE]
+    argv += ["--host", resolve_host(settings), "--port", str(settings.port)]
+    argv += ["--workers", str(worker_count(settings))]
+    if settings.allow_open:
+        argv.append("--allow-open")
+    return argv
+
+
+def run(settings: Settings) -> int:
+    """Serve until interrupted; the schema must already be at head."""
+    refusal = bind_refusal(settings)
+    if refusal is not None:
+        print(f"passgate: {refusal}", file=sys.stderr)
+        return 2
+    setup_process_logging(settings)
+    uvicorn.run(
+        app_factory(settings),
+        factory=True,
+        host=resolve_host(settings),
+        port=settings.port,
+        workers=worker_count(settings),
+        loop="uvloop",
+        http=HeadHoldingHttpToolsProtocol,  # uvicorn's httptools, one write per response
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,
+        date_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The options ``server_argv`` writes."""
+    options = argparse.ArgumentParser(
+        prog="python -m passgate.server", description="Serve; run by `passgate`."
+    )
+    options.add_argument("--host")
+    options.add_argument("--port", type=int)
+    options.add_argument("--workers", type=int)
+    options.add_argument("--allow-open", action="store_true", default=None)
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the settings (env, ``PASSGATE_CONFIG``, the options) and serve."""
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(
+            config_file_from_env(),
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            allow_open=args.allow_open,
+        )
+    except SettingsError as exc:
+        print(f"passgate: {exc}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
