@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_requests: bool = True
 
-    spend_batch_size: int = Field(default=500, ge=1)
+    spend_batch_size: int = Field(default=1024, ge=1)
     spend_flush_interval: float = Field(default=1.0, gt=0)
     spend_queue_max: int = Field(default=100_000, ge=1)
     accounting: bool = True

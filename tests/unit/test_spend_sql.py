@@ -120,23 +120,24 @@ def row_values_for(dialect: Any, **fields: Any) -> list[Any]:
 
 
 def test_sizes_are_full_chunks_then_powers_of_two() -> None:
-    allowed = {CHUNK} | {1 << bit for bit in range(7)}
+    allowed = {CHUNK} | {1 << bit for bit in range(CHUNK.bit_length() - 1)}
     assert max(allowed - {CHUNK}) < CHUNK
-    for count in range(1000):
+    for count in range(3 * CHUNK):
         found = list(sizes(count))
         assert sum(found) == count
         assert set(found) <= allowed
         assert found == sorted(found, reverse=True)
-        assert len(found) <= count // CHUNK + 6
+        assert len(found) <= count // CHUNK + CHUNK.bit_length() - 1
 
 
 @pytest.mark.parametrize("dialect", [SQLITE, POSTGRES])
 def test_each_chunk_is_one_statement_of_its_rows(dialect: Any) -> None:
     statements = SpendStatements(dialect)
-    rows = [row(call_id=f"c{i}") for i in range(237)]
+    rows = [row(call_id=f"c{i}") for i in range(2 * CHUNK + 37)]
     found = list(statements.insert(rows))
-    assert [len(params) // len(COLUMNS) for _, params in found] == [100, 100, 32, 4, 1]
-    assert [params[0] for _, params in found] == ["c0", "c100", "c200", "c232", "c236"]
+    assert [len(params) // len(COLUMNS) for _, params in found] == [CHUNK, CHUNK, 32, 4, 1]
+    starts = [0, CHUNK, 2 * CHUNK, 2 * CHUNK + 32, 2 * CHUNK + 36]
+    assert [params[0] for _, params in found] == [f"c{i}" for i in starts]
     for sql, params in found:
         assert sql == statements.insert_sql(len(params) // len(COLUMNS))
         assert sql.endswith("ON CONFLICT (call_id) DO NOTHING RETURNING call_id")

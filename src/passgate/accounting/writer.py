@@ -74,7 +74,7 @@ class SpendWriter:
         self,
         engine: AsyncEngine,
         *,
-        batch_size: int = 500,
+        batch_size: int = 1024,
         flush_interval: float = 1.0,
         queue_max: int = 100_000,
         max_backoff: float = 5.0,
