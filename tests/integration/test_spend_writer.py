@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import Engine, event, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,7 +30,7 @@ from passgate.accounting.spend_sql import CHUNK, COLUMNS
 from passgate.accounting.writer import SpendWriter
 from passgate.auth.principal import MASTER, Principal
 from passgate.exchange import Exchange, Usage
-from passgate.storage.db import create_engine, session_factory
+from passgate.storage.db import create_engine, session_factory, sqlite_file_twin
 from passgate.storage.migrate import upgrade
 from passgate.storage.models import EndUser, Key, SpendLog, Team, User
 from tests.support.databases import fresh_postgres, sqlite_url
@@ -89,18 +89,28 @@ async def seed(engine: AsyncEngine) -> None:
         await conn.execute(insert(EndUser), [{"end_user_id": "alice", "max_budget": 5.0}])
 
 
+def _short_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+    # fail fast on a lock (the gateway waits 10 s), so an outage shows in a retry
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=50")
+    cursor.close()
+
+
+def _impatient_twin(engine: AsyncEngine) -> Engine | None:
+    """``sqlite_file_twin``, waiting on a lock as briefly as the test's own engine."""
+    twin = sqlite_file_twin(engine)
+    if twin is not None:
+        event.listen(twin, "connect", _short_busy_wait)
+    return twin
+
+
 @asynccontextmanager
 async def sqlite_database(directory: Path) -> AsyncIterator[Database]:
     url = sqlite_url(directory)
     await upgrade(url)
     engine = create_engine(url)
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _short_busy_wait(dbapi_connection: Any, _record: Any) -> None:
-        # fail fast on a lock (the gateway waits 10 s), so an outage shows in a retry
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=50")
-        cursor.close()
+    event.listen(engine.sync_engine, "connect", _short_busy_wait)
 
     locker: list[sqlite3.Connection] = []
 
@@ -179,9 +189,14 @@ async def postgres_database(url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db(
-    request: pytest.FixtureRequest, tmp_path: Path, shared_postgres: SharedPostgres
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    shared_postgres: SharedPostgres,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Database]:
     if request.param == "sqlite":
+        # the writer's blocking twin (SQLite only) must fail fast on a lock too
+        monkeypatch.setattr("passgate.accounting.writer.sqlite_file_twin", _impatient_twin)
         async with sqlite_database(tmp_path) as database:
             yield database
     else:
@@ -525,18 +540,18 @@ async def test_inserts_use_a_few_fixed_statements_of_at_most_a_chunk(db: Databas
         if statement.startswith("INSERT INTO spend_logs"):
             seen.append((statement, len(params)))
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        number = 0
-        for size in (1, 3, 5, 7, 12, 30, 63, 99, 100, 101, 250, 500, 77):
-            writer = SpendWriter(db.engine, batch_size=size)
+    number = 0
+    for size in (1, 3, 5, 7, 12, 30, 63, 99, 100, 101, 250, 500, 77, 1000):
+        writer = SpendWriter(db.engine, batch_size=size)
+        event.listen(writer.statement_engine, "before_cursor_execute", capture)
+        try:
             for _ in range(size):
                 number += 1
                 await writer.finished(call(number))
             await writer.stop()
-            assert writer.written == size
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+        finally:
+            event.remove(writer.statement_engine, "before_cursor_execute", capture)
+        assert writer.written == size
     assert await db.count() == number
     shapes = {CHUNK} | {1 << bit for bit in range(CHUNK.bit_length() - 1)}
     assert len({statement for statement, _ in seen}) <= len(shapes)

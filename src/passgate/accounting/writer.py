@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,6 +35,7 @@ from passgate.accounting.rows import spend_row
 from passgate.accounting.spend_sql import RowError, SpendStatements
 from passgate.config import Settings
 from passgate.exchange import Exchange
+from passgate.storage.db import sqlite_file_twin
 
 log = logging.getLogger("passgate.accounting")
 
@@ -89,6 +91,7 @@ class SpendWriter:
         self.stop_timeout = stop_timeout
         self._listeners = list(listeners)
         self._sql = SpendStatements(engine.dialect)
+        self._blocking: Engine | None = sqlite_file_twin(engine)
         self._pending: deque[Row] = deque()
         self._inflight = 0
         self._wake = asyncio.Event()
@@ -116,6 +119,11 @@ class SpendWriter:
             queue_max=settings.spend_queue_max,
             listeners=listeners,
         )
+
+    @property
+    def statement_engine(self) -> Engine:
+        """The engine the writer's statements run on: SQLite's blocking twin, else ``engine``'s."""
+        return self._blocking or self.engine.sync_engine
 
     @property
     def pending(self) -> int:
@@ -256,6 +264,9 @@ class SpendWriter:
         for row in batch:
             first.setdefault(row["call_id"], row)
         unique = list(first.values())
+        if self._blocking is not None:
+            # SQLite: the whole transaction in one trip to a thread (see sqlite_file_twin)
+            return await asyncio.to_thread(self._write_blocking, self._blocking, unique)
         stored: set[str] = set()
         async with self.engine.begin() as conn:
             # one chunk at a time: each await hands the loop back while the database works
@@ -265,6 +276,17 @@ class SpendWriter:
             inserted = [row for row in unique if row["call_id"] in stored]
             for sql, param_sets in self._sql.totals(inserted):
                 await conn.exec_driver_sql(sql, param_sets)
+        return inserted
+
+    def _write_blocking(self, engine: Engine, unique: Sequence[Row]) -> list[Row]:
+        """``_write``'s transaction on a blocking connection, run in a worker thread."""
+        stored: set[str] = set()
+        with engine.begin() as conn:
+            for sql, params in self._sql.insert(unique):
+                stored.update(conn.exec_driver_sql(sql, params).scalars())
+            inserted = [row for row in unique if row["call_id"] in stored]
+            for sql, param_sets in self._sql.totals(inserted):
+                conn.exec_driver_sql(sql, param_sets)
         return inserted
 
     def _notify(self, rows: Sequence[Row]) -> None:

@@ -14,11 +14,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as _create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import NullPool
 
 from passgate.config import Settings
 
@@ -129,3 +131,24 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions whose loaded rows stay readable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def sqlite_file_twin(engine: AsyncEngine) -> Engine | None:
+    """A blocking engine on the same SQLite file as ``engine`` (None when not a SQLite file).
+
+    For work done whole in a worker thread: through aiosqlite every statement is a round
+    trip to its thread that waits for a turn of the (busy) event loop, which left the spend
+    writer behind the traffic under load. A new connection per use (NullPool) carries the
+    same pragmas; an in-memory database has no second connection to share, hence None.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    twin = _create_sync_engine(
+        url.set(drivername="sqlite+pysqlite"), poolclass=NullPool, hide_parameters=True
+    )
+    event.listen(twin, "connect", _set_sqlite_pragmas)
+    return twin
