@@ -25,6 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Engine
@@ -92,6 +93,10 @@ class SpendWriter:
         self._listeners = list(listeners)
         self._sql = SpendStatements(engine.dialect)
         self._blocking: Engine | None = sqlite_file_twin(engine)
+        # One thread for the blocking engine's one connection: batches never overlap.
+        self._thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="passgate-spend") if self._blocking else None
+        )
         self._pending: deque[Row] = deque()
         self._inflight = 0
         self._wake = asyncio.Event()
@@ -190,6 +195,10 @@ class SpendWriter:
             )
         finally:
             self._closed = True
+            if self._thread is not None:
+                self._thread.shutdown(wait=False)
+            if self._blocking is not None:
+                self._blocking.dispose()
 
     async def _run(self) -> None:
         while True:
@@ -264,9 +273,12 @@ class SpendWriter:
         for row in batch:
             first.setdefault(row["call_id"], row)
         unique = list(first.values())
-        if self._blocking is not None:
+        if self._blocking is not None and self._thread is not None:
             # SQLite: the whole transaction in one trip to a thread (see sqlite_file_twin)
-            return await asyncio.to_thread(self._write_blocking, self._blocking, unique)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._thread, self._write_blocking, self._blocking, unique
+            )
         stored: set[str] = set()
         async with self.engine.begin() as conn:
             # one chunk at a time: each await hands the loop back while the database works
