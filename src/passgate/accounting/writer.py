@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -279,26 +279,22 @@ class SpendWriter:
             return await loop.run_in_executor(
                 self._thread, self._write_blocking, self._blocking, unique
             )
-        stored: set[str] = set()
         async with self.engine.begin() as conn:
-            # one chunk at a time: each await hands the loop back while the database works
-            for sql, params in self._sql.insert(unique):
-                result = await conn.exec_driver_sql(sql, params)
-                stored.update(result.scalars())
-            inserted = [row for row in unique if row["call_id"] in stored]
-            for sql, param_sets in self._sql.totals(inserted):
-                await conn.exec_driver_sql(sql, param_sets)
-        return inserted
+            # each statement's await hands the loop back while the database works
+            return await conn.run_sync(self._transaction, unique)
 
     def _write_blocking(self, engine: Engine, unique: Sequence[Row]) -> list[Row]:
-        """``_write``'s transaction on a blocking connection, run in a worker thread."""
-        stored: set[str] = set()
         with engine.begin() as conn:
-            for sql, params in self._sql.insert(unique):
-                stored.update(conn.exec_driver_sql(sql, params).scalars())
-            inserted = [row for row in unique if row["call_id"] in stored]
-            for sql, param_sets in self._sql.totals(inserted):
-                conn.exec_driver_sql(sql, param_sets)
+            return self._transaction(conn, unique)
+
+    def _transaction(self, conn: Connection, unique: Sequence[Row]) -> list[Row]:
+        """Insert the new rows and add their cost to the totals; the rows inserted."""
+        stored: set[str] = set()
+        for sql, params in self._sql.insert(unique):
+            stored.update(conn.exec_driver_sql(sql, params).scalars())
+        inserted = [row for row in unique if row["call_id"] in stored]
+        for sql, param_sets in self._sql.totals(inserted):
+            conn.exec_driver_sql(sql, param_sets)
         return inserted
 
     def _notify(self, rows: Sequence[Row]) -> None:
