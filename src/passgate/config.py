@@ -178,6 +178,19 @@ def config_file_from_env() -> Path | None:
     return Path(value) if value else None
 
 
+SPEND_SOCKET_ENV = "PASSGATE_SPEND_SOCKET"  # set by the server for its workers, not by users
+
+
+def spend_socket_from_env() -> str | None:
+    """The spend-writer process's socket, when this process is a server worker."""
+    return os.environ.get(SPEND_SOCKET_ENV) or None
+
+
+def export_spend_socket(path: str) -> None:
+    """Tell worker processes (spawned later, with this environment) where to send spend rows."""
+    os.environ[SPEND_SOCKET_ENV] = path
+
+
 def export_config_file(path: Path | None) -> None:
     """Hand ``--config`` to worker processes, which build their app from the environment."""
     if path is not None:

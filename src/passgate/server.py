@@ -21,12 +21,21 @@ import sys
 
 import uvicorn
 
-from passgate.config import Settings, SettingsError, config_file_from_env, load_settings
+from passgate.config import (
+    Settings,
+    SettingsError,
+    config_file_from_env,
+    export_spend_socket,
+    load_settings,
+)
 from passgate.process import setup_process_logging
 from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
+from passgate.spend_launcher import SpendWriterProcess
 
 MODULE = "passgate.server"
 APP_FACTORY = "passgate.api.factory:worker_app"
+# the spend writer's own stop timeout (30 s while the database is down) plus the webhook's
+SPEND_STOP_TIMEOUT = 45.0
 TRACED_APP_FACTORY = "passgate.api.traced:worker_app"
 
 
@@ -85,6 +94,19 @@ def run(settings: Settings) -> int:
         print(f"passgate: {refusal}", file=sys.stderr)
         return 2
     setup_process_logging(settings)
+    spend = SpendWriterProcess() if settings.accounting else None
+    if spend is not None:
+        spend.start()
+        export_spend_socket(spend.path)  # read by every worker this server spawns
+    try:
+        _serve(settings)
+    finally:
+        if spend is not None:
+            spend.stop(SPEND_STOP_TIMEOUT)
+    return 0
+
+
+def _serve(settings: Settings) -> None:
     uvicorn.run(
         app_factory(settings),
         factory=True,
@@ -102,7 +124,6 @@ def run(settings: Settings) -> int:
         date_header=False,
         timeout_graceful_shutdown=30,
     )
-    return 0
 
 
 def parser() -> argparse.ArgumentParser:

@@ -54,8 +54,6 @@ _OWNERS = (  # (table, its id column, the row field naming the owner) of a runni
 _END_USERS = EndUser.__tablename__
 COLUMNS: tuple[str, ...] = tuple(column.name for column in _TABLE.columns)
 _CONFLICT = "call_id"
-# SQLAlchemy's SQLite DATETIME storage format, with the fields in order
-_SQLITE_TIME = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
 _EMPTY_JSON = json.dumps([])
 _EMPTY_OBJECT_JSON = json.dumps({})  # a new end user's metadata, the model's default
 # PostgreSQL parameter casts: integers travel as int8, so a value out of a column's range is
@@ -79,15 +77,8 @@ def _sqlite_time(value: datetime | None) -> str | None:
     value = _utc(value)
     if value is None:
         return None
-    return _SQLITE_TIME % (
-        value.year,
-        value.month,
-        value.day,
-        value.hour,
-        value.minute,
-        value.second,
-        value.microsecond,
-    )
+    # the same text as _SQLITE_TIME's fields, from one C call (a third of the time)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _json(value: Any) -> str:
@@ -114,11 +105,14 @@ def _kind(name: str) -> str:
 _KINDS = {name: _kind(name) for name in COLUMNS}
 
 
-def _row_values(time: Convert) -> Callable[[Row], list[Any]]:
+def _row_values(time: Convert, flag: Convert | None = None) -> Callable[[Row], list[Any]]:
     """A function from a row to its driver values in ``COLUMNS`` order, timestamps through
-    ``time``; it raises ``RowError`` for a row that cannot be converted."""
+    ``time`` and booleans through ``flag`` when given; it raises ``RowError`` for a row that
+    cannot be converted."""
     get = itemgetter(*COLUMNS)
     kinds = {"time": time, "json": _json}
+    if flag is not None:
+        kinds["bool"] = flag
     steps = [(i, kinds[_KINDS[name]]) for i, name in enumerate(COLUMNS) if _KINDS[name] in kinds]
 
     def values(row: Row) -> list[Any]:
@@ -163,8 +157,13 @@ class SpendStatements:
             raise ValueError(f"spend rows cannot be written to {dialect.name}")
         self._postgres = dialect.name == "postgresql"
         self._time = _utc if self._postgres else _sqlite_time
-        self._values = _row_values(self._time)
-        self._sql: dict[int, str] = {}
+        # sqlite3 binds exact ints, floats and strings directly; a bool (or None) goes
+        # through its adaptation look-ups, ~0.3 µs each. SQLite stores booleans as 0 / 1.
+        self._values = _row_values(self._time, None if self._postgres else int)
+        self._sql: dict[tuple[int, bool], str] = {}
+        # sqlite3 reports how many rows an INSERT stored; asyncpg's row count through
+        # SQLAlchemy is not relied on, so PostgreSQL always asks with RETURNING
+        self.counts_rows = not self._postgres
         q = dialect.identifier_preparer.quote
         p = self._param
         # identifiers from the table definitions; every value is a bound parameter
@@ -172,7 +171,8 @@ class SpendStatements:
             f"INSERT INTO {q(_TABLE.name)} "  # noqa: S608
             f"({', '.join(q(name) for name in COLUMNS)}) VALUES "
         )
-        self._tail = f" ON CONFLICT ({q(_CONFLICT)}) DO NOTHING RETURNING {q(_CONFLICT)}"
+        self._tail = f" ON CONFLICT ({q(_CONFLICT)}) DO NOTHING"
+        self._returning = f" RETURNING {q(_CONFLICT)}"
         self._updates = [
             (
                 f"UPDATE {q(table)} SET spend = spend + {p(1)} "  # noqa: S608
@@ -204,17 +204,21 @@ class SpendStatements:
             for row in range(rows)
         )
 
-    def insert_sql(self, rows: int) -> str:
+    def insert_sql(self, rows: int, returning: bool = True) -> str:
         """The INSERT of ``rows`` rows (``CHUNK`` or a power of two below it)."""
-        sql = self._sql.get(rows)
+        sql = self._sql.get((rows, returning))
         if sql is None:
-            sql = self._sql[rows] = self._head + self._placeholders(rows) + self._tail
+            sql = self._head + self._placeholders(rows) + self._tail
+            if returning:
+                sql += self._returning
+            self._sql[rows, returning] = sql
         return sql
 
-    def insert(self, rows: Sequence[Row]) -> Iterator[Statement]:
-        """The INSERT of ``rows`` in chunks, ``ON CONFLICT (call_id) DO NOTHING RETURNING
-        call_id`` (which rows were new): (SQL, parameters) for ``exec_driver_sql``, each
-        built only when it is reached; raises ``RowError`` for a row that cannot be stored."""
+    def insert(self, rows: Sequence[Row], returning: bool = True) -> Iterator[Statement]:
+        """The INSERT of ``rows`` in chunks, ``ON CONFLICT (call_id) DO NOTHING``, with
+        ``RETURNING call_id`` (which rows were new) unless ``returning`` is false: (SQL,
+        parameters) for ``exec_driver_sql``, each built only when it is reached; raises
+        ``RowError`` for a row that cannot be stored."""
         start = 0
         values = self._values
         for size in sizes(len(rows)):
@@ -222,7 +226,7 @@ class SpendStatements:
             for row in rows[start : start + size]:
                 params += values(row)
             start += size
-            yield self.insert_sql(size), tuple(params)
+            yield self.insert_sql(size, returning), tuple(params)
 
     def totals(self, rows: Sequence[Row]) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """(SQL, parameter sets) adding the rows' costs to their key, user, team and end-user

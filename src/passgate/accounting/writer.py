@@ -58,6 +58,11 @@ def _reason(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {first_line[:200]}"
 
 
+class _AlreadyStored(Exception):
+    """A batch inserted without RETURNING stored fewer rows than it holds: some were stored
+    before (a line sent again by a worker). Rolled back, and redone finding out which."""
+
+
 def _refused(exc: Exception) -> bool:
     """True when the database (or the conversion before it) refuses the rows themselves:
     sending them again cannot succeed, unlike an outage."""
@@ -83,6 +88,7 @@ class SpendWriter:
         max_backoff: float = 5.0,
         stop_timeout: float | None = 30.0,
         listeners: Sequence[BatchListener] = (),
+        inline: bool = False,
     ) -> None:
         self.engine = engine
         self.batch_size = batch_size
@@ -93,9 +99,13 @@ class SpendWriter:
         self._listeners = list(listeners)
         self._sql = SpendStatements(engine.dialect)
         self._blocking: Engine | None = sqlite_file_twin(engine)
-        # One thread for the blocking engine's one connection: batches never overlap.
+        # One thread for the blocking engine's one connection: batches never overlap. Inline
+        # (in a process that does nothing else) the loop itself runs the transaction: a
+        # second thread would take the GIL from it hundreds of times per batch.
         self._thread = (
-            ThreadPoolExecutor(1, thread_name_prefix="passgate-spend") if self._blocking else None
+            ThreadPoolExecutor(1, thread_name_prefix="passgate-spend")
+            if self._blocking and not inline
+            else None
         )
         self._pending: deque[Row] = deque()
         self._inflight = 0
@@ -114,7 +124,12 @@ class SpendWriter:
 
     @classmethod
     def from_settings(
-        cls, engine: AsyncEngine, settings: Settings, listeners: Sequence[BatchListener] = ()
+        cls,
+        engine: AsyncEngine,
+        settings: Settings,
+        listeners: Sequence[BatchListener] = (),
+        *,
+        inline: bool = False,
     ) -> SpendWriter:
         """A writer sized by ``spend_batch_size``, ``spend_flush_interval``, ``spend_queue_max``."""
         return cls(
@@ -123,6 +138,7 @@ class SpendWriter:
             flush_interval=settings.spend_flush_interval,
             queue_max=settings.spend_queue_max,
             listeners=listeners,
+            inline=inline,
         )
 
     @property
@@ -273,7 +289,9 @@ class SpendWriter:
         for row in batch:
             first.setdefault(row["call_id"], row)
         unique = list(first.values())
-        if self._blocking is not None and self._thread is not None:
+        if self._blocking is not None:
+            if self._thread is None:
+                return self._write_blocking(self._blocking, unique)
             # SQLite: the whole transaction in one trip to a thread (see sqlite_file_twin)
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
@@ -284,15 +302,34 @@ class SpendWriter:
             return await conn.run_sync(self._transaction, unique)
 
     def _write_blocking(self, engine: Engine, unique: Sequence[Row]) -> list[Row]:
-        with engine.begin() as conn:
-            return self._transaction(conn, unique)
+        try:
+            with engine.begin() as conn:
+                return self._transaction(conn, unique, counted=self._sql.counts_rows)
+        except _AlreadyStored:
+            with engine.begin() as conn:
+                return self._transaction(conn, unique)
 
-    def _transaction(self, conn: Connection, unique: Sequence[Row]) -> list[Row]:
-        """Insert the new rows and add their cost to the totals; the rows inserted."""
-        stored: set[str] = set()
-        for sql, params in self._sql.insert(unique):
-            stored.update(conn.exec_driver_sql(sql, params).scalars())
-        inserted = [row for row in unique if row["call_id"] in stored]
+    def _transaction(
+        self, conn: Connection, unique: Sequence[Row], counted: bool = False
+    ) -> list[Row]:
+        """Insert the new rows and add their cost to the totals; the rows inserted.
+
+        ``counted``: insert without RETURNING and check the count instead (SQLite: fetching
+        a returned id per row cost ~1 µs of the ~10 a row takes); when some rows turn out to
+        be stored already, raise ``_AlreadyStored`` to roll back and redo with RETURNING.
+        """
+        if counted:
+            count = 0
+            for sql, params in self._sql.insert(unique, returning=False):
+                count += conn.exec_driver_sql(sql, params).rowcount
+            if count != len(unique):
+                raise _AlreadyStored
+            inserted = list(unique)
+        else:
+            stored: set[str] = set()
+            for sql, params in self._sql.insert(unique):
+                stored.update(conn.exec_driver_sql(sql, params).scalars())
+            inserted = [row for row in unique if row["call_id"] in stored]
         for sql, param_sets in self._sql.totals(inserted):
             conn.exec_driver_sql(sql, param_sets)
         return inserted

@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute
 
 from passgate.accounting.meter import Meter
 from passgate.accounting.pricing import load_catalog
+from passgate.accounting.spend_link import SpendForwarder
 from passgate.accounting.writer import SpendWriter
 from passgate.api.admin_auth import AdminContext
 from passgate.api.entities import entity_routes
@@ -65,8 +66,14 @@ class _WriterComponent:
         await self._writer.stop()
 
 
-def build_app(settings: Settings, *, tracing: Tracer | None = None) -> Gateway:
+def build_app(
+    settings: Settings, *, tracing: Tracer | None = None, spend_socket: str | None = None
+) -> Gateway:
     """Wire every part of the gateway described by ``settings``, with ``tracing`` if given.
+
+    With ``spend_socket`` (a server worker) spend rows go to the instance's spend-writer
+    process, which also feeds the webhook; without it (tests, embedding) this app writes
+    them itself.
 
     The database must be at the newest schema already (``passgate`` migrates it before
     starting workers). Components start in list order and stop in reverse: the database
@@ -75,7 +82,12 @@ def build_app(settings: Settings, *, tracing: Tracer | None = None) -> Gateway:
     master = MasterKey(settings.master_key.get_secret_value() if settings.master_key else None)
     database = Database(settings)
     upstream = Upstream(settings)
-    observability = Observability(settings, tracing=tracing)
+    forwarder = (
+        SpendForwarder(spend_socket, queue_max=settings.spend_queue_max)
+        if spend_socket and settings.accounting
+        else None
+    )
+    observability = Observability(settings, tracing=tracing, webhook=forwarder is None)
     catalog = load_catalog(settings.pricing)
     cache = KeyCache(KeyStateLoader(database.sessions), ttl=settings.key_cache_ttl)
     authenticator = KeyAuthenticator(master, cache)
@@ -88,14 +100,19 @@ def build_app(settings: Settings, *, tracing: Tracer | None = None) -> Gateway:
         on_bypass=lambda _reason: observability.metrics.count_redis_bypass(),
         prefix=settings.redis_prefix,
     )
-    writer = SpendWriter.from_settings(database.engine, settings)
-    if observability.webhook is not None:
-        writer.add_listener(observability.webhook.submit)
-    observability.metrics.watch_queue("spend", lambda: float(writer.pending))
-
     observers: list[Observer] = [limits.guard]
-    if settings.accounting:
+    spend: Component | None = None
+    if forwarder is not None:
+        observers.append(forwarder)
+        spend = forwarder
+        observability.metrics.watch_queue("spend", lambda: float(forwarder.pending))
+    elif settings.accounting:
+        writer = SpendWriter.from_settings(database.engine, settings)
+        if observability.webhook is not None:
+            writer.add_listener(observability.webhook.submit)
+        observability.metrics.watch_queue("spend", lambda: float(writer.pending))
         observers.append(writer)
+        spend = _WriterComponent(writer)
     observers.extend(observability.observers)
     pipeline = Pipeline(
         authenticator=authenticator,
@@ -136,6 +153,7 @@ def build_app(settings: Settings, *, tracing: Tracer | None = None) -> Gateway:
         upstream,
         observability,
         limits,
-        _WriterComponent(writer),
     ]
+    if spend is not None:
+        components.append(spend)
     return Gateway({b"/mistral": relay}, admin, components)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from passgate.api.app import build_app
 from passgate.api.gateway import Gateway
-from passgate.config import Settings, config_file_from_env, load_settings
+from passgate.config import Settings, config_file_from_env, load_settings, spend_socket_from_env
 from passgate.observability.stack import Tracer
 from passgate.process import setup_process_logging
 
@@ -35,7 +35,7 @@ def app_from_env(tracer: TracerFactory = no_tracing) -> Gateway:
     """The gateway for this worker process, from env vars and the config file."""
     settings = load_settings(config_file_from_env())
     setup_process_logging(settings)
-    return build_app(settings, tracing=tracer(settings))
+    return build_app(settings, tracing=tracer(settings), spend_socket=spend_socket_from_env())
 
 
 GC_YOUNG_THRESHOLD = 50_000  # net new container objects between young collections

@@ -31,11 +31,14 @@ class Tracer(Observer, Protocol):
 class Observability:
     """Access log, metrics, tracing and webhook of one gateway."""
 
-    def __init__(self, settings: Settings, *, tracing: Tracer | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, tracing: Tracer | None = None, webhook: bool = True
+    ) -> None:
+        """``webhook=False``: another process delivers this gateway's spend rows to it."""
         self.metrics = Metrics()
         self.request_logger = RequestLogger() if settings.log_requests else None
         self.tracing = tracing
-        self.webhook = WebhookExporter.from_settings(settings)
+        self.webhook = WebhookExporter.from_settings(settings) if webhook else None
         if self.webhook is not None:
             self.metrics.watch_queue("webhook", self._webhook_pending)
 

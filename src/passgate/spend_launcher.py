@@ -1,0 +1,90 @@
+"""Starts, watches and stops the instance's spend-writer process (``passgate.spend_process``).
+
+Used by ``passgate.server`` before uvicorn starts its workers. The listening socket is
+bound here, in a directory only this user can open, and handed to the child as an open
+file descriptor: workers can connect from their first request (the kernel queues them
+until the child accepts), and a child that dies is replaced on the same socket while the
+workers' forwarders keep their rows and reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+log = logging.getLogger("passgate.accounting")
+
+MODULE = "passgate.spend_process"
+RESTART_DELAY = 1.0  # seconds before a dead child is replaced
+_BACKLOG = 512
+
+
+class SpendWriterProcess:
+    """The spend-writer child process of one server, on a Unix socket of its own."""
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="passgate-spend-"))  # mode 0700
+        self.path = str(self._dir / "spend.sock")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(_BACKLOG)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._watcher = threading.Thread(
+            target=self._watch, name="passgate-spend-watch", daemon=True
+        )
+        self.restarts = 0
+
+    def start(self) -> None:
+        """Start the child and the thread that replaces it if it dies."""
+        with self._lock:
+            self._proc = self._spawn()
+        self._watcher.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        fd = self._listener.fileno()
+        # -P: the current directory must not shadow the installed package
+        argv = [sys.executable, "-P", "-m", MODULE, "--fd", str(fd)]
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(fd,))
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                proc = self._proc
+            if proc is None:
+                return
+            code = proc.wait()
+            if self._stopping.wait(RESTART_DELAY):
+                return
+            log.error("spend-writer process exited with code %s; starting a new one", code)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._proc = self._spawn()
+                self.restarts += 1
+
+    def stop(self, timeout: float) -> int | None:
+        """Let the child store what it holds and exit (closing its stdin); its exit code."""
+        with self._lock:
+            self._stopping.set()
+            proc = self._proc
+        code: int | None = None
+        if proc is not None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.error("spend-writer process did not finish in %ss; killed", timeout)
+                proc.kill()
+                code = proc.wait()
+        self._listener.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        return code

@@ -1,0 +1,145 @@
+"""The spend-writer process: one per gateway instance, storing the rows its workers send.
+
+``passgate.server`` binds the Unix socket, starts this module with the socket's file
+descriptor (``spend_launcher``), then the workers; each worker's ``SpendForwarder`` sends
+one line per call. Here the lines become rows again and go through the same batched
+``SpendWriter`` as ever (queue, retries while the database is down, exactly once), and on
+to the webhook when one is configured.
+
+The process ignores SIGINT and SIGTERM: the server stops it by closing its stdin once the
+workers have exited, so the rows they sent while shutting down are stored too. It then
+reads every connection to its end, flushes the writer and the webhook, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+
+from passgate.accounting.spend_link import decode
+from passgate.accounting.writer import SpendWriter
+from passgate.config import Settings, SettingsError, config_file_from_env, load_settings
+from passgate.observability.logs import shutdown_logging
+from passgate.observability.webhook import WebhookExporter
+from passgate.process import setup_process_logging
+from passgate.storage.db import create_engine, database_url
+
+log = logging.getLogger("passgate.accounting")
+
+MODULE = "passgate.spend_process"
+_READ_SIZE = 1 << 16
+_BAD_LINES_LOGGED = 10
+
+
+class Receiver:
+    """Reads rows from worker connections into a ``SpendWriter``."""
+
+    def __init__(self, writer: SpendWriter) -> None:
+        self._writer = writer
+        self._connections: set[asyncio.Task[None]] = set()
+        self.bad_lines = 0
+
+    async def handle(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
+        """One worker's connection, read to its end."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        rest = b""
+        try:
+            while chunk := await reader.read(_READ_SIZE):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    self._take(line)
+        except OSError as exc:
+            log.warning("spend connection from a worker failed: %s", type(exc).__name__)
+        finally:
+            if rest:
+                self._take(rest)  # a worker that died mid-line: the piece is refused below
+            stream.close()
+            if task is not None:
+                self._connections.discard(task)
+
+    def _take(self, line: bytes) -> None:
+        if not line:
+            return
+        try:
+            row = decode(line)
+        except ValueError:
+            self.bad_lines += 1
+            if self.bad_lines <= _BAD_LINES_LOGGED:
+                log.error("spend-writer process: not a spend row (%d bytes)", len(line))
+            return
+        self._writer.enqueue(row)
+
+    async def drain(self, seconds: float) -> None:
+        """Wait until every open connection has ended (workers flush, then close); after
+        ``seconds``, close the ones still open."""
+        if self._connections:
+            _, pending = await asyncio.wait(set(self._connections), timeout=seconds)
+            if pending:
+                log.error("spend-writer process: closing %d worker connections", len(pending))
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _stdin_closed() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(_READ_SIZE):
+        pass
+
+
+async def serve(settings: Settings, listener: socket.socket) -> None:
+    """Store what the workers send until stdin closes, then flush everything and return."""
+    engine = create_engine(database_url(settings))
+    writer = SpendWriter.from_settings(engine, settings, inline=True)
+    webhook = WebhookExporter.from_settings(settings)
+    if webhook is not None:
+        writer.add_listener(webhook.submit)
+        await webhook.start()
+    writer.start()
+    receiver = Receiver(writer)
+    server = await asyncio.start_unix_server(receiver.handle, sock=listener)
+    try:
+        await _stdin_closed()
+        server.close()
+        await receiver.drain(writer.stop_timeout or 30.0)
+    finally:
+        await writer.stop()
+        if webhook is not None:
+            await webhook.stop()
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until stdin closes; ``--fd`` is the listening socket the server bound."""
+    options = argparse.ArgumentParser(prog=f"python -m {MODULE}")
+    options.add_argument("--fd", type=int, required=True)
+    args = options.parse_args(argv)
+    # The server decides when to stop (after its workers): signals sent to the whole
+    # process group (Ctrl-C in a terminal) must not end this process before them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        settings = load_settings(config_file_from_env())
+    except SettingsError as exc:
+        print(f"passgate spend writer: {exc}", file=sys.stderr)
+        return 2
+    setup_process_logging(settings)
+    listener = socket.socket(fileno=args.fd)
+    try:
+        asyncio.run(serve(settings, listener))
+    finally:
+        shutdown_logging()  # the log thread is a daemon: write what it holds before exit
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Spend rows from a worker to the spend-writer process: the line format and the forwarder.
+
+The forwarder talks to a real ``Receiver`` on a real Unix socket in a temporary directory;
+the receiver's writer is a list, so what arrives is compared row for row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from passgate.accounting.rows import spend_row
+from passgate.accounting.spend_link import SpendForwarder, decode, encode
+from passgate.auth.principal import Principal
+from passgate.exchange import Exchange, Usage
+from passgate.spend_process import Receiver
+
+
+class Rows:
+    """Stands in for the SpendWriter: keeps what the receiver enqueues."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def enqueue(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+
+def exchange(number: int = 0, **fields: Any) -> Exchange:
+    start = time.perf_counter()
+    ex = Exchange(
+        request_id=f"req-{number}",
+        method="POST",
+        route="/mistral/v1/chat/completions",
+        upstream_path="/v1/chat/completions",
+        provider="mistral",
+        start_time=1_764_000_000.123456 + number,
+        start=start,
+        api_path="/v1/chat/completions",
+        principal=Principal(kind="virtual", token="ab" * 32, key_alias="k", user_id="u"),
+        end_user="alice",
+        tags=["a", "é"],
+        model="mistral-small-latest",
+        status=200,
+        first_byte=start + 0.0012,
+        end=start + 0.0345,
+        usage=Usage(prompt_tokens=3, completion_tokens=5, total_tokens=8),
+        cost=0.000123,
+        upstream_request_id="up-1",
+    )
+    for name, value in fields.items():
+        setattr(ex, name, value)
+    return ex
+
+
+def test_a_row_comes_back_from_its_line_unchanged() -> None:
+    row = spend_row(exchange())
+    line = encode(row)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    back = decode(line)
+    assert back == row
+    for name in ("start_time", "first_byte_time", "end_time"):
+        assert back[name].tzinfo is not None
+        assert back[name].utcoffset() == timedelta(0)
+
+
+def test_times_on_a_whole_second_and_missing_times_survive() -> None:
+    row = spend_row(exchange(first_byte=None, end=None))
+    row["start_time"] = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no microseconds
+    assert decode(encode(row)) == row
+
+
+def test_newlines_inside_values_stay_inside_one_line() -> None:
+    row = spend_row(exchange(error="line one\nline two\r\n", tags=["x\ny"]))
+    line = encode(row)
+    assert line.count(b"\n") == 1
+    assert decode(line) == row
+
+
+@pytest.mark.parametrize("line", [b"[1, 2]", b"not json", b'{"start_time": "yesterday"}'])
+def test_a_line_that_is_not_a_row_is_a_value_error(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode(line)
+
+
+@asynccontextmanager
+async def receiving(path: Path, linger: float = 5.0) -> AsyncIterator[tuple[Rows, Receiver]]:
+    rows = Rows()
+    receiver = Receiver(rows)  # type: ignore[arg-type]
+    server = await asyncio.start_unix_server(receiver.handle, path=str(path))
+    try:
+        yield rows, receiver
+    finally:
+        server.close()
+        await receiver.drain(linger)
+
+
+async def eventually(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_every_row_arrives_in_order_and_stop_flushes(tmp_path: Path) -> None:
+    path = tmp_path / "spend.sock"
+    async with receiving(path) as (rows, _):
+        forwarder = SpendForwarder(str(path))
+        await forwarder.start()
+        sent = [exchange(n) for n in range(2000)]
+        for ex in sent[:1000]:
+            await forwarder.finished(ex)
+        await eventually(lambda: len(rows.rows) == 1000)
+        for ex in sent[1000:]:
+            await forwarder.finished(ex)
+        await forwarder.stop()  # flushes what is queued before closing
+        await eventually(lambda: len(rows.rows) == 2000)
+    assert [row["request_id"] for row in rows.rows] == [ex.request_id for ex in sent]
+    assert rows.rows[7] == spend_row(sent[7])
+    assert (forwarder.sent, forwarder.dropped, forwarder.pending) == (2000, 0, 0)
+
+
+async def test_rows_wait_for_a_process_that_is_not_listening_yet(tmp_path: Path) -> None:
+    path = tmp_path / "spend.sock"
+    forwarder = SpendForwarder(str(path))
+    await forwarder.start()
+    for number in range(50):
+        await forwarder.finished(exchange(number))
+    await asyncio.sleep(0.2)  # a few failed connection attempts
+    assert forwarder.pending == 50
+    async with receiving(path) as (rows, _):
+        await eventually(lambda: len(rows.rows) == 50)
+        await forwarder.stop()
+    assert forwarder.sent == 50
+
+
+async def test_a_restarted_process_gets_the_rows_sent_after_the_first_went_away(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spend.sock"
+    forwarder = SpendForwarder(str(path))
+    async with receiving(path, linger=0.1) as (first, _):
+        await forwarder.start()
+        for number in range(100):
+            await forwarder.finished(exchange(number))
+        await eventually(lambda: len(first.rows) == 100)
+    # the process is gone (its connections cut); a new one binds the same path
+    path.unlink()
+    for number in range(100, 200):
+        await forwarder.finished(exchange(number))
+    async with receiving(path) as (second, _):
+        await eventually(
+            lambda: {r["request_id"] for r in second.rows} >= {f"req-{n}" for n in range(100, 200)}
+        )
+        await forwarder.stop()
+    # a chunk cut by the failure may be sent again: stored once (ON CONFLICT on call_id)
+    received = [row["call_id"] for row in first.rows + second.rows]
+    assert len(set(received)) == 200
+
+
+async def test_a_full_queue_counts_what_it_drops(tmp_path: Path) -> None:
+    forwarder = SpendForwarder(str(tmp_path / "nobody.sock"), queue_max=10)
+    for number in range(15):
+        await forwarder.finished(exchange(number))
+    assert (forwarder.pending, forwarder.dropped) == (10, 5)
+    forwarder.stop_timeout = 0.2
+    await forwarder.start()
+    await forwarder.stop()  # nobody listens: it gives up after its timeout
+    await forwarder.finished(exchange(99))
+    assert forwarder.dropped == 6
+
+
+async def test_a_broken_line_is_refused_and_the_rest_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "spend.sock"
+    async with receiving(path) as (rows, receiver):
+        _, stream = await asyncio.open_unix_connection(str(path))
+        good = encode(spend_row(exchange(1)))
+        stream.write(good + b"{broken\n" + good[:10])  # the last one cut: its sender died
+        await stream.drain()
+        stream.close()
+        await stream.wait_closed()
+        await eventually(lambda: receiver.bad_lines == 2)
+    assert [row["request_id"] for row in rows.rows] == ["req-1"]
