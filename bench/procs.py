@@ -76,6 +76,8 @@ def _label(process: psutil.Process, root_pid: int) -> str:
             return "resource tracker"
         if "spawn_main" in command or "nginx: worker" in command:
             return "worker"
+        if "passgate.spend_process" in command:
+            return "spend writer"
     return "child"
 
 

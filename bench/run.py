@@ -53,8 +53,11 @@ def _document(args: argparse.Namespace, plan: Plan, results: Results, elapsed: f
         "",
         f"- command: `scripts/bench{' ' + flags if flags else ''}` ({elapsed:.0f} s)",
         f"- machine: {_machine()}",
-        f"- Python {platform.python_version()}; wrk {plan.seconds:g} s per row; "
+        f"- Python {platform.python_version()}; wrk {plan.seconds:g} s per run; "
         f"{plan.streams} streamed chats and {plan.uploads} uploads per target",
+        f"- the passgate chat rows (master key, virtual key, accounting off) ran in "
+        f"{plan.rounds} alternating round(s), both gateways up; each row is the run with the "
+        "median throughput",
         "- gateways: 2 worker processes each; passgate with a master key and accounting on "
         "unless the row says otherwise; latency in ms as wrk measures it",
         "",

@@ -87,6 +87,24 @@ def _feature_cost(results: Results) -> str:
     )
 
 
+def _accounting_cost(results: Results) -> str:
+    """Issue 4: accounting on within 15% of accounting off (master key, each level)."""
+    on, off = results.chat.get(PASSGATE, {}), results.chat.get(NO_ACCOUNTING, {})
+    levels = sorted(set(on) & set(off))
+    if not levels:
+        return f"{_verdict(None)} accounting cost (needs passgate rows with and without it)"
+    costs = {level: 1 - on[level].rps / off[level].rps for level in levels}
+    figures = ", ".join(
+        f"c={level} {on[level].rps:,.0f} vs {off[level].rps:,.0f} req/s ({-100 * cost:+.1f}%)"
+        for level, cost in costs.items()
+    )
+    worst = max(costs.values())
+    return (
+        f"{_verdict(worst <= 0.15)} accounting on vs off (issue 4, master key): {figures} "
+        "(target: within 15%)"
+    )
+
+
 def check(results: Results) -> list[str]:
     """One line per target: PASS / FAIL / n/a and the measured value."""
     full = VIRTUAL_KEY if VIRTUAL_KEY in results.chat else PASSGATE
@@ -96,4 +114,5 @@ def check(results: Results) -> list[str]:
         _streaming(results),
         _memory(results),
         _feature_cost(results),
+        _accounting_cost(results),
     ]

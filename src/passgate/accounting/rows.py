@@ -29,46 +29,160 @@ def clean(value: str | None, limit: int = _TEXT_MAX) -> str | None:
     return value[:limit]
 
 
-def _at(start: datetime, ex: Exchange, mark: float | None) -> datetime | None:
-    return None if mark is None else start + timedelta(seconds=mark - ex.start)
+# What a worker sends for one call: raw values only, cheap to gather on the event loop
+# (no datetimes, no cleaning); ``row_from_record`` makes the stored row of it.
+RECORD_FIELDS = (
+    "call_id",
+    "request_id",
+    "start_time",  # seconds since the epoch
+    "ttfb",  # seconds from the start to the upstream's first byte, or None
+    "duration",  # seconds from the start to the last byte, or None
+    "token",
+    "key_alias",
+    "user_id",
+    "team_id",
+    "end_user",
+    "method",
+    "route",
+    "upstream_path",
+    "model",
+    "stream",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "pages",
+    "annotated_pages",
+    "audio_seconds",
+    "characters",
+    "cost",
+    "upstream_request_id",
+    "error",
+    "interrupted",
+    "tags",
+)
+Record = list[Any]
+
+
+def call_record(ex: Exchange) -> Record:
+    """The values of one finished call, in ``RECORD_FIELDS`` order."""
+    principal = ex.principal
+    usage = ex.usage
+    first_byte, end = ex.first_byte, ex.end
+    return [
+        ex.call_id,
+        ex.request_id,
+        ex.start_time,
+        None if first_byte is None else first_byte - ex.start,
+        None if end is None else end - ex.start,
+        principal.token if principal else None,
+        principal.key_alias if principal else None,
+        principal.user_id if principal else None,
+        principal.team_id if principal else None,
+        ex.end_user,
+        ex.method,
+        ex.route,
+        ex.upstream_path,
+        ex.model or ex.info.model,
+        ex.stream,
+        ex.status,
+        usage.prompt_tokens if usage else None,
+        usage.completion_tokens if usage else None,
+        usage.cached_tokens if usage else None,
+        usage.total_tokens if usage else None,
+        usage.pages if usage else None,
+        usage.annotated_pages if usage else None,
+        usage.audio_seconds if usage else None,
+        usage.characters if usage else None,
+        ex.cost,
+        ex.upstream_request_id,
+        ex.error,
+        ex.interrupted,
+        ex.tags,
+    ]
+
+
+def _after(start: datetime, seconds: float | None) -> datetime | None:
+    return None if seconds is None else start + timedelta(seconds=seconds)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+def row_from_record(record: Record) -> dict[str, Any]:
+    """The ``spend_logs`` row of a call record (``ValueError`` when it is not one)."""
+    if len(record) != len(RECORD_FIELDS):
+        raise ValueError(f"a call record has {len(RECORD_FIELDS)} values, not {len(record)}")
+    (
+        call_id,
+        request_id,
+        start_time,
+        ttfb,
+        duration,
+        token,
+        key_alias,
+        user_id,
+        team_id,
+        end_user,
+        method,
+        route,
+        upstream_path,
+        model,
+        stream,
+        status,
+        prompt_tokens,
+        completion_tokens,
+        cached_tokens,
+        total_tokens,
+        pages,
+        annotated_pages,
+        audio_seconds,
+        characters,
+        cost,
+        upstream_request_id,
+        error,
+        interrupted,
+        tags,
+    ) = record
+    start = datetime.fromtimestamp(start_time, UTC)
+    limits = _LIMITS
+    return {
+        "call_id": call_id,
+        "request_id": clean(request_id, limits["request_id"]),
+        "start_time": start,
+        "first_byte_time": _after(start, ttfb),
+        "end_time": _after(start, duration),
+        "token": token,
+        "key_alias": clean(key_alias, limits["key_alias"]),
+        "user_id": clean(user_id, limits["user_id"]),
+        "team_id": clean(team_id, limits["team_id"]),
+        "end_user": clean(end_user, limits["end_user"]),
+        "method": clean(method, limits["method"]),
+        "route": clean(route),
+        "upstream_path": clean(upstream_path),
+        "model": clean(model, limits["model"]),
+        "stream": stream,
+        "status": status,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cached_tokens": cached_tokens,
+        "total_tokens": total_tokens,
+        "pages": pages,
+        "annotated_pages": annotated_pages,
+        "audio_seconds": audio_seconds,
+        "characters": characters,
+        "cost": cost,
+        "latency_ms": _ms(duration),
+        "ttfb_ms": _ms(ttfb),
+        "upstream_request_id": clean(upstream_request_id, limits["upstream_request_id"]),
+        "error": clean(error),
+        "interrupted": interrupted,
+        "tags": [tag for tag in (clean(t, 256) for t in tags) if tag] if tags else [],
+    }
 
 
 def spend_row(ex: Exchange) -> dict[str, Any]:
     """The ``spend_logs`` row of one finished call."""
-    start = datetime.fromtimestamp(ex.start_time, UTC)
-    principal = ex.principal
-    usage = ex.usage
-    limits = _LIMITS
-    return {
-        "call_id": ex.call_id,
-        "request_id": clean(ex.request_id, limits["request_id"]),
-        "start_time": start,
-        "first_byte_time": _at(start, ex, ex.first_byte),
-        "end_time": _at(start, ex, ex.end),
-        "token": principal.token if principal else None,
-        "key_alias": clean(principal.key_alias, limits["key_alias"]) if principal else None,
-        "user_id": clean(principal.user_id, limits["user_id"]) if principal else None,
-        "team_id": clean(principal.team_id, limits["team_id"]) if principal else None,
-        "end_user": clean(ex.end_user, limits["end_user"]),
-        "method": clean(ex.method, limits["method"]),
-        "route": clean(ex.route),
-        "upstream_path": clean(ex.upstream_path),
-        "model": clean(ex.model or ex.info.model, limits["model"]),
-        "stream": ex.stream,
-        "status": ex.status,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "completion_tokens": usage.completion_tokens if usage else None,
-        "cached_tokens": usage.cached_tokens if usage else None,
-        "total_tokens": usage.total_tokens if usage else None,
-        "pages": usage.pages if usage else None,
-        "annotated_pages": usage.annotated_pages if usage else None,
-        "audio_seconds": usage.audio_seconds if usage else None,
-        "characters": usage.characters if usage else None,
-        "cost": ex.cost,
-        "latency_ms": ex.latency_ms,
-        "ttfb_ms": ex.ttfb_ms,
-        "upstream_request_id": clean(ex.upstream_request_id, limits["upstream_request_id"]),
-        "error": clean(ex.error),
-        "interrupted": ex.interrupted,
-        "tags": [tag for tag in (clean(t, 256) for t in ex.tags) if tag],
-    }
+    return row_from_record(call_record(ex))

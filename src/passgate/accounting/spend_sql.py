@@ -77,8 +77,9 @@ def _sqlite_time(value: datetime | None) -> str | None:
     value = _utc(value)
     if value is None:
         return None
-    # the same text as _SQLITE_TIME's fields, from one C call (a third of the time)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # SQLAlchemy's SQLite DATETIME text, YYYY-MM-DD HH:MM:SS.ffffff: the UTC time's ISO
+    # form without its "+00:00", from one C call (a third of the time of formatting fields)
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _json(value: Any) -> str:

@@ -36,6 +36,8 @@ def _seconds(value: Any) -> float | None:
 
 
 def _count(value: Any) -> int | None:
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # the usual case, checked first
+        return value
     number = _seconds(value)
     # the spend log stores counts in 32-bit integer columns
     return None if number is None or number > MAX_COUNT else int(number)
@@ -197,7 +199,7 @@ class Window:
         self.overflowed = False
         self._parts: list[bytes] = []
         self._head = b""
-        self._tail = bytearray()
+        self._tail = bytearray(0)  # filled only past the limit
 
     def add(self, data: bytes) -> None:
         """Append bytes, dropping the middle once past the limit."""
@@ -221,7 +223,8 @@ class Window:
 
     def whole(self) -> bytes:
         """All bytes (only meaningful while not overflowed)."""
-        return b"".join(self._parts)
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def head(self) -> bytes:
         """The first bytes kept."""

@@ -7,7 +7,6 @@ so a worker without tracing never imports the OpenTelemetry SDK or its exporter.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable
 
@@ -15,7 +14,7 @@ from passgate.api.app import build_app
 from passgate.api.gateway import Gateway
 from passgate.config import Settings, config_file_from_env, load_settings, spend_socket_from_env
 from passgate.observability.stack import Tracer
-from passgate.process import setup_process_logging
+from passgate.process import collect_seldom, setup_process_logging
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +37,9 @@ def app_from_env(tracer: TracerFactory = no_tracing) -> Gateway:
     return build_app(settings, tracing=tracer(settings), spend_socket=spend_socket_from_env())
 
 
-GC_YOUNG_THRESHOLD = 50_000  # net new container objects between young collections
-
-
 def frozen(app: Gateway) -> Gateway:
     """``app``, its start-up heap frozen out of the garbage collector, which runs seldom."""
-    # Modules, settings and the app live as long as the process. Frozen, they are no longer
-    # traversed by every full collection, which profiles under load showed costing more
-    # than any single part of the relay (and p99 spikes of 100+ ms).
-    gc.collect()
-    gc.freeze()
-    # Refcounting frees a call's objects when it ends; the collector is only needed for
-    # cycles. At the default threshold (700 allocations) it ran thousands of times per
-    # second under load, promoting the in-flight calls' objects and the spend queue to the
-    # old generations, whose full collections took ~9% of a worker's CPU and set the p99
-    # (48-66 ms at 64 clients; 16-18 ms with these thresholds, for ~0.03 s of collection).
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+    collect_seldom()
     return app
 
 
