@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psutil
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -257,3 +258,30 @@ async def test_sigterm_under_load_keeps_the_row_of_every_completed_request(
     for rid in completed:
         assert by_id[rid]["interrupted"] is False
         assert by_id[rid]["cost"] == pytest.approx(COST, rel=1e-9)
+
+
+def _spend_process(gateway: GatewayProcess) -> psutil.Process:
+    for child in psutil.Process(gateway.pid).children(recursive=True):
+        if "passgate.spend_process" in " ".join(child.cmdline()):
+            return child
+    raise AssertionError("no spend-writer process under the gateway")
+
+
+async def test_a_killed_spend_writer_process_is_replaced_and_later_rows_land(
+    upstream: FakeMistral, start_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    gateway = start_gateway(spend_env(upstream), workers=2)
+    key = await new_key(http, gateway, "spend-process-killed")
+    before = [request_id() for _ in range(20)]
+    for rid in before:
+        assert (await chat(http, gateway, key, rid))[0] == 200
+    await wait_for_rows(http, gateway, key, len(before), timeout=10.0)
+    first = _spend_process(gateway)
+    first.kill()  # rows it held would be lost; it holds none now (all 20 are stored)
+    first.wait(5)
+    after = [request_id() for _ in range(50)]
+    replies = await asyncio.gather(*(chat(http, gateway, key, rid) for rid in after))
+    assert [status for status, _ in replies] == [200] * len(after)  # calls never wait for it
+    await assert_exactly_these_rows(http, gateway, key, before + after)
+    assert _spend_process(gateway).pid != first.pid
+    assert "spend-writer process exited" in gateway.logs()
