@@ -253,20 +253,41 @@ def usage_of_fragments(
 class JsonUsageReader:
     """Usage of a JSON response body, parsed when asked for."""
 
-    __slots__ = ("_annotated", "_window")
+    __slots__ = ("_annotated", "_limit", "_only", "_window")
 
     def __init__(self, annotated: bool = False, limit: int = 1024 * 1024) -> None:
         self._annotated = annotated
-        self._window = Window(limit)
+        self._limit = limit
+        # A buffered answer arrives whole, in one chunk: kept as it is, without a Window
+        self._only: bytes | None = None
+        self._window: Window | None = None
 
     def feed(self, chunk: bytes) -> None:
         """Keep a copy of the chunk (bounded)."""
-        if chunk:
-            self._window.add(chunk)
+        if not chunk:
+            return
+        window = self._window
+        if window is None:
+            if self._only is None and len(chunk) <= self._limit:
+                self._only = chunk
+                return
+            window = self._window = Window(self._limit)
+            if self._only is not None:
+                window.add(self._only)
+                self._only = None
+        window.add(chunk)
 
     def result(self) -> tuple[Usage | None, str | None]:
         """Usage and model of the body seen so far."""
+        only = self._only
+        if only is not None:
+            obj = loads(only)
+            if obj is not None:
+                return usage_from(obj, self._annotated), model_from(obj)
+            return usage_of_fragments(only[:HEAD_BYTES], only[-TAIL_BYTES:], self._annotated)
         window = self._window
+        if window is None:
+            return None, None
         if window.overflowed:
             return usage_of_fragments(window.head(), window.tail(), self._annotated)
         if window.size == 0:
