@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import String
@@ -26,7 +26,7 @@ def clean(value: str | None, limit: int = _TEXT_MAX) -> str | None:
         return None
     if "\x00" in value:
         value = value.replace("\x00", "")
-    return value[:limit]
+    return value[:limit] if len(value) > limit else value
 
 
 # What a worker sends for one call: raw values only, cheap to gather on the event loop
@@ -103,8 +103,8 @@ def call_record(ex: Exchange) -> Record:
     ]
 
 
-def _after(start: datetime, seconds: float | None) -> datetime | None:
-    return None if seconds is None else start + timedelta(seconds=seconds)
+def _after(start: float, seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(start + seconds, UTC)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -152,8 +152,8 @@ def row_from_record(record: Record) -> dict[str, Any]:
         "call_id": call_id,
         "request_id": clean(request_id, limits["request_id"]),
         "start_time": start,
-        "first_byte_time": _after(start, ttfb),
-        "end_time": _after(start, duration),
+        "first_byte_time": _after(start_time, ttfb),
+        "end_time": _after(start_time, duration),
         "token": token,
         "key_alias": clean(key_alias, limits["key_alias"]),
         "user_id": clean(user_id, limits["user_id"]),
