@@ -22,6 +22,8 @@ class Results:
     upload: dict[str, UploadResult] = field(default_factory=dict)
     rss: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # target -> why it was not measured
+    # every run of the alternating rounds, in round order: target -> level -> runs
+    rounds: dict[str, dict[int, list[ChatResult]]] = field(default_factory=dict)
 
 
 def _ms(value: float) -> str:

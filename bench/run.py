@@ -57,7 +57,7 @@ def _document(args: argparse.Namespace, plan: Plan, results: Results, elapsed: f
         f"{plan.streams} streamed chats and {plan.uploads} uploads per target",
         f"- the passgate chat rows (master key, virtual key, accounting off) ran in "
         f"{plan.rounds} alternating round(s), both gateways up; each row is the run with the "
-        "median throughput",
+        "median throughput, and the feature costs below are the medians of each round's ratio",
         "- gateways: 2 worker processes each; passgate with a master key and accounting on "
         "unless the row says otherwise; latency in ms as wrk measures it",
         "",

@@ -48,13 +48,13 @@ QUICK = Plan(
     rounds=1,
 )
 FULL = Plan(
-    seconds=4,
+    seconds=3,
     warmup=2,
     levels=(1, 16, 64),
     feature_levels=(1, 16, 64),
     streams=200,
     uploads=5,
-    rounds=3,
+    rounds=5,
 )
 
 
@@ -123,7 +123,9 @@ class Bench:
                     runs.setdefault((variant.target, level), []).append(result)
         for variant in variants:
             by_level = self.results.chat.setdefault(variant.target, {})
+            every = self.results.rounds.setdefault(variant.target, {})
             for level in variant.levels:
+                every[level] = runs[variant.target, level]
                 ranked = sorted(runs[variant.target, level], key=lambda run: run.rps)
                 by_level[level] = ranked[len(ranked) // 2]
 

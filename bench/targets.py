@@ -75,12 +75,25 @@ def _memory(results: Results) -> str:
     )
 
 
+def cost_of(results: Results, target: str, level: int) -> float | None:
+    """Throughput lost by ``target`` against passgate without accounting at ``level``: the
+    median over the alternating rounds of each round's ratio (runs seconds apart, so a
+    drift of the machine's speed cancels), else the ratio of the two rows."""
+    mine = results.rounds.get(target, {}).get(level, [])
+    bare = results.rounds.get(NO_ACCOUNTING, {}).get(level, [])
+    if mine and len(mine) == len(bare):
+        return median([1 - run.rps / base.rps for run, base in zip(mine, bare, strict=True)])
+    row = results.chat.get(target, {}).get(level)
+    base = results.chat.get(NO_ACCOUNTING, {}).get(level)
+    if row is None or base is None:
+        return None
+    return 1 - row.rps / base.rps
+
+
 def _feature_cost(results: Results) -> str:
-    full = results.chat.get(VIRTUAL_KEY, {}).get(64)
-    bare = results.chat.get(NO_ACCOUNTING, {}).get(64)
-    if full is None or bare is None:
+    cost = cost_of(results, VIRTUAL_KEY, 64)
+    if cost is None:
         return f"{_verdict(None)} virtual key + accounting cost (needs both rows at c=64)"
-    cost = 1 - full.rps / bare.rps
     return (
         f"{_verdict(cost <= 0.15)} virtual key + accounting cost {100 * cost:.1f}% of "
         "throughput at c=64 vs master key without accounting (target <= 15%)"
@@ -89,19 +102,16 @@ def _feature_cost(results: Results) -> str:
 
 def _accounting_cost(results: Results) -> str:
     """Issue 4: accounting on within 15% of accounting off (master key, each level)."""
-    on, off = results.chat.get(PASSGATE, {}), results.chat.get(NO_ACCOUNTING, {})
-    levels = sorted(set(on) & set(off))
-    if not levels:
+    levels = sorted(set(results.chat.get(PASSGATE, {})) & set(results.chat.get(NO_ACCOUNTING, {})))
+    costs = {level: cost_of(results, PASSGATE, level) for level in levels}
+    found = {level: cost for level, cost in costs.items() if cost is not None}
+    if not found:
         return f"{_verdict(None)} accounting cost (needs passgate rows with and without it)"
-    costs = {level: 1 - on[level].rps / off[level].rps for level in levels}
-    figures = ", ".join(
-        f"c={level} {on[level].rps:,.0f} vs {off[level].rps:,.0f} req/s ({-100 * cost:+.1f}%)"
-        for level, cost in costs.items()
-    )
-    worst = max(costs.values())
+    figures = ", ".join(f"c={level} {-100 * cost:+.1f}%" for level, cost in found.items())
+    worst = max(found.values())
     return (
-        f"{_verdict(worst <= 0.15)} accounting on vs off (issue 4, master key): {figures} "
-        "(target: within 15%)"
+        f"{_verdict(worst <= 0.15)} accounting on vs off (issue 4, master key; median of the "
+        f"rounds' ratios): {figures} (target: within 15%)"
     )
 
 
