@@ -10,6 +10,10 @@ only what a worker needs anyway.
 
 Each worker builds its app with the factory ``app_factory`` names, chosen from the
 settings so that a worker without tracing never imports the OpenTelemetry SDK.
+
+With accounting on, the server first starts the instance's spend-writer process
+(``spend_launcher``) and tells the workers its socket; it stops that process after the
+workers have exited, so the rows they flush while shutting down are stored too.
 """
 
 from __future__ import annotations
