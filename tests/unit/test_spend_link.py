@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from passgate.accounting.rows import call_record, spend_row
+from passgate.accounting.rows import RECORD_FIELDS, USAGE_FIELDS, call_record, spend_row
 from passgate.accounting.spend_link import SpendForwarder, decode, encode
 from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
@@ -200,3 +200,26 @@ async def test_a_broken_line_is_refused_and_the_rest_is_kept(tmp_path: Path) -> 
         await stream.wait_closed()
         await eventually(lambda: receiver.bad_lines == 2)
     assert [row["request_id"] for row in rows.rows] == ["req-1"]
+
+
+def test_a_record_names_each_value_in_record_fields_order() -> None:
+    usage = Usage(
+        prompt_tokens=1,
+        completion_tokens=2,
+        cached_tokens=3,
+        total_tokens=4,
+        pages=5,
+        annotated_pages=6,
+        audio_seconds=7.5,
+        characters=8,
+    )
+    ex = exchange(usage=usage)
+    named = dict(zip(RECORD_FIELDS, call_record(ex), strict=True))
+    for name in USAGE_FIELDS:
+        assert named[name] == getattr(usage, name), name
+    assert (named["call_id"], named["request_id"], named["cost"]) == (
+        ex.call_id,
+        ex.request_id,
+        ex.cost,
+    )
+    assert named["start_time"] == ex.start_time and named["tags"] == ex.tags

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import String
 
-from passgate.exchange import Exchange
+from passgate.exchange import Exchange, Usage
 from passgate.storage.models import SpendLog
 
 # String(n) columns: PostgreSQL refuses longer values, and several (model, end user,
@@ -29,6 +30,7 @@ def clean(value: str | None, limit: int = _TEXT_MAX) -> str | None:
     return value[:limit] if len(value) > limit else value
 
 
+USAGE_FIELDS = tuple(item.name for item in fields(Usage))
 # What a worker sends for one call: raw values only, cheap to gather on the event loop
 # (no datetimes, no cleaning); ``row_from_record`` makes the stored row of it.
 RECORD_FIELDS = (
@@ -48,14 +50,7 @@ RECORD_FIELDS = (
     "model",
     "stream",
     "status",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "total_tokens",
-    "pages",
-    "annotated_pages",
-    "audio_seconds",
-    "characters",
+    *USAGE_FIELDS,  # in Usage's order, as call_record lists them
     "cost",
     "upstream_request_id",
     "error",
