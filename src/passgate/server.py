@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -102,12 +104,30 @@ def run(settings: Settings) -> int:
     if spend is not None:
         spend.start()
         export_spend_socket(spend.path)  # read by every worker this server spawns
+    # With one worker uvicorn serves in this process and, once shut down, raises the
+    # SIGTERM it caught again under the handler it found: the default one would end the
+    # process before the spend writer has stored the rows the worker just flushed.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    terminated = False
     try:
         _serve(settings)
+    except _Terminated:
+        terminated = True
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if spend is not None:
             spend.stop(SPEND_STOP_TIMEOUT)
+    if terminated:
+        signal.raise_signal(signal.SIGTERM)  # exit as uvicorn would have: by the signal
     return 0
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived after uvicorn's own graceful shutdown (see ``run``)."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
 
 
 def _serve(settings: Settings) -> None:

@@ -285,3 +285,22 @@ async def test_a_killed_spend_writer_process_is_replaced_and_later_rows_land(
     await assert_exactly_these_rows(http, gateway, key, before + after)
     assert _spend_process(gateway).pid != first.pid
     assert "spend-writer process exited" in gateway.logs()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_waits_for_the_spend_writer_and_removes_its_socket(
+    upstream: FakeMistral,
+    start_gateway: GatewayFactory,
+    http: aiohttp.ClientSession,
+    workers: int,
+) -> None:
+    gateway = start_gateway(spend_env(upstream), workers=workers)
+    key = await new_key(http, gateway, f"sigterm-socket-{workers}")
+    assert (await chat(http, gateway, key, request_id()))[0] == 200
+    writer = _spend_process(gateway)
+    sockets = [Path(c.laddr) for c in writer.net_connections(kind="unix") if c.laddr]
+    assert sockets and all(path.exists() for path in sockets)
+    await asyncio.to_thread(gateway.stop)
+    # the server exits only after its spend writer has stored what it held and exited
+    assert not writer.is_running()
+    assert not any(path.parent.exists() for path in sockets)
