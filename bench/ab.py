@@ -18,12 +18,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from bench.gateways import MASTER_KEY, start_nginx, start_passgate
 from bench.load import Wrk
 from bench.nginx import upstream_config
-from bench.procs import BenchError, Service, Services, ensure_tools, free_port
+from bench.procs import BenchError, Services, ensure_tools, free_port
 
 CHAT = "/mistral/v1/chat/completions"
 
@@ -43,19 +41,6 @@ def parse_variant(text: str) -> Variant:
     env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
     workers = int(env.pop("W", "2"))
     return Variant(name or text, env, workers)
-
-
-def _cpu_seconds(service: Service) -> float:
-    """CPU seconds of a service's process and all its descendants, now."""
-    total = 0.0
-    try:
-        root = psutil.Process(service.proc.pid)
-        for process in [root, *root.children(recursive=True)]:
-            times = process.cpu_times()
-            total += times.user + times.system
-    except psutil.Error:
-        pass
-    return total
 
 
 def run(args: argparse.Namespace, variants: list[Variant], services: Services) -> list[str]:
@@ -79,9 +64,9 @@ def run(args: argparse.Namespace, variants: list[Variant], services: Services) -
                 extra_env=variant.env,
             )
             wrk.run(url + CHAT, auth, 16, 1)  # warm-up
-            before = _cpu_seconds(gateway)
+            before = gateway.cpu_seconds()
             result = wrk.run(url + CHAT, auth, args.concurrency, args.seconds)
-            used = _cpu_seconds(gateway) - before
+            used = gateway.cpu_seconds() - before
             services.stop(gateway)
             calls = result.rps * args.seconds
             rps[variant.name].append(result.rps)

@@ -40,7 +40,6 @@ class SpendWriterProcess:
         self._watcher = threading.Thread(
             target=self._watch, name="passgate-spend-watch", daemon=True
         )
-        self.restarts = 0
 
     def start(self) -> None:
         """Start the child and the thread that replaces it if it dies."""
@@ -68,7 +67,6 @@ class SpendWriterProcess:
                 if self._stopping.is_set():
                     return
                 self._proc = self._spawn()
-                self.restarts += 1
 
     def stop(self, timeout: float) -> int | None:
         """Let the child store what it holds and exit (closing its stdin); its exit code."""

@@ -6,10 +6,16 @@ is down the batch in hand is retried with capped exponential backoff and new row
 keep queueing; ``stop`` flushes everything on graceful shutdown.
 
 Each row lands exactly once: rows are inserted with ``ON CONFLICT (call_id) DO
-NOTHING ... RETURNING call_id`` (the gateway's own id of the call, never the
-client's ``x-request-id``, which clients may repeat), and in the same transaction only the rows
-actually inserted add their cost to the key, user, team and end-user totals, so a
-retried batch (say, after a lost commit acknowledgement) never counts twice.
+NOTHING`` (the gateway's own id of the call, never the client's ``x-request-id``,
+which clients may repeat), and in the same transaction only the rows actually
+inserted add their cost to the key, user, team and end-user totals, so a retried
+batch (say, after a lost commit acknowledgement) never counts twice. Which rows were
+new comes from ``RETURNING call_id``, or on SQLite from the row count when every row
+was new (the usual case; otherwise the batch is redone with ``RETURNING``).
+
+On SQLite a batch's whole transaction runs on a blocking engine: in a thread of its
+own, or ``inline`` on the event loop in the spend-writer process, which does nothing
+else (see ``passgate.spend_process``).
 
 Rows and totals go through pre-built driver-level statements (``spend_sql``), rows in
 chunks of at most ``CHUNK``, so a batch never holds the event loop for more than one

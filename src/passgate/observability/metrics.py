@@ -20,7 +20,6 @@ process has its own registry, and a scrape reaches one worker.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TypeVar, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,8 +39,6 @@ from starlette.routing import BaseRoute, Route
 
 from passgate.exchange import Exchange
 from passgate.observability.families import route_family
-
-_Metric = TypeVar("_Metric", Counter, Histogram)
 
 OTHER = "other"
 NONE = "none"
@@ -157,15 +154,15 @@ class _Children:
 
     def __init__(self) -> None:
         # Bounded: every label value passed here is already capped.
-        self._cache: dict[tuple[object, ...], Counter | Histogram] = {}
+        self._cache: dict[tuple[object, ...], Histogram] = {}
 
-    def __call__(self, metric: _Metric, *values: str) -> _Metric:
-        """The child series of ``metric`` for ``values``."""
+    def __call__(self, metric: Histogram, *values: str) -> Histogram:
+        """The child series of ``metric`` for ``values`` (counters are ``CounterTable``s)."""
         key = (metric, *values)
         child = self._cache.get(key)
         if child is None:
             child = self._cache[key] = metric.labels(*values)
-        return cast(_Metric, child)
+        return child
 
 
 def status_class(status: int) -> str:
