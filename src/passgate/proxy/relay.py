@@ -2,8 +2,9 @@
 
 It sits below any web framework on purpose (the benchmark decided): one pass over
 the headers, no per-request objects beyond the ``Exchange``, one shared upstream
-pool. HTTP parsing and framing stay with uvicorn/httptools (client side) and
-aiohttp (upstream side).
+pool. HTTP parsing and framing stay with libraries: uvicorn/httptools on the client
+side; upstream, aiohttp's ``StreamWriter`` frames requests and httptools parses answers
+(``passgate.proxy.upstream``).
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ import logging
 import re
 from time import perf_counter, time
 
-import aiohttp
-from yarl import URL
-
 from passgate.errors import GatewayError, bad_gateway, gateway_timeout
 from passgate.exchange import Exchange, new_call_id
 from passgate.providers.base import Provider
 from passgate.proxy.body import BODY_TOO_LARGE, Body, BodyPolicy, ClientGone, read_body
+from passgate.proxy.connection import UpstreamConnectError, UpstreamError
 from passgate.proxy.headers import upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
 from passgate.proxy.response import ResponseRelay
-from passgate.proxy.upstream import Upstream
+from passgate.proxy.upstream import Upstream, UpstreamResponse
 from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
 from passgate.types import Receive, Scope, Send
 
@@ -177,38 +176,39 @@ class Relay:
         ex.stream = ex.info.stream
         for guard in self._pipeline.guards:
             await guard.admit(ex)
-        await self._forward(ex, scope, receive, send, body)
+        await self._forward(ex, scope, receive, send, body, content_length)
 
     async def _forward(
-        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, body: Body
+        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, body: Body, length: int
     ) -> None:
         query: bytes = scope["query_string"]
-        target = self._provider.origin + ex.upstream_path
+        target = ex.upstream_path
         if query:
             target += "?" + query.decode("latin-1")
         headers = upstream_request_headers(scope["headers"], self._provider.credential)
         task = asyncio.current_task()
         assert task is not None
-        # A streamed request body is still being read by aiohttp: receive() must not be
-        # called to watch for a disconnect until the upstream has answered.
+        # A streamed request body is still being read while it is written upstream:
+        # receive() must not be called to watch for a disconnect until the upstream answered.
         watch = CallWatch(task, receive, _WATCH_CLIENT_AFTER, armable=isinstance(body, bytes))
         watch.deadline(self._first_byte_timeout, FIRST_BYTE)
-        response: aiohttp.ClientResponse | None = None
+        response: UpstreamResponse | None = None
         try:
             try:
-                response = await self._upstream.session.request(
+                response = await self._upstream.request(
+                    self._provider.origin,
                     ex.method,
-                    URL(target, encoded=True),
-                    headers=headers,
-                    data=body if body else None,
-                    allow_redirects=False,
+                    target,
+                    headers,
+                    body,
+                    length if length >= 0 else None,
                 )
-            except aiohttp.ClientConnectorError as exc:
-                raise bad_gateway(f"cannot reach the upstream: {exc.strerror or exc}") from exc
-            except aiohttp.ClientError as exc:
+            except UpstreamConnectError as exc:
+                raise bad_gateway(f"cannot reach the upstream: {exc}") from exc
+            except UpstreamError as exc:
                 if ex.error == BODY_TOO_LARGE:
                     raise _body_too_large() from exc
-                raise bad_gateway(f"upstream connection failed: {type(exc).__name__}") from exc
+                raise bad_gateway(f"upstream connection failed: {exc}") from exc
             watch.clear_deadline()
             ex.first_byte = perf_counter()
             ex.status = response.status

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-
 from passgate.accounting.decoding import decoded
 from passgate.exchange import Exchange, Usage
+from passgate.proxy.connection import UpstreamError
 from passgate.proxy.headers import client_response_headers
 from passgate.proxy.hooks import Metering, UsageReader
+from passgate.proxy.upstream import UpstreamResponse
 from passgate.proxy.watch import DISCONNECT, IDLE, CallWatch
 from passgate.types import RawHeaders, Send
 
@@ -46,7 +46,7 @@ class ResponseRelay:
     async def relay(
         self,
         ex: Exchange,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         send: Send,
         request_id: bytes,
         watch: CallWatch,
@@ -94,22 +94,22 @@ class ResponseRelay:
     async def _stream(
         self,
         ex: Exchange,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         send: Send,
         reader: UsageReader | None,
         watch: CallWatch,
     ) -> None:
         watch.idle_deadline(self._idle)
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks():
                 watch.touch()
                 if reader is not None:
                     reader.feed(chunk)
                 ex.bytes_out += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             ex.interrupted = True
-            ex.error = f"upstream closed the stream: {type(exc).__name__}"
+            ex.error = f"upstream closed the stream: {exc}"
         except asyncio.CancelledError:
             reason = watch.caught()
             if reason is None:

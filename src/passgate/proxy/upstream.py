@@ -1,47 +1,198 @@
-"""The one shared upstream HTTP client: a keep-alive pool, created once per app."""
+"""The upstream HTTP client: one pool per origin, requests framed by aiohttp's ``StreamWriter``.
+
+Framing (the head's serialisation with its control-character check, Content-Length
+clipping, chunked encoding, write flow control) is aiohttp's; parsing the answer is
+llhttp's (``passgate.proxy.connection``). What is passgate's own is the order of
+things: take a connection, write the request, wait for the head, hand the body out,
+and give the connection back only once its answer was read whole.
+"""
 
 from __future__ import annotations
 
-import aiohttp
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+from aiohttp import ClientError
+from aiohttp.http import StreamWriter
+from multidict import CIMultiDict
 
 from passgate.config import Settings
+from passgate.proxy.connection import UpstreamConnection, UpstreamDisconnected, UpstreamError
+from passgate.proxy.pool import ConnectionPool
 
-# aiohttp adds these unless told not to; a faithful relay sends only the client's own.
-_SKIP_AUTO = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
+# Servers close idle keep-alive connections after 5 s (uvicorn) to 75 s (nginx); reusing
+# one they are closing loses the request, so passgate lets them go first.
+KEEPALIVE = 4.0
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class UpstreamResponse:
+    """An answer whose head has arrived; its body is read with ``read`` or ``chunks``.
+
+    ``close`` must follow (the relay does it in ``finally``): it returns the connection
+    to the pool when the body was read whole, and drops it otherwise.
+    """
+
+    __slots__ = ("_conn", "_pool", "_slot", "raw_headers", "status")
+
+    def __init__(
+        self,
+        conn: UpstreamConnection,
+        pool: ConnectionPool,
+        slot: asyncio.Semaphore | None,
+    ) -> None:
+        self._conn = conn
+        self._pool = pool
+        self._slot = slot
+        self.status = conn.status
+        self.raw_headers: tuple[tuple[bytes, bytes], ...] = tuple(conn.headers)
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        parts = []
+        while chunk := await self._conn.chunk():
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: each piece is what came since the previous one."""
+        while chunk := await self._conn.chunk():
+            yield chunk
+
+    def close(self) -> None:
+        """Give the connection back (or drop it) and free the pool slot."""
+        self._pool.release(self._conn)
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
 
 
 class Upstream:
-    """Owns the aiohttp session; ``start`` and ``stop`` run in the app's lifespan."""
+    """Owns the pools; ``start`` and ``stop`` run in the app's lifespan."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The live session; only valid between ``start`` and ``stop``."""
-        if self._session is None:
-            raise RuntimeError("upstream client used before start()")
-        return self._session
+        self._connect_timeout = settings.connect_timeout
+        self._limit = settings.upstream_pool_size
+        self._pools: dict[str, tuple[ConnectionPool, str, asyncio.Semaphore | None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        """Open the connection pool."""
-        connector = aiohttp.TCPConnector(
-            limit=self._settings.upstream_pool_size,
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            keepalive_timeout=30,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,  # compressed bodies pass through untouched
-            skip_auto_headers=_SKIP_AUTO,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._settings.connect_timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        """Bind to the running loop; connections open on first use."""
+        self._loop = asyncio.get_running_loop()
 
     async def stop(self) -> None:
-        """Close the pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close every idle connection."""
+        for pool, _, _ in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+    async def request(
+        self,
+        origin: str,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes],
+        length: int | None = None,
+    ) -> UpstreamResponse:
+        """Send one request to ``origin`` and wait for the head of its answer.
+
+        ``target`` is the path and query as sent; ``headers`` must hold no framing or Host
+        header (both are set here). A streamed ``body`` goes with ``length`` as its
+        Content-Length when the client gave one, chunked otherwise. A request written
+        onto a kept-alive connection the upstream had just closed is sent once more on a
+        new one, when nothing of an answer had arrived and the body was not streamed.
+        """
+        pool, host, slot = self._pool(origin)
+        if slot is not None:
+            await slot.acquire()
+        try:
+            conn = await pool.acquire()
+            try:
+                await self._exchange(conn, method, target, host, headers, body, length)
+            except UpstreamDisconnected:
+                if not (conn.reused and not conn.received_any and isinstance(body, bytes)):
+                    raise
+                conn = await pool.acquire(fresh=True)
+                await self._exchange(conn, method, target, host, headers, body, length)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        return UpstreamResponse(conn, pool, slot)
+
+    async def _exchange(
+        self,
+        conn: UpstreamConnection,
+        method: str,
+        target: str,
+        host: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes],
+        length: int | None,
+    ) -> None:
+        conn.begin()
+        try:
+            await _write(conn, self._loop_now(), method, target, host, headers, body, length)
+            await conn.head()
+        except ClientError as exc:  # aiohttp's writer: the transport closed under it
+            if conn.head_received:
+                return  # the upstream answered early (an error, say) and closed: relay that
+            conn.abort()
+            raise UpstreamDisconnected("the upstream closed the connection") from exc
+        except UpstreamError:
+            conn.abort()
+            raise
+        except BaseException:
+            # Cancelled (a deadline, the client left) or the body failed mid-way: the
+            # request is half written, so the connection cannot carry another one.
+            conn.abort()
+            raise
+
+    def _loop_now(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("upstream client used before start()")
+        return self._loop
+
+    def _pool(self, origin: str) -> tuple[ConnectionPool, str, asyncio.Semaphore | None]:
+        entry = self._pools.get(origin)
+        if entry is None:
+            pool = ConnectionPool(
+                origin, self._loop_now(), connect_timeout=self._connect_timeout, keepalive=KEEPALIVE
+            )
+            slot = asyncio.Semaphore(self._limit) if self._limit else None
+            entry = (pool, urlsplit(origin).netloc, slot)
+            self._pools[origin] = entry
+        return entry
+
+
+async def _write(
+    conn: UpstreamConnection,
+    loop: asyncio.AbstractEventLoop,
+    method: str,
+    target: str,
+    host: str,
+    headers: list[tuple[str, str]],
+    body: bytes | AsyncIterator[bytes],
+    length: int | None,
+) -> None:
+    writer = StreamWriter(conn, loop)
+    head: CIMultiDict[str] = CIMultiDict([("Host", host), *headers])
+    if isinstance(body, bytes):
+        if body or method in _BODY_METHODS:
+            head.add("Content-Length", str(len(body)))
+        writer.length = len(body)
+        await writer.write_headers(f"{method} {target} HTTP/1.1", head)
+        await writer.write_eof(body)
+        return
+    if length is not None:
+        head.add("Content-Length", str(length))
+        writer.length = length
+    else:
+        head.add("Transfer-Encoding", "chunked")
+        writer.enable_chunking()
+    await writer.write_headers(f"{method} {target} HTTP/1.1", head)
+    async for chunk in body:
+        await writer.write(chunk)
+    await writer.write_eof()

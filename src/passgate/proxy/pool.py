@@ -1,0 +1,108 @@
+"""Keep-alive connections to one upstream origin: reused newest first, dropped when stale."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from urllib.parse import urlsplit
+
+from passgate.proxy.connection import UpstreamConnectError, UpstreamConnection
+
+
+class ConnectionPool:
+    """Idle connections to ``origin`` (``scheme://host[:port]``), opened on demand.
+
+    Newest first, so that under light load the same few connections stay warm and the
+    rest age out. A connection idle longer than ``keepalive`` is closed rather than
+    reused: servers close idle keep-alive connections after a few seconds, and a request
+    written onto one they are closing is lost.
+    """
+
+    __slots__ = ("_connect_timeout", "_host", "_idle", "_keepalive", "_loop", "_port", "_ssl")
+
+    def __init__(
+        self,
+        origin: str,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        connect_timeout: float,
+        keepalive: float,
+    ) -> None:
+        parts = urlsplit(origin)
+        if parts.hostname is None:
+            raise ValueError(f"upstream origin without a host: {origin!r}")
+        tls = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if tls else 80)
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
+        self._loop = loop
+        self._connect_timeout = connect_timeout
+        self._keepalive = keepalive
+        self._idle: list[UpstreamConnection] = []
+
+    async def acquire(self, *, fresh: bool = False) -> UpstreamConnection:
+        """An idle connection (unless ``fresh``), else a new one."""
+        if not fresh:
+            idle = self._idle
+            stale_before = self._loop.time() - self._keepalive
+            while idle:
+                conn = idle.pop()
+                if conn.closed:
+                    continue
+                if conn.idle_since < stale_before:
+                    conn.abort()
+                    continue
+                conn.reused = True
+                return conn
+        return await self._connect()
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Take a connection back after its answer was read whole, or drop it if it can't be."""
+        conn.done()
+        if not conn.reusable():
+            conn.abort()
+            return
+        now = self._loop.time()
+        conn.idle_since = now
+        idle = self._idle
+        # The oldest idle connection is the first to go stale; one check per release keeps
+        # the list from holding dead sockets when the load falls.
+        if idle and idle[0].idle_since < now - self._keepalive:
+            idle.pop(0).abort()
+        idle.append(conn)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.abort()
+
+    def _lost(self, conn: UpstreamConnection) -> None:
+        # The upstream closed an idle connection (its keep-alive timeout): forget it now.
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    async def _connect(self) -> UpstreamConnection:
+        def protocol() -> UpstreamConnection:
+            return UpstreamConnection(self._loop, self._lost)
+
+        try:
+            _, conn = await asyncio.wait_for(
+                self._loop.create_connection(
+                    protocol,
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
+                ),
+                self._connect_timeout,
+            )
+        except TimeoutError as exc:
+            raise UpstreamConnectError("connect timed out") from exc
+        except OSError as exc:
+            # The reason only (asyncio writes the address into strerror): the upstream's
+            # address is not the client's business.
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            raise UpstreamConnectError(reason) from exc
+        return conn
