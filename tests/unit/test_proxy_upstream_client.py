@@ -8,8 +8,11 @@ from a script, so every framing and failure case is deterministic.
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h11
 import pytest
@@ -364,3 +367,43 @@ async def test_a_cancelled_request_drops_its_connection(upstream: Upstream) -> N
         assert pool._idle == []  # the half-used connection is not kept for the next request
     finally:
         await silent.stop()
+
+
+async def test_an_https_origin_is_verified_and_served_over_tls(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real MISTRAL_API_BASE is https: the certificate must verify against the trust
+    # store (here a self-signed one put there through SSL_CERT_FILE) and name the host.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = ScriptedServer(lambda _: (OK, False))
+    server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=context)
+    origin = server.origin.replace("http://", "https://")
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        response = await upstream.request(origin, "POST", "/v1/chat/completions", [], b"{}")
+        assert await response.read() == b"{}"
+        response.close()
+        assert server.received[0].body == b"{}"
+        # Without the certificate in the trust store, nothing is sent.
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
+        other = Upstream(Settings(_env_file=None))  # type: ignore[call-arg]
+        await other.start()
+        try:
+            with pytest.raises(UpstreamConnectError, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
+                await other.request(origin, "POST", "/v1/chat/completions", [], b"{}")
+        finally:
+            await other.stop()
+    finally:
+        await server.stop()
+    assert len(server.received) == 1

@@ -100,6 +100,8 @@ class ConnectionPool:
             )
         except TimeoutError as exc:
             raise UpstreamConnectError("connect timed out") from exc
+        except ssl.SSLError as exc:  # before OSError: its errno says nothing here
+            raise UpstreamConnectError(f"TLS failed: {exc.reason or type(exc).__name__}") from exc
         except OSError as exc:
             # The reason only (asyncio writes the address into strerror): the upstream's
             # address is not the client's business.
