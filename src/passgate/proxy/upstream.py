@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError
@@ -18,7 +19,7 @@ from aiohttp.http import StreamWriter
 from multidict import CIMultiDict
 
 from passgate.config import Settings
-from passgate.proxy.connection import UpstreamConnection, UpstreamDisconnected, UpstreamError
+from passgate.proxy.connection import UpstreamConnection, UpstreamDisconnected
 from passgate.proxy.pool import ConnectionPool
 
 # Servers close idle keep-alive connections after 5 s (uvicorn) to 75 s (nginx); reusing
@@ -105,48 +106,37 @@ class Upstream:
         new one, when nothing of an answer had arrived and the body was not streamed.
         """
         pool, host, slot = self._pool(origin)
+        request = _Request(method, target, host, headers, body, length)
         if slot is not None:
             await slot.acquire()
         try:
             conn = await pool.acquire()
             try:
-                await self._exchange(conn, method, target, host, headers, body, length)
+                await self._exchange(conn, request)
             except UpstreamDisconnected:
                 if not (conn.reused and not conn.received_any and isinstance(body, bytes)):
                     raise
                 conn = await pool.acquire(fresh=True)
-                await self._exchange(conn, method, target, host, headers, body, length)
+                await self._exchange(conn, request)
         except BaseException:
             if slot is not None:
                 slot.release()
             raise
         return UpstreamResponse(conn, pool, slot)
 
-    async def _exchange(
-        self,
-        conn: UpstreamConnection,
-        method: str,
-        target: str,
-        host: str,
-        headers: list[tuple[str, str]],
-        body: bytes | AsyncIterator[bytes],
-        length: int | None,
-    ) -> None:
+    async def _exchange(self, conn: UpstreamConnection, request: _Request) -> None:
         conn.begin()
         try:
-            await _write(conn, self._loop_now(), method, target, host, headers, body, length)
+            await _write(conn, self._loop_now(), request)
             await conn.head()
         except ClientError as exc:  # aiohttp's writer: the transport closed under it
             if conn.head_received:
                 return  # the upstream answered early (an error, say) and closed: relay that
             conn.abort()
             raise UpstreamDisconnected("the upstream closed the connection") from exc
-        except UpstreamError:
-            conn.abort()
-            raise
         except BaseException:
-            # Cancelled (a deadline, the client left) or the body failed mid-way: the
-            # request is half written, so the connection cannot carry another one.
+            # The upstream failed, or the call was cancelled (a deadline, the client left),
+            # or the body failed mid-way: a half-written request spoils the connection.
             conn.abort()
             raise
 
@@ -167,23 +157,28 @@ class Upstream:
         return entry
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    target: str
+    host: str
+    headers: list[tuple[str, str]]
+    body: bytes | AsyncIterator[bytes]
+    length: int | None
+
+
 async def _write(
-    conn: UpstreamConnection,
-    loop: asyncio.AbstractEventLoop,
-    method: str,
-    target: str,
-    host: str,
-    headers: list[tuple[str, str]],
-    body: bytes | AsyncIterator[bytes],
-    length: int | None,
+    conn: UpstreamConnection, loop: asyncio.AbstractEventLoop, request: _Request
 ) -> None:
+    method, body, length = request.method, request.body, request.length
+    line = f"{method} {request.target} HTTP/1.1"
     writer = StreamWriter(conn, loop)
-    head: CIMultiDict[str] = CIMultiDict([("Host", host), *headers])
+    head: CIMultiDict[str] = CIMultiDict([("Host", request.host), *request.headers])
     if isinstance(body, bytes):
         if body or method in _BODY_METHODS:
             head.add("Content-Length", str(len(body)))
         writer.length = len(body)
-        await writer.write_headers(f"{method} {target} HTTP/1.1", head)
+        await writer.write_headers(line, head)
         await writer.write_eof(body)
         return
     if length is not None:
@@ -192,7 +187,7 @@ async def _write(
     else:
         head.add("Transfer-Encoding", "chunked")
         writer.enable_chunking()
-    await writer.write_headers(f"{method} {target} HTTP/1.1", head)
+    await writer.write_headers(line, head)
     async for chunk in body:
         await writer.write(chunk)
     await writer.write_eof()
