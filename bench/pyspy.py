@@ -19,7 +19,10 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("limits", r"passgate/limits/"),
     ("metering (usage readers, pricing)", r"passgate/accounting/|_read_usage|_cost_headers"),
     ("auth and guards", r"passgate/auth/"),
-    ("aiohttp client", r"aiohttp/|multidict/|yarl/"),
+    (
+        "upstream client (proxy/upstream, connection, pool; aiohttp framing)",
+        r"passgate/proxy/(upstream|connection|pool)\.py|aiohttp/|multidict/|yarl/|httptools/",
+    ),
     ("uvicorn (httptools protocol)", r"uvicorn/"),
     ("relay (passgate/proxy, api/gateway)", r"passgate/proxy/|passgate/api/gateway|exchange\.py"),
     ("asyncio (tasks, futures, events)", r"asyncio/"),
