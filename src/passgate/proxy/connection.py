@@ -47,7 +47,6 @@ class UpstreamConnection(BaseProtocol):
         "_body_waiter",
         "_buffered",
         "_chunks",
-        "_delimited",
         "_head_waiter",
         "_http",
         "_in_flight",
@@ -80,7 +79,6 @@ class UpstreamConnection(BaseProtocol):
         self._body_waiter: asyncio.Future[None] | None = None
         self._in_flight = False
         self._informational = False
-        self._delimited = False  # the answer has a Content-Length or chunked framing
         self._read_paused = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -100,7 +98,6 @@ class UpstreamConnection(BaseProtocol):
         self._in_flight = True
         self._chunks.clear()
         self._buffered = 0
-        self._delimited = False
         self.status = 0
         self.headers = []
         self.head_received = False
@@ -171,7 +168,7 @@ class UpstreamConnection(BaseProtocol):
         super().connection_lost(exc)
         self.closed = True
         if self._in_flight and not self.complete:
-            if self.head_received and not self._delimited and exc is None:
+            if self.head_received and exc is None and not _framed(self.headers):
                 self.complete = True  # no Content-Length, not chunked: the body ends at close
                 self._wake_body()
             else:
@@ -186,20 +183,14 @@ class UpstreamConnection(BaseProtocol):
         self.headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Keep each header as sent; note whether the body has its own framing."""
+        """Keep each header as sent."""
         self.headers.append((name, value))
-        lower = name.lower()
-        if lower == b"content-length" or (
-            lower == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked")
-        ):
-            self._delimited = True
 
     def on_headers_complete(self) -> None:
         """The head is in: hand it to ``head`` (an interim 1xx answer is skipped)."""
         status = self._http.get_status_code()
         if 100 <= status < 200:
             self._informational = True
-            self._delimited = False
             return
         self.status = status
         self.head_received = True
@@ -238,3 +229,17 @@ class UpstreamConnection(BaseProtocol):
         for waiter in (self._head_waiter, self._body_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+
+
+def _framed(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether an answer's body has a length or chunked framing (else it ends at close).
+
+    Read only when a connection closes mid-answer, so the hot path never pays for it.
+    """
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"content-length":
+            return True
+        if lower == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked"):
+            return True
+    return False

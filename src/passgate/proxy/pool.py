@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 from urllib.parse import urlsplit
@@ -80,7 +81,7 @@ class ConnectionPool:
 
     def _lost(self, conn: UpstreamConnection) -> None:
         # The upstream closed an idle connection (its keep-alive timeout): forget it now.
-        if conn in self._idle:
+        with contextlib.suppress(ValueError):  # not idle: in use, or already dropped
             self._idle.remove(conn)
 
     async def _connect(self) -> UpstreamConnection:
