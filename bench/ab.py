@@ -64,16 +64,22 @@ def run(args: argparse.Namespace, variants: list[Variant], services: Services) -
                 extra_env=variant.env,
             )
             wrk.run(url + CHAT, auth, 16, 1)  # warm-up
-            before = gateway.cpu_seconds()
+            before = gateway.cpu_by_role()
             result = wrk.run(url + CHAT, auth, args.concurrency, args.seconds)
-            used = gateway.cpu_seconds() - before
+            after = gateway.cpu_by_role()
             services.stop(gateway)
             calls = result.rps * args.seconds
+            per_call = {
+                role: 1e6 * (seconds - before.get(role, 0.0)) / calls if calls else float("nan")
+                for role, seconds in after.items()
+            }
             rps[variant.name].append(result.rps)
-            cpu[variant.name].append(1e6 * used / calls if calls else float("nan"))
+            cpu[variant.name].append(sum(per_call.values()))
+            split = ", ".join(f"{role} {value:.1f}" for role, value in sorted(per_call.items()))
             print(
                 f"round {number + 1} {variant.name:16s} {result.rps:9,.0f} req/s  "
-                f"p99 {result.p99:6.1f} ms  {cpu[variant.name][-1]:6.1f} µs CPU per request",
+                f"p99 {result.p99:6.1f} ms  {cpu[variant.name][-1]:6.1f} µs CPU per request"
+                f" ({split})",
                 flush=True,
             )
     first = statistics.median(rps[variants[0].name])

@@ -107,12 +107,17 @@ class Service:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the process and its descendants."""
-        total = 0.0
+        return sum(self.cpu_by_role().values())
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU time (user + system) used so far, summed per role (main, worker, spend writer)."""
+        totals: dict[str, float] = {}
         for process in self.processes():
             with contextlib.suppress(psutil.Error):
                 times = process.cpu_times()
-                total += times.user + times.system
-        return total
+                role = _label(process, self.proc.pid)
+                totals[role] = totals.get(role, 0.0) + times.user + times.system
+        return totals
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of the process's output."""
