@@ -116,6 +116,32 @@ def test_token_cost_is_price_times_tokens(catalog: Catalog) -> None:
     assert price.cost(usage) == pytest.approx(1000 * 0.5 / M + 250 * 1.5 / M)
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        Usage(prompt_tokens=1000, completion_tokens=250, total_tokens=1250),
+        Usage(prompt_tokens=7, cached_tokens=0),
+        Usage(completion_tokens=3),
+        Usage(total_tokens=9),
+    ],
+)
+def test_token_only_usage_costs_exactly_the_full_sum(catalog: Catalog, usage: Usage) -> None:
+    # the token-only shortcut must give the very float the sum of every rate gives
+    price = catalog.lookup("zai-glm-5-2")
+    assert price is not None and price.cached_input_per_token is not None
+    prompt = usage.prompt_tokens or 0
+    full = (
+        prompt * price.input_per_token
+        + 0 * price.cached_input_per_token
+        + (usage.completion_tokens or 0) * price.output_per_token
+        + 0 * price.per_page
+        + 0 * price.per_page
+        + 0.0 * price.per_audio_second
+        + 0 * price.per_character
+    )
+    assert price.cost(usage) == full
+
+
 def test_cached_tokens_use_the_cached_rate_or_else_the_input_rate(catalog: Catalog) -> None:
     glm = catalog.lookup("zai-glm-5-2")
     small = catalog.lookup("mistral-small-latest")

@@ -73,6 +73,17 @@ class Price:
 
     def cost(self, usage: Usage) -> float:
         """USD for this usage: the sum of every priced quantity it reports."""
+        if (
+            not usage.cached_tokens
+            and usage.pages is None
+            and usage.audio_seconds is None
+            and usage.characters is None
+        ):
+            # Tokens only, nothing cached: most priced calls. The full sum below would add
+            # the same two products and five zeros, at three times the cost per call.
+            return (usage.prompt_tokens or 0) * self.input_per_token + (
+                usage.completion_tokens or 0
+            ) * self.output_per_token
         prompt = usage.prompt_tokens or 0
         cached = min(usage.cached_tokens or 0, prompt)
         cached_rate = (
