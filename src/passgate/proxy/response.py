@@ -17,20 +17,24 @@ _BUFFER_JSON = 4 * 1024 * 1024  # a priced JSON answer up to this size is read w
 _BUFFER_SMALL = 64 * 1024  # any answer up to this size goes out in one write
 
 
+_USAGE_HEADERS = (
+    (b"x-passgate-usage-prompt-tokens", "prompt_tokens"),
+    (b"x-passgate-usage-completion-tokens", "completion_tokens"),
+    (b"x-passgate-usage-cached-tokens", "cached_tokens"),
+    (b"x-passgate-usage-pages", "pages"),
+    (b"x-passgate-usage-audio-seconds", "audio_seconds"),
+    (b"x-passgate-usage-characters", "characters"),
+)
+
+
 def _cost_headers(ex: Exchange) -> RawHeaders:
     out: RawHeaders = []
     if ex.cost is not None:
-        out.append((b"x-passgate-cost", format(ex.cost, ".10f").rstrip("0").rstrip(".").encode()))
+        out.append((b"x-passgate-cost", (b"%.10f" % ex.cost).rstrip(b"0").rstrip(b".")))
     usage: Usage | None = ex.usage
     if usage is not None:
-        for name, value in (
-            (b"x-passgate-usage-prompt-tokens", usage.prompt_tokens),
-            (b"x-passgate-usage-completion-tokens", usage.completion_tokens),
-            (b"x-passgate-usage-cached-tokens", usage.cached_tokens),
-            (b"x-passgate-usage-pages", usage.pages),
-            (b"x-passgate-usage-audio-seconds", usage.audio_seconds),
-            (b"x-passgate-usage-characters", usage.characters),
-        ):
+        for name, field in _USAGE_HEADERS:
+            value = getattr(usage, field)
             if value is not None:
                 out.append((name, str(value).encode()))
     return out
