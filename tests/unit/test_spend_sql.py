@@ -3,6 +3,7 @@ a few fixed statement shapes, totals in a fixed order. Databases: tests/integrat
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
@@ -17,6 +18,7 @@ from passgate.accounting.spend_sql import (
     COLUMNS,
     RowError,
     SpendStatements,
+    SqliteClock,
     owner_sums,
     sizes,
 )
@@ -67,6 +69,25 @@ def sqlalchemy_bind(column: str, value: Any) -> Any:
 def test_sqlite_timestamps_are_sqlalchemys_text(when: datetime) -> None:
     values = row_values_for(SQLITE, start_time=when)
     assert values[COLUMNS.index("start_time")] == sqlalchemy_bind("start_time", when)
+
+
+class _SmallClock(SqliteClock):
+    MEMO = 8
+
+
+def test_the_sqlite_clock_matches_sqlalchemy_across_seconds_and_a_full_memo() -> None:
+    clock = _SmallClock()
+    rng = random.Random(7)
+    base = datetime(2026, 12, 2, 23, 59, 50, tzinfo=UTC)
+    # seconds, minutes, a day and a year boundary, revisited after the memo was cleared
+    times = [base + timedelta(microseconds=rng.randrange(0, 30_000_000)) for _ in range(500)]
+    times += [datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), *TIMES]
+    for when in times:
+        assert clock(when) == sqlalchemy_bind("start_time", when), when
+    assert len(clock._seconds) <= _SmallClock.MEMO
+    assert clock(None) is None
+    with pytest.raises(ValueError):
+        clock(datetime(2025, 1, 1))
 
 
 @pytest.mark.parametrize("when", TIMES)

@@ -73,13 +73,35 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
-    value = _utc(value)
-    if value is None:
-        return None
-    # SQLAlchemy's SQLite DATETIME text, YYYY-MM-DD HH:MM:SS.ffffff: the UTC time's ISO
-    # form without its "+00:00", from one C call (a third of the time of formatting fields)
-    return value.isoformat(" ", "microseconds")[:26]
+class SqliteClock:
+    """SQLAlchemy's SQLite DATETIME text, ``YYYY-MM-DD HH:MM:SS.ffffff``, of UTC datetimes.
+
+    ``isoformat`` is most of what a row costs to convert (~14,000 instructions each, three
+    per row: counted with callgrind); a row's times and a batch's rows share their second,
+    so the text up to it is kept per second and only the microseconds are formatted
+    (~6,800). The memo is cleared when full: it stays small whatever the load.
+    """
+
+    __slots__ = ("_seconds",)
+    MEMO = 4096
+
+    def __init__(self) -> None:
+        self._seconds: dict[tuple[int, ...], str] = {}
+
+    def __call__(self, value: datetime | None) -> str | None:
+        """The text of ``value`` (None stays None); a naive datetime raises ``ValueError``."""
+        if value is None:
+            return None
+        if value.tzinfo is not UTC:
+            value = cast(datetime, _utc(value))
+        key = (value.year, value.month, value.day, value.hour, value.minute, value.second)
+        prefix = self._seconds.get(key)
+        if prefix is None:
+            if len(self._seconds) >= self.MEMO:
+                self._seconds.clear()
+            prefix = self._seconds[key] = value.isoformat(" ", "seconds")[:19]
+        # %-formatting: 3,000 instructions here against 3,600 for the f-string
+        return "%s.%06d" % (prefix, value.microsecond)  # noqa: UP031
 
 
 def _json(value: Any) -> str:
@@ -157,7 +179,7 @@ class SpendStatements:
         if dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(f"spend rows cannot be written to {dialect.name}")
         self._postgres = dialect.name == "postgresql"
-        self._time = _utc if self._postgres else _sqlite_time
+        self._time: Convert = _utc if self._postgres else SqliteClock()
         # sqlite3 binds exact ints, floats and strings directly; a bool (or None) goes
         # through its adaptation look-ups, ~0.3 µs each. SQLite stores booleans as 0 / 1.
         self._values = _row_values(self._time, None if self._postgres else int)
