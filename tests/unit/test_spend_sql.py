@@ -79,7 +79,8 @@ def test_the_sqlite_clock_matches_sqlalchemy_across_seconds_and_a_full_memo() ->
     clock = _SmallClock()
     rng = random.Random(7)
     base = datetime(2026, 12, 2, 23, 59, 50, tzinfo=UTC)
-    # seconds, minutes, a day and a year boundary, revisited after the memo was cleared
+    # 30 s across a minute, an hour and a day boundary, revisited after the memo was cleared;
+    # then a year's last microsecond and the shared TIMES (year 1, a non-UTC zone)
     times = [base + timedelta(microseconds=rng.randrange(0, 30_000_000)) for _ in range(500)]
     times += [datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), *TIMES]
     for when in times:
