@@ -165,9 +165,20 @@ async def test_tpm_refuses_once_the_window_is_spent(
     key = await new_key(http, a, tpm_limit=2 * TOTAL_TOKENS)
     assert (await post(http, a.url, CHAT, BODY, bearer(key)))[0] == 200
     assert (await post(http, b.url, CHAT, BODY, bearer(key)))[0] == 200
-    status, headers, body = await post(http, a.url, CHAT, BODY, bearer(key))
+    # A call's tokens are added when it settles, just after its last byte reached the
+    # client, so a call sent the instant B answered may still pass: at most that one.
+    admitted_late = 0
+    deadline = time.monotonic() + 2
+    while True:
+        status, headers, body = await post(http, a.url, CHAT, BODY, bearer(key))
+        if status != 200:
+            break
+        admitted_late += 1
+        assert time.monotonic() < deadline, "the window never refused"
+        await asyncio.sleep(0.05)
     assert status == 429 and body["error"]["code"] == "rate_limit_exceeded"
     assert headers["x-ratelimit-remaining-tokens"] == "0"
+    assert admitted_late <= 1
     # passing again in the next window is proven with a controllable clock in the unit tests
 
 
