@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from passgate.accounting.rows import spend_row
+from passgate.accounting.rows import Record, call_record
 from passgate.accounting.writer import SpendWriter
 from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
@@ -119,8 +119,8 @@ class Sample:
     total_cpu: float
 
 
-def queued(engine: AsyncEngine, rows: list[dict[str, Any]], batch: int) -> SpendWriter:
-    """A writer (not started) with ``rows`` queued, to write in batches of ``batch``."""
+def queued(engine: AsyncEngine, rows: list[Record], batch: int) -> SpendWriter:
+    """A writer (not started) with call records queued, to write in batches of ``batch``."""
     writer = SpendWriter(engine, batch_size=batch)
     for row in rows:
         writer.enqueue(row)
@@ -135,7 +135,7 @@ async def drain(writer: SpendWriter) -> None:
         raise RuntimeError(f"wrote {writer.written} of {count} rows")
 
 
-async def write(engine: AsyncEngine, rows: list[dict[str, Any]], batch: int) -> Sample:
+async def write(engine: AsyncEngine, rows: list[Record], batch: int) -> Sample:
     """Write ``rows`` in batches of ``batch``; the CPU it took (queueing not counted)."""
     writer = queued(engine, rows, batch)
     loop0, total0 = time.thread_time(), time.process_time()
@@ -173,9 +173,9 @@ async def longest_hold(action: Awaitable[None]) -> float:
     return longest
 
 
-def build(count: int, seed: int) -> list[dict[str, Any]]:
-    """Spend rows for ``count`` calls (call ids unique per seed)."""
-    return [spend_row(ex) for ex in exchanges(count, seed)]
+def build(count: int, seed: int) -> list[Record]:
+    """Call records for ``count`` calls (call ids unique per seed), as workers send them."""
+    return [call_record(ex) for ex in exchanges(count, seed)]
 
 
 Key = tuple[str, int]  # (database, batch size)
@@ -260,12 +260,12 @@ async def bench_rss(kind: str, server: str, total: int) -> None:
         print(f"{kind}: RSS {before:.1f} MiB -> {rss():.1f} MiB after {written} rows")
 
 
-def spend_row_us() -> float:
-    """µs of CPU to build one spend row (on the loop, as each call ends)."""
+def call_record_us() -> float:
+    """µs of CPU to gather one call record (on the loop, as each call ends)."""
     exs = list(exchanges(2000, 0))
     cpu0 = time.thread_time()
     for ex in exs:
-        spend_row(ex)
+        call_record(ex)
     return (time.thread_time() - cpu0) / len(exs) * 1e6
 
 
@@ -278,7 +278,7 @@ def main(args: argparse.Namespace) -> None:
     cpu = uvloop.run(each_database(args, cpu_per_row))
     holds = asyncio.run(each_database(args, hold_ms))
     lines = [
-        f"spend_row: {spend_row_us():.1f} µs per row (not counted below)",
+        f"call_record: {call_record_us():.1f} µs per call (not counted below)",
         "",
         "| database | batch | rows/round | loop CPU µs/row | process CPU µs/row | "
         "longest loop hold ms |",

@@ -69,13 +69,13 @@ class Receiver:
         if not line:
             return
         try:
-            row = decode(line)
+            record = decode(line)
         except ValueError:
             self.bad_lines += 1
             if self.bad_lines <= _BAD_LINES_LOGGED:
                 log.error("spend-writer process: not a spend row (%d bytes)", len(line))
             return
-        self._writer.enqueue(row)
+        self._writer.enqueue(record)
 
     async def drain(self, seconds: float) -> None:
         """Wait until every open connection has ended (workers flush, then close); after

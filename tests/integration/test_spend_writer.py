@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy import Engine, event, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from passgate.accounting.rows import spend_row
+from passgate.accounting.rows import RECORD_FIELDS, Record, call_record, row_from_record
 from passgate.accounting.spend_queries import SpendFilter, logs_page
 from passgate.accounting.spend_sql import CHUNK, COLUMNS
 from passgate.accounting.writer import SpendWriter
@@ -385,10 +385,10 @@ async def test_a_full_queue_counts_and_logs_what_it_drops(
 
 async def test_a_row_the_database_refuses_does_not_hold_back_the_others(db: Database) -> None:
     writer = SpendWriter(db.engine, batch_size=100)
-    rows = [spend_row(call(number)) for number in range(9)]
-    rows[4]["status"] = None  # NOT NULL: refused by both databases
-    for row in rows:
-        writer.enqueue(row)
+    records = [record(call(number)) for number in range(9)]
+    records[4] = record(call(4), status=None)  # NOT NULL: refused by both databases
+    for found in records:
+        writer.enqueue(found)
     await writer.stop()
     assert (writer.written, writer.rejected) == (8, 1)
     assert await db.count() == 8
@@ -436,8 +436,16 @@ async def test_the_stored_row_matches_the_exchange(db: Database) -> None:
 # --- the driver-level fast path stores what SQLAlchemy's column types store ---------------
 
 
-def varied_rows() -> list[dict[str, Any]]:
-    """Rows that exercise every stored form: microseconds, None, unicode, NULs, tags."""
+def record(ex: Exchange, **fields: Any) -> Record:
+    """The call record of ``ex``, with ``fields`` (by ``RECORD_FIELDS`` name) replaced."""
+    found = call_record(ex)
+    for name, value in fields.items():
+        found[RECORD_FIELDS.index(name)] = value
+    return found
+
+
+def varied_records() -> list[Record]:
+    """Records that exercise every stored form: microseconds, None, unicode, NULs, tags."""
     full = call(1)
     full.start_time = 1_700_000_000.123456
     full.model = "mistral-ünïcødé-模型-🚀"
@@ -466,10 +474,9 @@ def varied_rows() -> list[dict[str, Any]]:
     empty.end = None
     empty.tags = []
     empty.start_time = 1_700_000_001.0  # microsecond 0: still written with six digits
-    rows = [spend_row(full), spend_row(empty), spend_row(call(3))]
-    # an aware datetime in another zone is stored as UTC, as UTCDateTime stores it
-    rows[2]["start_time"] = rows[2]["start_time"].astimezone(timezone(timedelta(hours=5)))
-    return rows
+    # a time whose microseconds round up into the next second, as fromtimestamp rounds them
+    rounded_up = record(call(3), start_time=1_700_000_002.9999996)
+    return [call_record(full), call_record(empty), rounded_up]
 
 
 async def raw_rows(db: Database) -> dict[str, tuple[Any, ...]]:
@@ -483,12 +490,13 @@ async def raw_rows(db: Database) -> dict[str, tuple[Any, ...]]:
 
 
 async def test_stored_values_are_those_sqlalchemy_types_store(db: Database) -> None:
-    rows = varied_rows()
+    records = varied_records()
     writer = SpendWriter(db.engine)
-    for row in rows:
-        writer.enqueue(row)
+    for found in records:
+        writer.enqueue(found)
     await writer.stop()
-    assert writer.written == len(rows)
+    assert writer.written == len(records)
+    rows = [row_from_record(found) for found in records]
     # the same rows through SQLAlchemy's compiled INSERT and its type processors
     reference = [{**row, "call_id": "ref-" + row["call_id"]} for row in rows]
     async with db.engine.begin() as conn:
@@ -502,11 +510,12 @@ async def test_stored_values_are_those_sqlalchemy_types_store(db: Database) -> N
 
 
 async def test_values_read_back_identical_through_the_orm(db: Database) -> None:
-    rows = varied_rows()
+    records = varied_records()
     writer = SpendWriter(db.engine)
-    for row in rows:
-        writer.enqueue(row)
+    for found in records:
+        writer.enqueue(found)
     await writer.stop()
+    rows = [row_from_record(found) for found in records]
     async with session_factory(db.engine)() as session:
         logs = {log.call_id: log for log in (await session.scalars(select(SpendLog))).all()}
     assert set(logs) == {row["call_id"] for row in rows}
@@ -583,13 +592,13 @@ async def test_rows_that_cannot_be_stored_are_refused_alone(
     notified: list[dict[str, Any]] = []
     writer = SpendWriter(db.engine, batch_size=100, max_backoff=0.05, stop_timeout=10)
     writer.add_listener(notified.extend)
-    rows = [spend_row(call(number)) for number in range(6)]
-    rows[1]["start_time"] = rows[1]["start_time"].replace(tzinfo=None)  # naive: refused
-    del rows[3]["route"]  # a malformed row
+    records = [record(call(number)) for number in range(6)]
+    records[1] = record(call(1), start_time="2025-01-01")  # not seconds since the epoch
+    records[3] = records[3][:-1]  # a malformed record: a value missing
     huge = 2**40  # over PostgreSQL's integer: refused there, stored by SQLite
-    rows[4]["total_tokens"] = huge
-    for row in rows:
-        writer.enqueue(row)
+    records[4] = record(call(4), total_tokens=huge)
+    for found in records:
+        writer.enqueue(found)
     with caplog.at_level(logging.ERROR, "passgate.accounting"):
         await writer.stop()
     refused = 3 if db.kind == "postgres" else 2

@@ -13,7 +13,7 @@ from passgate.storage.models import SpendLog
 
 # String(n) columns: PostgreSQL refuses longer values, and several (model, end user,
 # tags) come from the client, so they are cut to fit rather than poisoning a batch
-_LIMITS: dict[str, int] = {
+LIMITS: dict[str, int] = {
     column.name: column.type.length
     for column in SpendLog.__table__.columns
     if isinstance(column.type, String) and column.type.length
@@ -142,7 +142,7 @@ def row_from_record(record: Record) -> dict[str, Any]:
         tags,
     ) = record
     start = datetime.fromtimestamp(start_time, UTC)
-    limits = _LIMITS
+    limits = LIMITS
     return {
         "call_id": call_id,
         "request_id": clean(request_id, limits["request_id"]),

@@ -6,12 +6,13 @@ thread writing SQLite, 250 µs with the same writes done by another process), be
 two threads take the GIL from each other hundreds of times per batch. In a worker, a call
 now costs a list of its raw values (``call_record``, ~1 µs with its ``orjson`` line) and
 a share of one ``write`` per ~10 ms; the process (``passgate.spend_process``) turns lines
-into rows and stores them with the same ``SpendWriter``, for every worker of the instance.
+into call records and stores them with the same ``SpendWriter``, for every worker of the
+instance.
 
 Wire format: one call per line, a JSON array (``orjson``) of the raw values
-``rows.call_record`` gathers; the process makes the stored row of it (``row_from_record``:
-datetimes, strings cut to their columns), so that work is off the workers too. The socket
-lives in a directory only the server's user can open.
+``rows.call_record`` gathers; the process stores it as it is (``spend_sql`` makes the
+driver values of it: times, strings cut to their columns), so that work is off the workers
+too. The socket lives in a directory only the server's user can open.
 
 Delivery: a worker keeps its lines until the socket has taken them, and sends a chunk again
 when a write failed part-way (the process went away and is restarted by the server): the
@@ -26,16 +27,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import Any
 
 import orjson
 
-from passgate.accounting.rows import Record, call_record, row_from_record
+from passgate.accounting.rows import RECORD_FIELDS, Record, call_record
 from passgate.exchange import Exchange
 
 log = logging.getLogger("passgate.accounting")
 
-Row = dict[str, Any]
 LINGER = 0.01  # seconds a worker gathers lines before a write: one system call per batch
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 2.0
@@ -47,15 +46,18 @@ def encode(record: Record) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def decode(line: bytes) -> Row:
-    """The spend row of one line (``ValueError`` when the line is not a call record)."""
+def decode(line: bytes) -> Record:
+    """The call record of one line: a JSON array of ``RECORD_FIELDS``' length, its call id a
+    string and its start a number (``ValueError`` otherwise). Other values of the wrong
+    kind are refused by the writer, which stores the rest of the batch."""
     record = orjson.loads(line)
     if not isinstance(record, list):
         raise ValueError("a spend line must be a JSON array")
-    try:
-        return row_from_record(record)
-    except (TypeError, OverflowError, OSError) as exc:  # a value of the wrong kind
-        raise ValueError(f"not a call record: {type(exc).__name__}") from exc
+    if len(record) != len(RECORD_FIELDS):
+        raise ValueError(f"a call record has {len(RECORD_FIELDS)} values, not {len(record)}")
+    if type(record[0]) is not str or type(record[2]) not in (int, float):
+        raise ValueError("a call record's call id must be a string and its start a number")
+    return record
 
 
 class SpendForwarder:

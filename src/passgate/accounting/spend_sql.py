@@ -2,15 +2,20 @@
 
 Through SQLAlchemy's compiled statements a spend row cost ~25 µs of event-loop CPU (a type
 processor per value, parameter dictionaries, insertmanyvalues) and each batch's totals
-another ~1 ms. Here a row becomes driver values in one pass, in exactly the form the ORM's
-column types store, so ``SpendLog`` reads them back unchanged:
+another ~1 ms. Here a call record (``rows.call_record``, as a worker sends it) becomes
+driver values in one pass, without the row dictionary in between (making it cost more than
+storing it, by callgrind), in exactly the form the ORM's column types store, so
+``SpendLog`` reads them back unchanged:
 
-- timestamps (``UTCDateTime``): PostgreSQL gets the aware UTC ``datetime`` (``timestamptz``);
-  SQLite gets SQLAlchemy's DATETIME text of the naive UTC time, ``YYYY-MM-DD
-  HH:MM:SS.ffffff``, so range filters and ``strftime`` in spend queries compare the same
-  strings as ever; a naive datetime is refused, as ``UTCDateTime`` refuses it;
+- timestamps (``UTCDateTime``), from seconds since the epoch: PostgreSQL gets the aware UTC
+  ``datetime`` (``timestamptz``); SQLite gets SQLAlchemy's DATETIME text of the naive UTC
+  time, ``YYYY-MM-DD HH:MM:SS.ffffff``, so range filters and ``strftime`` in spend queries
+  compare the same strings as ever;
+- strings cut to their columns and freed of NULs (``rows.clean``), as ``row_from_record``
+  makes them;
 - JSON (``tags``): ``json.dumps`` text, as SQLAlchemy's JSON type writes it;
-- every other column: the value as it is (both drivers bind str, int, float, bool, None).
+- booleans: 0 / 1 on SQLite (as SQLAlchemy stores them), ``bool`` on PostgreSQL;
+- every other column: the value as it is (both drivers bind str, int, float, None).
 
 Rows go in chunks of at most ``CHUNK``, one multi-row ``VALUES`` statement each, so the
 event loop converts and encodes one chunk at a time and runs other callbacks while the
@@ -26,31 +31,34 @@ row locks in the same order, so two writers never deadlock.
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Table
 from sqlalchemy.engine import Dialect
 
-from passgate.storage.models import EndUser, Key, SpendLog, Team, User, UTCDateTime, utcnow
+from passgate.accounting.rows import LIMITS, USAGE_FIELDS, Record, clean
+from passgate.storage.models import EndUser, Key, SpendLog, Team, User, UTCDateTime
 
 # Rows per statement at most, a power of two. Each statement is a thread hop (aiosqlite) or
 # a round trip (asyncpg) that waits for a turn of a busy event loop: with 100-row chunks the
 # writer fell behind at ~2,000 rows/s under load and its queue grew without bound.
 CHUNK = 256
 
-Row = dict[str, Any]
+Values = list[Any]  # a row's driver values, in ``COLUMNS`` order
 Convert = Callable[[Any], Any]
 Statement = tuple[str, tuple[Any, ...]]  # SQL for exec_driver_sql, positional parameters
 
 _TABLE = cast(Table, SpendLog.__table__)
-_OWNERS = (  # (table, its id column, the row field naming the owner) of a running total
+_OWNERS = (  # (table, its id column, the spend_logs column naming the owner) of a total
     (Key.__tablename__, "token", "token"),
     (User.__tablename__, "user_id", "user_id"),
     (Team.__tablename__, "team_id", "team_id"),
 )
+_TAG_MAX = 256
 _END_USERS = EndUser.__tablename__
 COLUMNS: tuple[str, ...] = tuple(column.name for column in _TABLE.columns)
 _CONFLICT = "call_id"
@@ -62,46 +70,48 @@ _PG_CASTS = {"int": "::int8", "json": "::json"}
 
 
 class RowError(ValueError):
-    """A row that cannot become driver values (a naive datetime, a missing column)."""
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is UTC:
-        return value
-    if value.utcoffset() is None:
-        raise ValueError("naive datetime given to a UTC column")
-    return value.astimezone(UTC)
+    """A call record that cannot become driver values (a value of the wrong kind)."""
 
 
 class SqliteClock:
-    """SQLAlchemy's SQLite DATETIME text, ``YYYY-MM-DD HH:MM:SS.ffffff``, of UTC datetimes.
+    """SQLAlchemy's SQLite DATETIME text, ``YYYY-MM-DD HH:MM:SS.ffffff``, of the UTC time of
+    seconds since the epoch: the text of ``datetime.fromtimestamp(t, UTC)``.
 
-    ``isoformat`` is most of what a row costs to convert (~14,000 instructions each, three
-    per row: counted with callgrind); a row's times and a batch's rows share their second,
-    so the text up to it is kept per second and only the microseconds are formatted
-    (~6,800). The memo is cleared when full: it stays small whatever the load.
+    A row's times and a batch's rows share their second, so the text up to it is kept per
+    second and only the microseconds are formatted; they are rounded as ``fromtimestamp``
+    rounds them (half to even, carrying into the second). The memo is cleared when full: it
+    stays small whatever the load.
     """
 
     __slots__ = ("_seconds",)
     MEMO = 4096
 
     def __init__(self) -> None:
-        self._seconds: dict[tuple[int, ...], str] = {}
+        self._seconds: dict[int, str] = {}
 
-    def __call__(self, value: datetime | None) -> str | None:
-        """The text of ``value`` (None stays None); a naive datetime raises ``ValueError``."""
-        if value is None:
-            return None
-        if value.tzinfo is not UTC:
-            value = cast(datetime, _utc(value))
-        key = (value.year, value.month, value.day, value.hour, value.minute, value.second)
-        prefix = self._seconds.get(key)
+    def __call__(self, timestamp: float) -> str:
+        """The text of ``timestamp``; ``TypeError`` when it is not a number."""
+        fraction, whole = math.modf(timestamp)
+        micro = round(fraction * 1e6)
+        second = int(whole)
+        if micro >= 1_000_000:
+            second += 1
+            micro -= 1_000_000
+        elif micro < 0:
+            second -= 1
+            micro += 1_000_000
+        prefix = self._seconds.get(second)
         if prefix is None:
             if len(self._seconds) >= self.MEMO:
                 self._seconds.clear()
-            prefix = self._seconds[key] = value.isoformat(" ", "seconds")[:19]
+            prefix = datetime.fromtimestamp(second, UTC).isoformat(" ", "seconds")[:19]
+            self._seconds[second] = prefix
         # %-formatting: 3,000 instructions here against 3,600 for the f-string
-        return "%s.%06d" % (prefix, value.microsecond)  # noqa: UP031
+        return "%s.%06d" % (prefix, micro)  # noqa: UP031
+
+
+def _aware(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _json(value: Any) -> str:
@@ -126,26 +136,125 @@ def _kind(name: str) -> str:
 
 
 _KINDS = {name: _kind(name) for name in COLUMNS}
+# The columns in the order ``_record_values`` gives their values: a column added to the
+# model must be added there too, or importing this module fails here.
+_STORED = (
+    "call_id",
+    "request_id",
+    "start_time",
+    "first_byte_time",
+    "end_time",
+    "token",
+    "key_alias",
+    "user_id",
+    "team_id",
+    "end_user",
+    "method",
+    "route",
+    "upstream_path",
+    "model",
+    "stream",
+    "status",
+    *USAGE_FIELDS,
+    "cost",
+    "latency_ms",
+    "ttfb_ms",
+    "upstream_request_id",
+    "error",
+    "interrupted",
+    "tags",
+)
+if _STORED != COLUMNS:
+    raise RuntimeError(f"spend_sql stores {_STORED}, the spend_logs table has {COLUMNS}")
+_OWNER_INDEX = {name: COLUMNS.index(name) for name in ("token", "user_id", "team_id", "end_user")}
+_COST = COLUMNS.index("cost")
+_CALL_ID = COLUMNS.index("call_id")
 
 
-def _row_values(time: Convert, flag: Convert | None = None) -> Callable[[Row], list[Any]]:
-    """A function from a row to its driver values in ``COLUMNS`` order, timestamps through
-    ``time`` and booleans through ``flag`` when given; it raises ``RowError`` for a row that
-    cannot be converted."""
-    get = itemgetter(*COLUMNS)
-    kinds = {"time": time, "json": _json}
-    if flag is not None:
-        kinds["bool"] = flag
-    steps = [(i, kinds[_KINDS[name]]) for i, name in enumerate(COLUMNS) if _KINDS[name] in kinds]
+def _tags(tags: Any) -> str:
+    if not tags:
+        return _EMPTY_JSON
+    return json.dumps([tag for tag in (clean(t, _TAG_MAX) for t in tags) if tag])
 
-    def values(row: Row) -> list[Any]:
+
+def _record_values(clock: Convert, flag: Convert) -> Callable[[Record], list[Any]]:
+    """A function from a call record (``rows.RECORD_FIELDS``) to its driver values in
+    ``COLUMNS`` order: the row ``rows.row_from_record`` makes, in the form the column types
+    store (times through ``clock``, booleans through ``flag``, tags as JSON text), in one
+    pass; it raises ``RowError`` for a record that cannot be converted."""
+    cut = LIMITS
+    request_max, alias_max, user_max = cut["request_id"], cut["key_alias"], cut["user_id"]
+    team_max, end_user_max, method_max = cut["team_id"], cut["end_user"], cut["method"]
+    model_max, upstream_id_max = cut["model"], cut["upstream_request_id"]
+
+    def values(record: Record) -> list[Any]:
         try:
-            found = list(get(row))
-            for index, convert in steps:
-                found[index] = convert(found[index])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            (
+                call_id,
+                request_id,
+                start,
+                ttfb,
+                duration,
+                token,
+                key_alias,
+                user_id,
+                team_id,
+                end_user,
+                method,
+                route,
+                upstream_path,
+                model,
+                stream,
+                status,
+                prompt_tokens,
+                completion_tokens,
+                cached_tokens,
+                total_tokens,
+                pages,
+                annotated_pages,
+                audio_seconds,
+                characters,
+                cost,
+                upstream_request_id,
+                error,
+                interrupted,
+                tags,
+            ) = record
+            return [
+                call_id,
+                clean(request_id, request_max),
+                clock(start),
+                None if ttfb is None else clock(start + ttfb),
+                None if duration is None else clock(start + duration),
+                token,
+                clean(key_alias, alias_max),
+                clean(user_id, user_max),
+                clean(team_id, team_max),
+                clean(end_user, end_user_max),
+                clean(method, method_max),
+                clean(route),
+                clean(upstream_path),
+                clean(model, model_max),
+                flag(stream),
+                status,
+                prompt_tokens,
+                completion_tokens,
+                cached_tokens,
+                total_tokens,
+                pages,
+                annotated_pages,
+                audio_seconds,
+                characters,
+                cost,
+                None if duration is None else duration * 1000.0,
+                None if ttfb is None else ttfb * 1000.0,
+                clean(upstream_request_id, upstream_id_max),
+                clean(error),
+                flag(interrupted),
+                _tags(tags),
+            ]
+        except (TypeError, ValueError, OverflowError, OSError) as exc:
             raise RowError(f"{type(exc).__name__}: {exc}") from exc
-        return found
 
     return values
 
@@ -161,15 +270,22 @@ def sizes(count: int) -> Iterator[int]:
         yield size
 
 
-def owner_sums(rows: Sequence[Row], field: str) -> list[tuple[str, float]]:
-    """(owner, cost of its rows) for each owner named in ``field`` whose rows cost something,
-    sorted by owner: a fixed order takes row locks in the same order in every process."""
+def owner_sums(rows: Sequence[Values], field: str) -> list[tuple[str, float]]:
+    """(owner, cost of its rows) for each owner named in the column ``field`` of stored
+    values whose rows cost something, sorted by owner: a fixed order takes row locks in the
+    same order in every process."""
+    index = _OWNER_INDEX[field]
     sums: dict[str, float] = {}
     for row in rows:
-        owner, cost = row[field], row["cost"]
+        owner, cost = row[index], row[_COST]
         if owner and cost:
             sums[owner] = sums.get(owner, 0.0) + cost
     return sorted(sums.items())
+
+
+def call_id_of(values: Values) -> Any:
+    """The call id among a row's driver values."""
+    return values[_CALL_ID]
 
 
 class SpendStatements:
@@ -179,10 +295,10 @@ class SpendStatements:
         if dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(f"spend rows cannot be written to {dialect.name}")
         self._postgres = dialect.name == "postgresql"
-        self._time: Convert = _utc if self._postgres else SqliteClock()
+        self._time: Convert = _aware if self._postgres else SqliteClock()
         # sqlite3 binds exact ints, floats and strings directly; a bool (or None) goes
         # through its adaptation look-ups, ~0.3 µs each. SQLite stores booleans as 0 / 1.
-        self._values = _row_values(self._time, None if self._postgres else int)
+        self._values = _record_values(self._time, bool if self._postgres else int)
         self._sql: dict[tuple[int, bool], str] = {}
         # sqlite3 reports how many rows an INSERT stored; asyncpg's row count through
         # SQLAlchemy is not relied on, so PostgreSQL always asks with RETURNING
@@ -237,23 +353,30 @@ class SpendStatements:
             self._sql[rows, returning] = sql
         return sql
 
-    def insert(self, rows: Sequence[Row], returning: bool = True) -> Iterator[Statement]:
-        """The INSERT of ``rows`` in chunks, ``ON CONFLICT (call_id) DO NOTHING``, with
+    def insert(
+        self, records: Sequence[Record], returning: bool = True, into: list[Values] | None = None
+    ) -> Iterator[Statement]:
+        """The INSERT of call records in chunks, ``ON CONFLICT (call_id) DO NOTHING``, with
         ``RETURNING call_id`` (which rows were new) unless ``returning`` is false: (SQL,
-        parameters) for ``exec_driver_sql``, each built only when it is reached; raises
-        ``RowError`` for a row that cannot be stored."""
+        parameters) for ``exec_driver_sql``, each built only when it is reached; each
+        record's driver values are appended to ``into`` when given. Raises ``RowError`` for
+        a record that cannot be stored."""
         start = 0
         values = self._values
-        for size in sizes(len(rows)):
+        for size in sizes(len(records)):
             params: list[Any] = []
-            for row in rows[start : start + size]:
-                params += values(row)
+            for record in records[start : start + size]:
+                found = values(record)
+                params += found
+                if into is not None:
+                    into.append(found)
             start += size
             yield self.insert_sql(size, returning), tuple(params)
 
-    def totals(self, rows: Sequence[Row]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """(SQL, parameter sets) adding the rows' costs to their key, user, team and end-user
-        totals; an end user seen for the first time is created with its spend."""
+    def totals(self, rows: Sequence[Values]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """(SQL, parameter sets) adding the costs of stored rows (their driver values) to
+        their key, user, team and end-user totals; an end user seen for the first time is
+        created with its spend."""
         found: list[tuple[str, list[tuple[Any, ...]]]] = []
         for sql, field in self._updates:
             sums = owner_sums(rows, field)
@@ -261,7 +384,7 @@ class SpendStatements:
                 found.append((sql, [(cost, owner) for owner, cost in sums]))
         sums = owner_sums(rows, "end_user")
         if sums:
-            now = self._time(utcnow())
+            now = self._time(time.time())
             new = [(owner, cost, False, _EMPTY_OBJECT_JSON, now) for owner, cost in sums]
             found.append((self._end_users, new))
         return found

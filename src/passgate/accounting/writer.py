@@ -38,8 +38,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from passgate.accounting.rows import spend_row
-from passgate.accounting.spend_sql import RowError, SpendStatements
+from passgate.accounting.rows import Record, call_record, row_from_record
+from passgate.accounting.spend_sql import RowError, SpendStatements, Values, call_id_of
 from passgate.config import Settings
 from passgate.exchange import Exchange
 from passgate.storage.db import sqlite_file_twin
@@ -47,7 +47,8 @@ from passgate.storage.db import sqlite_file_twin
 log = logging.getLogger("passgate.accounting")
 
 Row = dict[str, Any]
-# gets the rows a committed batch inserted, without the key hash id (``token``)
+# gets the rows a committed batch inserted (``row_from_record``), without the key hash id
+# (``token``)
 BatchListener = Callable[[list[Row]], object]
 
 _FIRST_BACKOFF = 0.05
@@ -55,6 +56,10 @@ _FIRST_BACKOFF = 0.05
 # of range, a string too long) and integrity constraint violation
 _REFUSED_SQLSTATES = ("22", "23")
 _OVERFLOW_LOG_EVERY = 10.0  # seconds between two overflow log lines
+
+
+def _request_id(record: Record) -> object:
+    return record[1] if len(record) > 1 else None
 
 
 def _reason(exc: BaseException) -> str:
@@ -113,7 +118,7 @@ class SpendWriter:
             if self._blocking and not inline
             else None
         )
-        self._pending: deque[Row] = deque()
+        self._pending: deque[Record] = deque()
         self._inflight = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -163,15 +168,16 @@ class SpendWriter:
         self._listeners.append(listener)
 
     async def finished(self, ex: Exchange) -> None:
-        """Queue the call's row; never waits."""
-        self.enqueue(spend_row(ex))
+        """Queue the call's record; never waits."""
+        self.enqueue(call_record(ex))
 
-    def enqueue(self, row: Row) -> None:
-        """Queue one row; when the queue is full (or the writer stopped) count and log it."""
+    def enqueue(self, record: Record) -> None:
+        """Queue one call record (``rows.call_record``; its call id a string); when the
+        queue is full (or the writer stopped) count and log it."""
         if self._closed or len(self._pending) >= self.queue_max:
             self._overflow()
             return
-        self._pending.append(row)
+        self._pending.append(record)
         self._idle.clear()
         if len(self._pending) >= self.batch_size:
             self._wake.set()
@@ -254,7 +260,7 @@ class SpendWriter:
                     self._pending.extendleft(reversed(batch))
         self._idle.set()
 
-    async def _store(self, batch: list[Row]) -> None:
+    async def _store(self, batch: list[Record]) -> None:
         """Write a batch, waiting out outages; split it to isolate rows the database refuses."""
         delay = _FIRST_BACKOFF
         while True:
@@ -276,7 +282,7 @@ class SpendWriter:
                     self.rejected += 1
                     log.error(
                         "spend row %s refused by the database (%s); skipped",
-                        batch[0].get("request_id"),
+                        _request_id(batch[0]),
                         type(getattr(exc, "orig", exc)).__name__,
                     )
                     return
@@ -289,11 +295,12 @@ class SpendWriter:
             self._notify(inserted)
             return
 
-    async def _write(self, batch: Sequence[Row]) -> list[Row]:
-        """One transaction: insert the new rows, add their cost to the totals."""
-        first: dict[str, Row] = {}
-        for row in batch:
-            first.setdefault(row["call_id"], row)
+    async def _write(self, batch: Sequence[Record]) -> list[Record]:
+        """One transaction: insert the new rows, add their cost to the totals; the records
+        inserted."""
+        first: dict[str, Record] = {}
+        for record in batch:
+            first.setdefault(record[0], record)
         unique = list(first.values())
         if self._blocking is not None:
             if self._thread is None:
@@ -307,7 +314,7 @@ class SpendWriter:
             # each statement's await hands the loop back while the database works
             return await conn.run_sync(self._transaction, unique)
 
-    def _write_blocking(self, engine: Engine, unique: Sequence[Row]) -> list[Row]:
+    def _write_blocking(self, engine: Engine, unique: Sequence[Record]) -> list[Record]:
         try:
             with engine.begin() as conn:
                 return self._transaction(conn, unique, counted=self._sql.counts_rows)
@@ -316,38 +323,45 @@ class SpendWriter:
                 return self._transaction(conn, unique)
 
     def _transaction(
-        self, conn: Connection, unique: Sequence[Row], counted: bool = False
-    ) -> list[Row]:
-        """Insert the new rows and add their cost to the totals; the rows inserted.
+        self, conn: Connection, unique: Sequence[Record], counted: bool = False
+    ) -> list[Record]:
+        """Insert the new rows and add their cost to the totals; the records inserted.
 
         ``counted``: insert without RETURNING and check the count instead (SQLite: fetching
         a returned id per row cost ~1 µs of the ~10 a row takes); when some rows turn out to
         be stored already, raise ``_AlreadyStored`` to roll back and redo with RETURNING.
         """
+        values: list[Values] = []
         if counted:
             count = 0
-            for sql, params in self._sql.insert(unique, returning=False):
+            for sql, params in self._sql.insert(unique, returning=False, into=values):
                 count += conn.exec_driver_sql(sql, params).rowcount
             if count != len(unique):
                 raise _AlreadyStored
             inserted = list(unique)
         else:
             stored: set[str] = set()
-            for sql, params in self._sql.insert(unique):
+            for sql, params in self._sql.insert(unique, into=values):
                 stored.update(conn.exec_driver_sql(sql, params).scalars())
-            inserted = [row for row in unique if row["call_id"] in stored]
-        for sql, param_sets in self._sql.totals(inserted):
+            pairs = [
+                (record, row)
+                for record, row in zip(unique, values, strict=True)
+                if call_id_of(row) in stored
+            ]
+            inserted = [record for record, _ in pairs]
+            values = [row for _, row in pairs]
+        for sql, param_sets in self._sql.totals(values):
             conn.exec_driver_sql(sql, param_sets)
         return inserted
 
-    def _notify(self, rows: Sequence[Row]) -> None:
-        if not rows or not self._listeners:
+    def _notify(self, records: Sequence[Record]) -> None:
+        if not records or not self._listeners:
             return
         public = []
-        for row in rows:
-            copy = dict(row)
-            copy.pop("token", None)
-            public.append(copy)
+        for record in records:
+            row = row_from_record(record)  # converted once already: it cannot fail now
+            del row["token"]
+            public.append(row)
         for listener in self._listeners:
             try:
                 listener(public)
