@@ -13,6 +13,7 @@ from passgate.accounting.usage import (
     JsonUsageReader,
     model_from,
     scan_usage,
+    token_usage,
     usage_from,
 )
 from passgate.exchange import Usage
@@ -176,6 +177,26 @@ def test_a_truncated_body_salvages_a_complete_usage_object() -> None:
 def test_absurd_numbers_are_not_usage() -> None:
     assert usage_from({"usage": {"prompt_tokens": 10**400, "total_tokens": float("inf")}}) is None
     assert usage_from({"usage": {"prompt_audio_seconds": float("nan")}}) is None
+
+
+THREE_COUNTS = [
+    {"prompt_tokens": 12, "completion_tokens": 24, "total_tokens": 36},
+    {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    {"prompt_tokens": 2**31 - 1, "completion_tokens": 1, "total_tokens": 2**31},
+    {"prompt_tokens": -1, "completion_tokens": 2, "total_tokens": 1},
+    {"prompt_tokens": True, "completion_tokens": 2, "total_tokens": 3},
+    {"prompt_tokens": 1.0, "completion_tokens": 2, "total_tokens": 3},
+    {"prompt_tokens": None, "completion_tokens": 2, "total_tokens": 3},
+    {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+    {"prompt_tokens": 1, "num_cached_tokens": 1, "total_tokens": 3},
+    {"prompt_tokens": 1, "completion_tokens": 2, "prompt_audio_seconds": 3},
+]
+
+
+@pytest.mark.parametrize("usage", THREE_COUNTS)
+def test_three_key_usage_reads_as_the_general_path_reads_it(usage: dict[str, Any]) -> None:
+    # a fourth key that names nothing sends the same counts down the general path
+    assert token_usage(usage) == token_usage({**usage, "request_count": None})
 
 
 def test_usage_from_and_model_from_on_parsed_objects() -> None:

@@ -63,6 +63,21 @@ def token_usage(usage: Any) -> Usage | None:
     """A ``usage`` object (chat, FIM, embeddings, conversations, transcription, responses)."""
     if not isinstance(usage, dict):
         return None
+    if len(usage) == 3:
+        # Most answers (chat, FIM, embeddings): three counts and nothing else, so nothing
+        # cached and no audio. Read at once: the general path below costs ~3.5 µs of it.
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
+        total = usage.get("total_tokens")
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and type(total) is int
+            and 0 <= prompt <= MAX_COUNT
+            and 0 <= completion <= MAX_COUNT
+            and 0 <= total <= MAX_COUNT
+        ):
+            return Usage(prompt, completion, None, total)
     prompt = _count(usage.get("prompt_tokens"))
     if prompt is None:
         prompt = _count(usage.get("input_tokens"))
