@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from passgate.accounting.rows import access_fields_of, call_record, end_time
 from passgate.auth.principal import Principal
 from passgate.config import load_settings
 from passgate.exchange import Exchange, Usage
@@ -207,3 +208,61 @@ def test_log_requests_false_disables_the_access_log() -> None:
     assert quiet.request_logger is None
     assert not any(isinstance(o, RequestLogger) for o in quiet.observers)
     assert any(isinstance(o, RequestLogger) for o in loud.observers)
+
+
+def early_refusal() -> Exchange:
+    """A call refused before the upstream: no principal, model, usage or first byte."""
+    ex = Exchange(
+        request_id="req-401",
+        method="POST",
+        route="/mistral/v1/ocr",
+        upstream_path="/v1/ocr",
+        provider="mistral",
+        start_time=1_700_000_001.5,
+        start=20.0,
+    )
+    ex.status, ex.error, ex.end = 401, "invalid key", 20.0004
+    return ex
+
+
+@pytest.mark.parametrize(
+    "ex",
+    [
+        make_exchange("req-1"),
+        make_exchange("req-2", error="upstream closed the stream"),
+        early_refusal(),
+    ],
+    ids=["priced", "interrupted", "refused"],
+)
+def test_a_call_record_gives_the_access_fields_of_its_call(ex: Exchange) -> None:
+    # the spend-writer process writes the line from the record a worker sends
+    assert access_fields_of(call_record(ex)) == access_fields(ex)
+    assert list(access_fields_of(call_record(ex))) == list(access_fields(ex))
+
+
+def test_a_record_ends_when_its_call_ended() -> None:
+    ex = make_exchange("req-1")
+    assert end_time(call_record(ex)) == pytest.approx(1_700_000_000.25)
+    ex.end = None
+    assert end_time(call_record(ex)) is None
+
+
+@pytest.mark.parametrize("sole_handler", [True, False], ids=["sole handler", "handler chain"])
+async def test_a_line_logged_for_a_past_moment_carries_that_time(
+    capsys: pytest.CaptureFixture[str], sole_handler: bool
+) -> None:
+    configure_logging("info", secrets=[PROVIDER_KEY])
+    logger = logging.getLogger("passgate.access")
+    if not sole_handler:
+        logger.addFilter(lambda record: True)
+    try:
+        RequestLogger().log(access_fields(make_exchange("req-1")), 1_700_000_000.25)
+        RequestLogger().log({"request_id": "now"})
+    finally:
+        for kept in list(logger.filters):
+            logger.removeFilter(kept)
+    shutdown_logging()
+    lines = json_lines(capsys.readouterr().err)
+    assert [line["request_id"] for line in lines] == ["req-1", "now"]
+    assert lines[0]["time"] == "2023-11-14T22:13:20.250Z"
+    assert lines[1]["time"] > "2026-"

@@ -124,7 +124,7 @@ def test_a_line_that_is_not_a_row_is_a_value_error(line: bytes) -> None:
 @asynccontextmanager
 async def receiving(path: Path, linger: float = 5.0) -> AsyncIterator[tuple[Rows, Receiver]]:
     rows = Rows()
-    receiver = Receiver(rows)  # type: ignore[arg-type]
+    receiver = Receiver([rows.enqueue])
     server = await asyncio.start_unix_server(receiver.handle, path=str(path))
     try:
         yield rows, receiver
@@ -232,7 +232,7 @@ def test_a_record_names_each_value_in_record_fields_order() -> None:
         audio_seconds=7.5,
         characters=8,
     )
-    ex = exchange(usage=usage)
+    ex = exchange(usage=usage, bytes_in=123, bytes_out=456)
     named = dict(zip(RECORD_FIELDS, call_record(ex), strict=True))
     for name in USAGE_FIELDS:
         assert named[name] == getattr(usage, name), name
@@ -242,3 +242,20 @@ def test_a_record_names_each_value_in_record_fields_order() -> None:
         ex.cost,
     )
     assert named["start_time"] == ex.start_time and named["tags"] == ex.tags
+    assert (named["bytes_in"], named["bytes_out"]) == (ex.bytes_in, ex.bytes_out)
+
+
+async def test_every_consumer_gets_every_record_in_order(tmp_path: Path) -> None:
+    first, second = Rows(), Rows()
+    receiver = Receiver([first.enqueue, second.enqueue])
+    server = await asyncio.start_unix_server(receiver.handle, path=str(tmp_path / "s.sock"))
+    forwarder = SpendForwarder(str(tmp_path / "s.sock"), linger=0.001)
+    await forwarder.start()
+    for number in range(5):
+        await forwarder.finished(exchange(number))
+    await forwarder.stop()
+    server.close()
+    await receiver.drain(5.0)
+    expected = [f"req-{number}" for number in range(5)]
+    assert [row["request_id"] for row in first.rows] == expected
+    assert first.records == second.records

@@ -56,6 +56,8 @@ RECORD_FIELDS = (
     "error",
     "interrupted",
     "tags",
+    "bytes_in",  # not stored: the access line's
+    "bytes_out",
 )
 Record = list[Any]
 
@@ -95,6 +97,8 @@ def call_record(ex: Exchange) -> Record:
         ex.error,
         ex.interrupted,
         ex.tags,
+        ex.bytes_in,
+        ex.bytes_out,
     ]
 
 
@@ -140,6 +144,8 @@ def row_from_record(record: Record) -> dict[str, Any]:
         error,
         interrupted,
         tags,
+        _bytes_in,
+        _bytes_out,
     ) = record
     start = datetime.fromtimestamp(start_time, UTC)
     limits = LIMITS
@@ -176,6 +182,56 @@ def row_from_record(record: Record) -> dict[str, Any]:
         "interrupted": interrupted,
         "tags": [tag for tag in (clean(t, 256) for t in tags) if tag] if tags else [],
     }
+
+
+# The access line's fields read straight from a record, in the line's order (see
+# ``observability.logs.access_fields``, which gives the same fields of an Exchange).
+_ACCESS_AT = tuple(
+    (name, RECORD_FIELDS.index(source))
+    for name, source in (
+        ("request_id", "request_id"),
+        ("method", "method"),
+        ("route", "route"),
+        ("upstream_path", "upstream_path"),
+        ("status", "status"),
+        ("model", "model"),
+        ("stream", "stream"),
+        ("latency_ms", "duration"),
+        ("ttfb_ms", "ttfb"),
+        ("bytes_in", "bytes_in"),
+        ("bytes_out", "bytes_out"),
+        ("prompt_tokens", "prompt_tokens"),
+        ("completion_tokens", "completion_tokens"),
+        ("end_user", "end_user"),
+        ("key_alias", "key_alias"),
+        ("user_id", "user_id"),
+        ("team_id", "team_id"),
+        ("cost", "cost"),
+        ("interrupted", "interrupted"),
+        ("error", "error"),
+        ("upstream_request_id", "upstream_request_id"),
+    )
+)
+_SECONDS_AS_MS = frozenset({"latency_ms", "ttfb_ms"})
+_START_AT = RECORD_FIELDS.index("start_time")
+_DURATION_AT = RECORD_FIELDS.index("duration")
+
+
+def access_fields_of(record: Record) -> dict[str, Any]:
+    """The access line's fields of a call record: those ``logs.access_fields`` gives its call."""
+    fields: dict[str, Any] = {}
+    for name, at in _ACCESS_AT:
+        value = record[at]
+        if name in _SECONDS_AS_MS and value is not None:
+            value = round(value * 1000.0, 3)
+        fields[name] = value
+    return fields
+
+
+def end_time(record: Record) -> float | None:
+    """When the call's last byte went out (seconds since the epoch), when it is known."""
+    duration = record[_DURATION_AT]
+    return None if duration is None else record[_START_AT] + duration
 
 
 def spend_row(ex: Exchange) -> dict[str, Any]:

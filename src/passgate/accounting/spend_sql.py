@@ -219,6 +219,8 @@ def _record_values(clock: Convert, flag: Convert) -> Callable[[Record], list[Any
                 error,
                 interrupted,
                 tags,
+                _bytes_in,  # the access line's, not stored
+                _bytes_out,
             ) = record
             return [
                 call_id,

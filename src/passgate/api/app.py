@@ -71,9 +71,9 @@ def build_app(
 ) -> Gateway:
     """Wire every part of the gateway described by ``settings``, with ``tracing`` if given.
 
-    With ``spend_socket`` (a server worker) spend rows go to the instance's spend-writer
-    process, which also feeds the webhook; without it (tests, embedding) this app writes
-    them itself.
+    With ``spend_socket`` (a server worker) each call's record goes to the instance's
+    spend-writer process, which stores the spend row, feeds the webhook and writes the
+    access line; without it (tests, embedding) this app does all three itself.
 
     The database must be at the newest schema already (``passgate`` migrates it before
     starting workers). Components start in list order and stop in reverse: the database
@@ -87,7 +87,10 @@ def build_app(
         if spend_socket and settings.accounting
         else None
     )
-    observability = Observability(settings, tracing=tracing, webhook=forwarder is None)
+    # With a forwarder, the spend-writer process writes the access lines and feeds the webhook.
+    observability = Observability(
+        settings, tracing=tracing, webhook=forwarder is None, access_log=forwarder is None
+    )
     catalog = load_catalog(settings.pricing)
     cache = KeyCache(KeyStateLoader(database.sessions), ttl=settings.key_cache_ttl)
     authenticator = KeyAuthenticator(master, cache)

@@ -71,9 +71,12 @@ class JsonFormatter(logging.Formatter):
             payload["stack"] = self.formatStack(record.stack_info)
         return self.redact(orjson.dumps(payload, default=str).decode())
 
-    def info_line(self, logger: str, message: str, fields: dict[str, Any]) -> str:
-        """The line ``format`` would give an INFO record logged now with these fields."""
-        now = time.time()
+    def info_line(
+        self, logger: str, message: str, fields: dict[str, Any], when: float | None = None
+    ) -> str:
+        """The line ``format`` would give an INFO record with these fields, logged at ``when``
+        (seconds since the epoch; now when None)."""
+        now = time.time() if when is None else when
         second = int(now)
         cached, text = self._second
         if cached != second:  # datetime formatting costs more than the rest of the line
@@ -195,9 +198,11 @@ class _BackgroundHandler(QueueHandler):
         self._writer: _LineWriter | None = writer
         self._formatter = writer.formatter
 
-    def info_line(self, logger: str, message: str, fields: dict[str, Any]) -> None:
+    def info_line(
+        self, logger: str, message: str, fields: dict[str, Any], when: float | None = None
+    ) -> None:
         """Queue the line an INFO record with these fields would give, without the record."""
-        self._records.put(self._formatter.info_line(logger, message, fields))
+        self._records.put(self._formatter.info_line(logger, message, fields, when))
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # The default prepare() formats on the calling thread (the event loop); the
@@ -272,7 +277,11 @@ def access_fields(ex: Exchange) -> dict[str, Any]:
 
 
 class RequestLogger:
-    """Observer: one JSON access line per pass-through call on the ``passgate.access`` logger."""
+    """Observer: one JSON access line per pass-through call on the ``passgate.access`` logger.
+
+    Under ``passgate`` with accounting on a worker has none: it sends each call's record to
+    its instance's spend-writer process anyway, which writes the line (``log``) from it.
+    """
 
     __slots__ = ("_logger",)
 
@@ -281,6 +290,11 @@ class RequestLogger:
 
     async def finished(self, ex: Exchange) -> None:
         """Enqueue the access line; writing happens off the event loop."""
+        self.log(access_fields(ex))
+
+    def log(self, fields: dict[str, Any], when: float | None = None) -> None:
+        """Enqueue the access line of a call with these fields that ended at ``when`` (now
+        when None)."""
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return
@@ -288,19 +302,14 @@ class RequestLogger:
         if sink is not None:
             # The production set-up: a LogRecord, the handler chain and formatting on the
             # writer thread cost ~3x this line built here (and the thread's GIL time).
-            sink.info_line(logger.name, "request", access_fields(ex))
+            sink.info_line(logger.name, "request", fields, when)
             return
         # makeRecord + handle skips Logger._log's caller lookup (a stack walk) per call.
         record = logger.makeRecord(
-            logger.name,
-            logging.INFO,
-            "",
-            0,
-            "request",
-            (),
-            None,
-            extra={"fields": access_fields(ex)},
+            logger.name, logging.INFO, "", 0, "request", (), None, extra={"fields": fields}
         )
+        if when is not None:
+            record.created = when
         logger.handle(record)
 
 

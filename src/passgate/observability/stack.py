@@ -32,11 +32,17 @@ class Observability:
     """Access log, metrics, tracing and webhook of one gateway."""
 
     def __init__(
-        self, settings: Settings, *, tracing: Tracer | None = None, webhook: bool = True
+        self,
+        settings: Settings,
+        *,
+        tracing: Tracer | None = None,
+        webhook: bool = True,
+        access_log: bool = True,
     ) -> None:
-        """``webhook=False``: another process delivers this gateway's spend rows to it."""
+        """``webhook=False`` / ``access_log=False``: another process delivers this gateway's
+        spend rows to the webhook / writes its access lines."""
         self.metrics = Metrics()
-        self.request_logger = RequestLogger() if settings.log_requests else None
+        self.request_logger = RequestLogger() if settings.log_requests and access_log else None
         self.tracing = tracing
         self.webhook = WebhookExporter.from_settings(settings) if webhook else None
         if self.webhook is not None:
