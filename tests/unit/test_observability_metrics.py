@@ -5,12 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from passgate.auth.principal import MASTER, Principal
 from passgate.exchange import Exchange, Usage
-from passgate.observability.metrics import CappedLabel, Metrics, status_class
+from passgate.observability.metrics import (
+    LATENCY_BUCKETS,
+    OVERHEAD_BUCKETS,
+    CappedLabel,
+    HistogramTable,
+    Metrics,
+    status_class,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -209,3 +217,40 @@ async def test_redis_bypass_counter_and_queue_gauge() -> None:
 async def test_process_metrics_are_in_the_app_registry() -> None:
     _, samples = await scrape(Metrics())
     assert any(name.startswith("process_") for name, _ in samples)
+
+
+def _histogram_samples(
+    registry: CollectorRegistry,
+) -> list[tuple[str, list[tuple[str, str]], float]]:
+    text = generate_latest(registry).decode()
+    return sorted(
+        (sample.name, sorted(sample.labels.items()), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    )
+
+
+@pytest.mark.parametrize("buckets", [LATENCY_BUCKETS, OVERHEAD_BUCKETS])
+def test_histogram_table_exports_what_prometheus_clients_histogram_does(
+    buckets: tuple[float, ...],
+) -> None:
+    # on a bound, between bounds, below the first, above the last, zero
+    values = [*buckets, *(b * 0.999 for b in buckets), buckets[0] / 10, buckets[-1] * 2, 0.0]
+    reference_registry = CollectorRegistry()
+    reference = Histogram(
+        "h", "doc", ("route_family",), buckets=buckets, registry=reference_registry
+    )
+    ours = HistogramTable("h", "doc", ("route_family",), buckets)
+    for index, value in enumerate(values):
+        family = ("chat", "ocr")[index % 2]
+        reference.labels(family).observe(value)
+        ours.observe((family,), value)
+    registry = CollectorRegistry()
+
+    class One:
+        def collect(self) -> Any:
+            yield ours.family()
+
+    registry.register(One())  # type: ignore[arg-type]
+    assert _histogram_samples(registry) == _histogram_samples(reference_registry)
