@@ -49,6 +49,7 @@ class Receiver:
         self._consumers = tuple(consumers)
         self._connections: set[asyncio.Task[None]] = set()
         self.bad_lines = 0
+        self.failures = 0  # records a consumer could not take (the others still got them)
 
     async def handle(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
         """One worker's connection, read to its end."""
@@ -82,7 +83,14 @@ class Receiver:
                 log.error("spend-writer process: not a spend row (%d bytes)", len(line))
             return
         for consume in self._consumers:
-            consume(record)
+            try:
+                consume(record)
+            except Exception as exc:
+                # decode() checked the record's shape, not every value: one odd value must
+                # cost its own line or row, never the rest of the worker's connection.
+                self.failures += 1
+                if self.failures <= _BAD_LINES_LOGGED:
+                    log.error("spend-writer process: a call record failed (%s)", type(exc).__name__)
 
     async def drain(self, seconds: float) -> None:
         """Wait until every open connection has ended (workers flush, then close); after

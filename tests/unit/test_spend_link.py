@@ -27,7 +27,8 @@ from passgate.accounting.rows import (
 from passgate.accounting.spend_link import SpendForwarder, decode, encode
 from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
-from passgate.spend_process import Receiver
+from passgate.observability.logs import RequestLogger
+from passgate.spend_process import Receiver, access_line_writer
 
 
 class Rows:
@@ -259,3 +260,21 @@ async def test_every_consumer_gets_every_record_in_order(tmp_path: Path) -> None
     expected = [f"req-{number}" for number in range(5)]
     assert [row["request_id"] for row in first.rows] == expected
     assert first.records == second.records
+
+
+async def test_a_record_one_consumer_fails_on_reaches_the_others(tmp_path: Path) -> None:
+    rows = Rows()
+    receiver = Receiver([access_line_writer(RequestLogger()), rows.enqueue])
+    path = str(tmp_path / "s.sock")
+    server = await asyncio.start_unix_server(receiver.handle, path=path)
+    odd = call_record(exchange(1))
+    odd[RECORD_FIELDS.index("duration")] = "soon"  # decode() lets it through; the line can't
+    _, stream = await asyncio.open_unix_connection(path)
+    stream.write(encode(odd) + encode(call_record(exchange(2))))
+    await stream.drain()
+    stream.close()
+    await eventually(lambda: len(rows.records) == 2)
+    server.close()
+    await receiver.drain(5.0)
+    assert [record[1] for record in rows.records] == ["req-1", "req-2"]
+    assert (receiver.failures, receiver.bad_lines) == (1, 0)
