@@ -16,22 +16,13 @@ import orjson
 import pytest
 
 from tests.conftest import MASTER_KEY, PROVIDER_KEY, GatewayFactory
+from tests.integration.test_e2e_spend import spend_env
 from tests.support.fake_mistral import FakeMistral
 from tests.support.gateway import GatewayProcess
 from tests.support.http import request
 
 CHAT = "/mistral/v1/chat/completions"
 CALLS = 12
-
-
-def env(upstream: FakeMistral, **extra: str) -> dict[str, str]:
-    return {
-        "MISTRAL_API_BASE": upstream.url,
-        "MISTRAL_API_KEY": PROVIDER_KEY,
-        "PASSGATE_MASTER_KEY": MASTER_KEY,
-        "PASSGATE_SPEND_FLUSH_INTERVAL": "0.05",
-        **extra,
-    }
 
 
 def chat(gateway: GatewayProcess, request_id: str, token: str = MASTER_KEY) -> int:
@@ -68,7 +59,7 @@ def run_calls(gateway: GatewayProcess) -> tuple[list[str], str]:
 def test_every_call_has_exactly_one_access_line(
     upstream: FakeMistral, start_gateway: GatewayFactory, accounting: str
 ) -> None:
-    gateway = start_gateway(env(upstream, PASSGATE_ACCOUNTING=accounting), workers=2)
+    gateway = start_gateway(spend_env(upstream, PASSGATE_ACCOUNTING=accounting), workers=2)
     ids, output = run_calls(gateway)
     lines = {line["request_id"]: line for line in access_lines(output)}
     assert sorted(lines) == sorted(ids), "a call logged twice or not at all"
@@ -93,7 +84,7 @@ def test_every_call_has_exactly_one_access_line(
 def test_no_access_line_when_the_log_is_off(
     upstream: FakeMistral, start_gateway: GatewayFactory
 ) -> None:
-    gateway = start_gateway(env(upstream, PASSGATE_LOG_REQUESTS="false"), workers=2)
+    gateway = start_gateway(spend_env(upstream, PASSGATE_LOG_REQUESTS="false"), workers=2)
     ids, output = run_calls(gateway)
     assert access_lines(output) == []
     assert ids[0] not in output
