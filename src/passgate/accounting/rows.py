@@ -187,7 +187,7 @@ def row_from_record(record: Record) -> dict[str, Any]:
 # The access line's fields read straight from a record, in the line's order (see
 # ``observability.logs.access_fields``, which gives the same fields of an Exchange).
 _ACCESS_AT = tuple(
-    (name, RECORD_FIELDS.index(source))
+    (name, RECORD_FIELDS.index(source), source in ("duration", "ttfb"))  # seconds, shown as ms
     for name, source in (
         ("request_id", "request_id"),
         ("method", "method"),
@@ -212,7 +212,6 @@ _ACCESS_AT = tuple(
         ("upstream_request_id", "upstream_request_id"),
     )
 )
-_SECONDS_AS_MS = frozenset({"latency_ms", "ttfb_ms"})
 _START_AT = RECORD_FIELDS.index("start_time")
 _DURATION_AT = RECORD_FIELDS.index("duration")
 
@@ -220,9 +219,9 @@ _DURATION_AT = RECORD_FIELDS.index("duration")
 def access_fields_of(record: Record) -> dict[str, Any]:
     """The access line's fields of a call record: those ``logs.access_fields`` gives its call."""
     fields: dict[str, Any] = {}
-    for name, at in _ACCESS_AT:
+    for name, at, as_ms in _ACCESS_AT:
         value = record[at]
-        if name in _SECONDS_AS_MS and value is not None:
+        if as_ms and value is not None:
             value = round(value * 1000.0, 3)
         fields[name] = value
     return fields
