@@ -155,3 +155,69 @@ async def test_an_outside_cancel_that_races_the_deadline_still_propagates() -> N
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+class _CountingTimers:
+    """Counts the timers a loop is asked for (``call_at`` and ``call_later``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        call_at, call_later = loop.call_at, loop.call_later
+
+        def counting_at(*args: object, **kwargs: object) -> asyncio.TimerHandle:
+            self.count += 1
+            return call_at(*args, **kwargs)  # type: ignore[arg-type]
+
+        def counting_later(*args: object, **kwargs: object) -> asyncio.TimerHandle:
+            self.count += 1
+            return call_later(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(loop, "call_at", counting_at)
+        monkeypatch.setattr(loop, "call_later", counting_later)
+
+
+async def test_a_call_that_ends_before_arm_after_sets_one_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timers = _CountingTimers(asyncio.get_running_loop(), monkeypatch)
+    watch = CallWatch(_current(), FakeClient().receive, arm_after=0.05, armable=False)
+    watch.deadline(600, FIRST_BYTE)  # the relay's first-byte deadline
+    watch.clear_deadline()
+    watch.body_read()
+    watch.deadline(300, IDLE)  # the response's read deadline
+    watch.clear_deadline()
+    watch.stop()
+    assert timers.count == 1
+
+
+async def test_after_arming_the_timer_moves_on_to_the_deadline() -> None:
+    client = FakeClient()
+    watch = CallWatch(_current(), client.receive, arm_after=0.01, armable=True)
+    watch.deadline(0.06, FIRST_BYTE)
+    await asyncio.sleep(0.03)
+    assert client.calls == 1  # armed at 0.01 s; the deadline is still to come
+    assert await _watched(watch, 5) == FIRST_BYTE
+
+
+async def test_a_stream_touched_past_arm_after_goes_idle_only_without_touches() -> None:
+    client = FakeClient()
+    watch = CallWatch(_current(), client.receive, arm_after=0.01, armable=True)
+    watch.idle_deadline(0.04)
+
+    async def stream() -> None:
+        for _ in range(5):  # 0.1 s in all, with a touch every 0.02 s
+            await asyncio.sleep(0.02)
+            watch.touch()
+        await asyncio.sleep(5)
+
+    started = asyncio.get_running_loop().time()
+    try:
+        await stream()
+        reason = None
+    except asyncio.CancelledError:
+        reason = watch.caught()
+    finally:
+        watch.stop()
+    assert reason == IDLE
+    assert client.calls == 1
+    assert asyncio.get_running_loop().time() - started >= 0.14  # 0.1 s of touches + 0.04 s
