@@ -131,12 +131,17 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _serve(settings: Settings) -> None:
+    serve(app_factory(settings), resolve_host(settings), settings.port, worker_count(settings))
+
+
+def serve(factory: str, host: str, port: int, workers: int) -> None:
+    """Run the app factory named by ``factory`` under uvicorn as passgate runs its own."""
     uvicorn.run(
-        app_factory(settings),
+        factory,
         factory=True,
-        host=resolve_host(settings),
-        port=settings.port,
-        workers=worker_count(settings),
+        host=host,
+        port=port,
+        workers=workers,
         loop="uvloop",
         http=HeadHoldingHttpToolsProtocol,  # uvicorn's httptools, one write per response
         lifespan="on",
