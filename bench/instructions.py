@@ -1,0 +1,118 @@
+"""Instructions a passgate worker executes per relayed call, counted by callgrind.
+
+    .venv/bin/python -m bench.instructions [--calls 300 1300] [--env KEY=VALUE ...]
+                                           [--pythonpath DIR]
+
+On this project's shared 2-core machines the same configuration's throughput moves by
+±20% from one round to the next, so a change worth 5% cannot be seen in seconds of wrk.
+Instruction counts do not move: this starts ``passgate --workers 1`` (the worker is the
+server process itself) under ``valgrind --tool=callgrind`` behind the nginx fake
+upstream, sends each number of ``--calls`` one after another on one keep-alive
+connection, and stops it. The difference between two runs' totals, divided by the
+difference in calls, is the instructions of one call with start-up and shutdown taken
+out. ``--pythonpath`` runs another tree of the package (a ``git worktree`` of an older
+commit) to compare two versions. The spend-writer process is not counted: this measures
+a worker.
+"""
+
+import argparse
+import http.client
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.gateways import MASTER_KEY, start_nginx
+from bench.nginx import upstream_config
+from bench.payloads import CHAT_REQUEST
+from bench.procs import BenchError, Services, ensure_tools, free_port, http_status
+
+CHAT = "/mistral/v1/chat/completions"
+# What ``passgate`` does before it becomes the server: the schema at head.
+_MIGRATE = "from passgate.cli import migrate; from passgate.config import load_settings; "
+_MIGRATE += "raise SystemExit(migrate(load_settings()))"
+_TOTALS = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
+
+
+def _calls(port: int, count: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"}
+    for _ in range(count):
+        connection.request("POST", CHAT, body=CHAT_REQUEST, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise BenchError(f"passgate answered {response.status}")
+    connection.close()
+
+
+def count(
+    services: Services, upstream: str, calls: int, env: dict[str, str], pythonpath: str | None
+) -> int:
+    """Instructions of one passgate worker's whole life, serving ``calls`` calls."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise BenchError("valgrind is not installed (apt-get install -y valgrind)")
+    port = free_port()
+    out = services.workdir / f"callgrind-{calls}-{port}.out"
+    argv = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
+    argv += [sys.executable, "-P", "-m", "passgate.server", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--workers", "1"]
+    full_env = {
+        "MISTRAL_API_BASE": upstream,
+        "MISTRAL_API_KEY": "x",
+        "PASSGATE_MASTER_KEY": MASTER_KEY,
+        "PASSGATE_DATA_DIR": str(services.workdir / f"data-{port}"),
+        "PASSGATE_LOG_REQUESTS": "false",
+        **env,
+    }
+    if pythonpath:
+        full_env["PYTHONPATH"] = pythonpath
+    url = f"http://127.0.0.1:{port}/health/readiness"
+    services.start(
+        f"migrate-{port}", [sys.executable, "-P", "-c", _MIGRATE], env=full_env
+    ).proc.wait(120)
+    gateway = services.start(
+        f"callgrind-{calls}", argv, env=full_env, ready=lambda: http_status(url) == 200, timeout=300
+    )
+    _calls(port, 20)  # warm-up: caches, the pool's first connection
+    _calls(port, calls)
+    services.stop(gateway)
+    match = _TOTALS.search(out.read_text(errors="replace")) if out.exists() else None
+    if match is None:
+        raise BenchError(f"no callgrind totals in {out}:\n{gateway.log_tail()}")
+    return int(match.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Count two runs, print the instructions per call."""
+    parser = argparse.ArgumentParser(description="instructions per relayed call (callgrind)")
+    parser.add_argument("--calls", type=int, nargs=2, default=[300, 1300])
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for passgate")
+    parser.add_argument("--pythonpath", help="another source tree of passgate to measure")
+    args = parser.parse_args(argv)
+    env = dict(pair.split("=", 1) for pair in args.env)
+    low, high = args.calls
+    with tempfile.TemporaryDirectory(prefix="passgate-instructions-") as workdir:
+        Path(workdir).chmod(0o755)  # nginx workers run as another user when started by root
+        services = Services(Path(workdir))
+        try:
+            tools = ensure_tools()
+            port = free_port()
+            start_nginx(services, tools["nginx"], "upstream", lambda p: upstream_config(p, port, 1))
+            upstream = f"http://127.0.0.1:{port}"
+            totals = {n: count(services, upstream, n, env, args.pythonpath) for n in (low, high)}
+        except BenchError as error:
+            print(f"bench.instructions: {error}", file=sys.stderr)
+            return 2
+        finally:
+            services.close()
+    per_call = (totals[high] - totals[low]) / (high - low)
+    print(f"{low} calls: {totals[low]:,} instructions; {high} calls: {totals[high]:,}")
+    print(f"per call: {per_call:,.0f} instructions (env {env or 'defaults'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
