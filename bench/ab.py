@@ -14,14 +14,12 @@ lands a slow moment on every variant alike; single runs compared across minutes 
 import argparse
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.gateways import MASTER_KEY, start_nginx, start_passgate
 from bench.load import Wrk
 from bench.nginx import upstream_config
-from bench.procs import BenchError, Services, ensure_tools, free_port
+from bench.procs import Services, ensure_tools, free_port, run_with_services
 
 CHAT = "/mistral/v1/chat/completions"
 
@@ -103,19 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     args = parser.parse_args(argv)
     variants = [parse_variant(text) for text in args.variants]
-    with tempfile.TemporaryDirectory(prefix="passgate-ab-") as workdir:
-        Path(workdir).chmod(0o755)  # nginx workers run as another user when started by root
-        services = Services(Path(workdir))
-        try:
-            lines = run(args, variants, services)
-        except BenchError as error:
-            print(f"bench.ab: {error}", file=sys.stderr)
-            return 2
-        finally:
-            services.close()
-    print()
-    print("\n".join(lines))
-    return 0
+    return run_with_services("ab", lambda services: run(args, variants, services))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ the medians; the differences between the rows are what each layer costs.
 import argparse
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 from bench.gateways import MASTER_KEY, start_nginx, start_passgate
 from bench.load import Wrk
 from bench.nginx import upstream_config
-from bench.procs import BenchError, Service, Services, ensure_tools, free_port, http_status
+from bench.procs import Service, Services, ensure_tools, free_port, http_status, run_with_services
 
 CHAT = "/mistral/v1/chat/completions"
 
@@ -124,19 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="passgate-floor-") as workdir:
-        Path(workdir).chmod(0o755)  # nginx workers run as another user when started by root
-        services = Services(Path(workdir))
-        try:
-            runs = run(args, services)
-        except BenchError as error:
-            print(f"bench.floor: {error}", file=sys.stderr)
-            return 2
-        finally:
-            services.close()
-    print()
-    print("\n".join(summary(runs)))
-    return 0
+    return run_with_services("floor", lambda services: summary(run(args, services)))
 
 
 if __name__ == "__main__":

@@ -20,13 +20,18 @@ import http.client
 import re
 import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 from bench.gateways import MASTER_KEY, start_nginx
 from bench.nginx import upstream_config
 from bench.payloads import CHAT_REQUEST
-from bench.procs import BenchError, Services, ensure_tools, free_port, http_status
+from bench.procs import (
+    BenchError,
+    Services,
+    ensure_tools,
+    free_port,
+    http_status,
+    run_with_services,
+)
 
 CHAT = "/mistral/v1/chat/completions"
 # What ``passgate`` does before it becomes the server: the schema at head.
@@ -97,24 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = dict(pair.split("=", 1) for pair in args.env)
     low, high = args.calls
-    with tempfile.TemporaryDirectory(prefix="passgate-instructions-") as workdir:
-        Path(workdir).chmod(0o755)  # nginx workers run as another user when started by root
-        services = Services(Path(workdir))
-        try:
-            tools = ensure_tools()
-            port = free_port()
-            start_nginx(services, tools["nginx"], "upstream", lambda p: upstream_config(p, port, 1))
-            upstream = f"http://127.0.0.1:{port}"
-            totals = {n: count(services, upstream, n, env, args.pythonpath) for n in (low, high)}
-        except BenchError as error:
-            print(f"bench.instructions: {error}", file=sys.stderr)
-            return 2
-        finally:
-            services.close()
-    per_call = (totals[high] - totals[low]) / (high - low)
-    print(f"{low} calls: {totals[low]:,} instructions; {high} calls: {totals[high]:,}")
-    print(f"per call: {per_call:,.0f} instructions (env {env or 'defaults'})")
-    return 0
+
+    def measure(services: Services) -> list[str]:
+        tools = ensure_tools()
+        port = free_port()
+        start_nginx(services, tools["nginx"], "upstream", lambda p: upstream_config(p, port, 1))
+        upstream = f"http://127.0.0.1:{port}"
+        totals = {n: count(services, upstream, n, env, args.pythonpath) for n in (low, high)}
+        per_call = (totals[high] - totals[low]) / (high - low)
+        return [
+            f"{low} calls: {totals[low]:,} instructions; {high} calls: {totals[high]:,}",
+            f"per call: {per_call:,.0f} instructions (env {env or 'defaults'})",
+        ]
+
+    return run_with_services("instructions", measure)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -215,3 +217,21 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, sum(size for _, size in self.service.rss()))
+
+
+def run_with_services(tool: str, body: Callable[[Services], list[str]]) -> int:
+    """Run ``body`` with its own Services in a fresh directory, stop them all, print its
+    lines (or the error, prefixed with ``tool``); the exit code."""
+    with tempfile.TemporaryDirectory(prefix=f"passgate-{tool}-") as workdir:
+        Path(workdir).chmod(0o755)  # nginx workers run as another user when started by root
+        services = Services(Path(workdir))
+        try:
+            lines = body(services)
+        except BenchError as error:
+            print(f"bench.{tool}: {error}", file=sys.stderr)
+            return 2
+        finally:
+            services.close()
+    print()
+    print("\n".join(lines))
+    return 0

@@ -32,9 +32,15 @@ def _current() -> asyncio.Task[object]:
     return task
 
 
-async def _watched(watch: CallWatch, seconds: float) -> str | None:
-    """Sleep inside the watched region; the reason the watch cancelled it, or None."""
+async def _watched(
+    watch: CallWatch, seconds: float, touches: int = 0, every: float = 0.0
+) -> str | None:
+    """Inside the watched region, touch the watch ``touches`` times ``every`` seconds apart,
+    then sleep ``seconds``; the reason the watch cancelled it, or None."""
     try:
+        for _ in range(touches):
+            await asyncio.sleep(every)
+            watch.touch()
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:
         reason = watch.caught()
@@ -67,21 +73,8 @@ async def test_idle_deadline_moves_with_each_touch_and_fires_without_one() -> No
     client = FakeClient()
     watch = CallWatch(_current(), client.receive, arm_after=10, armable=True)
     watch.idle_deadline(0.05)
-
-    async def active() -> None:
-        for _ in range(6):  # 0.12 s in all, never 0.05 s without a touch
-            await asyncio.sleep(0.02)
-            watch.touch()
-        await asyncio.sleep(1)
-
-    try:
-        await active()
-        reason = None
-    except asyncio.CancelledError:
-        reason = watch.caught()
-    finally:
-        watch.stop()
-    assert reason == IDLE
+    # 0.12 s in all, never 0.05 s without a touch
+    assert await _watched(watch, 5, touches=6, every=0.02) == IDLE
     assert watch.last_activity > 0
 
 
@@ -203,21 +196,7 @@ async def test_a_stream_touched_past_arm_after_goes_idle_only_without_touches() 
     client = FakeClient()
     watch = CallWatch(_current(), client.receive, arm_after=0.01, armable=True)
     watch.idle_deadline(0.04)
-
-    async def stream() -> None:
-        for _ in range(5):  # 0.1 s in all, with a touch every 0.02 s
-            await asyncio.sleep(0.02)
-            watch.touch()
-        await asyncio.sleep(5)
-
     started = asyncio.get_running_loop().time()
-    try:
-        await stream()
-        reason = None
-    except asyncio.CancelledError:
-        reason = watch.caught()
-    finally:
-        watch.stop()
-    assert reason == IDLE
+    assert await _watched(watch, 5, touches=5, every=0.02) == IDLE
     assert client.calls == 1
     assert asyncio.get_running_loop().time() - started >= 0.14  # 0.1 s of touches + 0.04 s
