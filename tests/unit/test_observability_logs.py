@@ -23,6 +23,7 @@ from passgate.observability.logs import (
     shutdown_logging,
 )
 from passgate.observability.stack import Observability
+from tests.support.exchanges import exchange
 
 MASTER_KEY = "master-key-7f3a9c2e"
 PROVIDER_KEY = "PrOvIdErKeY0123456789abcdefXYZ"
@@ -61,15 +62,7 @@ def restore_root_logger() -> Iterator[None]:
 
 
 def make_exchange(request_id: str, *, error: str | None = None) -> Exchange:
-    ex = Exchange(
-        request_id=request_id,
-        method="POST",
-        route="/mistral/v1/chat/completions",
-        upstream_path="/v1/chat/completions",
-        provider="mistral",
-        start_time=1_700_000_000.0,
-        start=10.0,
-    )
+    ex = exchange(request_id=request_id)
     ex.principal = Principal(kind="virtual", token=KEY_HASH, key_alias="team-a", user_id="u1")
     ex.model, ex.stream, ex.status = "mistral-small-latest", True, 200
     ex.first_byte, ex.end = 10.0125, 10.25
@@ -212,15 +205,7 @@ def test_log_requests_false_disables_the_access_log() -> None:
 
 def early_refusal() -> Exchange:
     """A call refused before the upstream: no principal, model, usage or first byte."""
-    ex = Exchange(
-        request_id="req-401",
-        method="POST",
-        route="/mistral/v1/ocr",
-        upstream_path="/v1/ocr",
-        provider="mistral",
-        start_time=1_700_000_001.5,
-        start=20.0,
-    )
+    ex = exchange("/mistral/v1/ocr", request_id="req-401", start_time=1_700_000_001.5, start=20.0)
     ex.status, ex.error, ex.end = 401, "invalid key", 20.0004
     return ex
 

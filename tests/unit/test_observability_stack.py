@@ -7,11 +7,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
 from passgate.config import load_settings
-from passgate.exchange import Exchange
 from passgate.observability.logs import RequestLogger
 from passgate.observability.metrics import Metrics
 from passgate.observability.stack import Observability
 from passgate.observability.tracing import Tracing
+from tests.support.exchanges import exchange
 
 
 def test_defaults_have_metrics_and_access_log_only() -> None:
@@ -33,15 +33,7 @@ async def test_every_feature_on() -> None:
     assert obs.webhook is not None
     assert obs.webhook.batch_size == 7
     await obs.start()
-    ex = Exchange(
-        request_id="r",
-        method="GET",
-        route="/mistral/v1/models",
-        upstream_path="/v1/models",
-        provider="mistral",
-        start_time=1_700_000_000.0,
-        start=1.0,
-    )
+    ex = exchange("/mistral/v1/models", request_id="r", method="GET", start=1.0)
     ex.status, ex.end = 200, 1.01
     for observer in obs.observers:
         await observer.finished(ex)

@@ -10,25 +10,13 @@ import pytest
 from passgate.accounting.rows import clean, spend_row
 from passgate.auth.principal import OPEN, Principal
 from passgate.exchange import Exchange, Usage
+from tests.support.exchanges import exchange
 
 
 def finished(**fields: object) -> Exchange:
     now = time.perf_counter()
-    ex = Exchange(
-        request_id="req-1",
-        method="POST",
-        route="/mistral/v1/ocr",
-        upstream_path="/v1/ocr",
-        provider="mistral",
-        start_time=1_700_000_000.25,
-        start=now,
-        status=200,
-        first_byte=now + 0.5,
-        end=now + 1.5,
-    )
-    for name, value in fields.items():
-        setattr(ex, name, value)
-    return ex
+    defaults: dict[str, object] = {"status": 200, "first_byte": now + 0.5, "end": now + 1.5}
+    return exchange("/mistral/v1/ocr", start_time=1_700_000_000.25, start=now, **defaults | fields)
 
 
 def test_every_field_of_the_row() -> None:

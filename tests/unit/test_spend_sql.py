@@ -24,8 +24,9 @@ from passgate.accounting.spend_sql import (
     sizes,
 )
 from passgate.auth.principal import Principal
-from passgate.exchange import Exchange, Usage
+from passgate.exchange import Usage
 from passgate.storage.models import SpendLog
+from tests.support.exchanges import exchange
 
 SQLITE = sqlite.dialect()
 POSTGRES = postgresql.dialect()
@@ -42,12 +43,7 @@ TIMES = [  # seconds since the epoch, as call records carry them
 def record(**fields: Any) -> Record:
     """A finished call's record, with ``fields`` (by ``RECORD_FIELDS`` name) replaced."""
     now = time.perf_counter()
-    ex = Exchange(
-        request_id="req-1",
-        method="POST",
-        route="/mistral/v1/chat/completions",
-        upstream_path="/v1/chat/completions",
-        provider="mistral",
+    ex = exchange(
         start_time=1_700_000_000.5,
         start=now,
         status=200,
