@@ -47,7 +47,6 @@ class CallWatch:
         "_stopped",
         "_task",
         "_timer",
-        "_timer_at",
         "last_activity",
         "reason",
     )
@@ -70,7 +69,6 @@ class CallWatch:
         self.last_activity = 0.0
         self.reason: str | None = None  # why the watch cancelled the task
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
         self._set_timer(self._arm_at)
 
     def body_read(self) -> None:
@@ -131,10 +129,9 @@ class CallWatch:
         """Make sure the timer fires no later than ``when``."""
         timer = self._timer
         if timer is not None:
-            if self._timer_at <= when:
+            if timer.when() <= when:
                 return
             timer.cancel()
-        self._timer_at = when
         self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
