@@ -53,15 +53,24 @@ def _calls(port: int, count: int) -> None:
 
 
 def count(
-    services: Services, upstream: str, calls: int, env: dict[str, str], pythonpath: str | None
+    services: Services,
+    upstream: str,
+    calls: int,
+    env: dict[str, str],
+    pythonpath: str | None,
+    spend_writer: bool = False,
 ) -> int:
-    """Instructions of one passgate worker's whole life, serving ``calls`` calls."""
+    """Instructions of one passgate worker's whole life, serving ``calls`` calls (and of its
+    spend-writer process's with ``spend_writer``)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise BenchError("valgrind is not installed (apt-get install -y valgrind)")
     port = free_port()
-    out = services.workdir / f"callgrind-{calls}-{port}.out"
-    argv = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
+    # %p: with --trace-children each traced process writes its own file.
+    out = services.workdir / f"callgrind-{calls}-{port}"
+    argv = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
+    if spend_writer:
+        argv.append("--trace-children=yes")
     argv += [sys.executable, "-P", "-m", "passgate.server", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", "1"]
     full_env = {
@@ -87,10 +96,13 @@ def count(
     _calls(port, 20)  # warm-up: caches, the pool's first connection
     _calls(port, calls)
     services.stop(gateway)
-    match = _TOTALS.search(out.read_text(errors="replace")) if out.exists() else None
-    if match is None:
-        raise BenchError(f"no callgrind totals in {out}:\n{gateway.log_tail()}")
-    return int(match.group(1))
+    totals = [
+        _TOTALS.search(f.read_text(errors="replace")) for f in out.parent.glob(out.name + ".*")
+    ]
+    expected = 2 if spend_writer else 1
+    if len(totals) != expected or not all(totals):
+        raise BenchError(f"{len(totals)} callgrind outputs for {out}:\n{gateway.log_tail()}")
+    return sum(int(match.group(1)) for match in totals if match)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, nargs=2, default=[300, 1300])
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for passgate")
     parser.add_argument("--pythonpath", help="another source tree of passgate to measure")
+    parser.add_argument(
+        "--spend-writer", action="store_true", help="count the spend-writer process's too"
+    )
     args = parser.parse_args(argv)
     env = dict(pair.split("=", 1) for pair in args.env)
     low, high = args.calls
@@ -108,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         start_nginx(services, tools["nginx"], "upstream", lambda p: upstream_config(p, port, 1))
         upstream = f"http://127.0.0.1:{port}"
-        totals = {n: count(services, upstream, n, env, args.pythonpath) for n in (low, high)}
+        totals = {
+            n: count(services, upstream, n, env, args.pythonpath, args.spend_writer)
+            for n in (low, high)
+        }
         per_call = (totals[high] - totals[low]) / (high - low)
         return [
             f"{low} calls: {totals[low]:,} instructions; {high} calls: {totals[high]:,}",
-            f"per call: {per_call:,.0f} instructions (env {env or 'defaults'})",
+            f"per call: {per_call:,.0f} instructions (env {env or 'defaults'}"
+            + (", worker and spend writer)" if args.spend_writer else ", worker)"),
         ]
 
     return run_with_services("instructions", measure)
