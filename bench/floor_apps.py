@@ -20,11 +20,11 @@ import os
 import sys
 
 from bench.payloads import CHAT_RESPONSE
-from passgate.config import load_settings
 from passgate.providers.mistral import mistral_provider
 from passgate.proxy.headers import client_response_headers, upstream_request_headers
 from passgate.proxy.upstream import Upstream
 from passgate.server import serve
+from passgate.settings_env import load_settings
 from passgate.types import ASGIApp, Receive, Scope, Send
 
 _ANSWER = json.dumps(CHAT_RESPONSE).encode()

@@ -17,8 +17,10 @@ spend-writer process is not counted: this measures a worker.
 
 import argparse
 import http.client
+import os
 import re
 import shutil
+import subprocess
 import sys
 
 from bench.gateways import MASTER_KEY, start_nginx
@@ -32,11 +34,16 @@ from bench.procs import (
     http_status,
     run_with_services,
 )
+from passgate.config import WORKER_SETTINGS_ENV
 
 CHAT = "/mistral/v1/chat/completions"
-# What ``passgate`` does before it becomes the server: the schema at head.
-_MIGRATE = "from passgate.cli import migrate; from passgate.config import load_settings; "
-_MIGRATE += "raise SystemExit(migrate(load_settings()))"
+# What ``passgate`` does before it becomes the server: the schema at head, and the
+# settings handed over to the server (printed here, put in its environment by ``count``).
+_HAND_OVER = (
+    "from passgate.cli import migrate; from passgate.config import settings_json; "
+    "from passgate.settings_env import load_settings; settings = load_settings(); "
+    "code = migrate(settings); print(settings_json(settings)); raise SystemExit(code)"
+)
 _TOTALS = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 
 
@@ -87,9 +94,16 @@ def count(
     if pythonpath:
         full_env["PYTHONPATH"] = pythonpath
     url = f"http://127.0.0.1:{port}/health/readiness"
-    services.start(
-        f"migrate-{port}", [sys.executable, "-P", "-c", _MIGRATE], env=full_env
-    ).proc.wait(120)
+    handed = subprocess.run(
+        [sys.executable, "-P", "-c", _HAND_OVER],
+        env={**os.environ, **full_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if handed.returncode != 0:
+        raise BenchError(f"passgate could not start: {handed.stderr}")
+    full_env[WORKER_SETTINGS_ENV] = handed.stdout.strip().splitlines()[-1]
     gateway = services.start(
         f"callgrind-{calls}", argv, env=full_env, ready=lambda: http_status(url) == 200, timeout=300
     )

@@ -18,11 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from passgate import __version__
 from passgate.accounting.pricing import PricingError, load_catalog
 from passgate.cli_keys import add_subcommands
-from passgate.config import Settings, SettingsError, export_config_file, load_settings
+from passgate.config import Settings, SettingsError, export_config_file, export_worker_settings
 from passgate.limits.runtime import limits_warning
 from passgate.observability.logs import shutdown_logging
 from passgate.process import setup_process_logging
 from passgate.server import bind_refusal, resolve_host, server_argv, worker_count
+from passgate.settings_env import load_settings
 from passgate.storage.db import DatabaseUrlError, database_url, redacted
 from passgate.storage.migrate import upgrade
 
@@ -97,6 +98,7 @@ def serve(settings: Settings) -> int:
     shutdown_logging()  # every queued line written before the exec drops the writer thread
     sys.stdout.flush()
     sys.stderr.flush()
+    export_worker_settings(settings)  # the server and its processes read them from env
     argv = server_argv(settings)
     os.execv(argv[0], argv)  # noqa: S606 (our own interpreter and module, no shell)
 

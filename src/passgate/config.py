@@ -1,20 +1,30 @@
-"""Settings from the environment, optionally overridden by a YAML file.
+"""The gateway's settings, and how they travel from the ``passgate`` command to its processes.
 
-This is the one module that reads ``os.environ`` (through pydantic-settings).
-An empty variable counts as unset, so the seed's ``export LITELLM_MASTER_KEY=""``
-means "no master key", not "the empty key".
+``Settings`` is a plain pydantic model. Reading it from the environment and a YAML file
+is ``passgate.settings_env``'s job (pydantic-settings), done once by the ``passgate``
+command, which hands the validated settings to the server, its workers and its spend
+writer in ``PASSGATE_WORKER_SETTINGS``: a worker never imports pydantic-settings
+(5.2 MiB of each worker's memory, measured). This module and ``settings_env`` are the
+only ones that read ``os.environ``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 MiB = 1024 * 1024
 
@@ -28,16 +38,10 @@ def _default_data_dir() -> Path:
     return Path(base) / "passgate"
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Every setting of the gateway; env names are given in the README."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="PASSGATE_",
-        env_ignore_empty=True,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
     mistral_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("mistral_api_key", "MISTRAL_API_KEY")
@@ -138,37 +142,6 @@ def env_name(field: str) -> str:
     return _ENV_NAMES.get(field, "PASSGATE_" + field.upper())
 
 
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
-        name = field if field.isupper() else f"{field} ({env_name(field)})"
-        lines.append(f"invalid setting {name}: {item['msg']}")
-    return "; ".join(lines)
-
-
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from env, then the YAML file, then explicit overrides."""
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"config file {config_file} is not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise SettingsError(f"config file {config_file} must hold a mapping of settings")
-        values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return Settings(**values)
-    except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
-
-
 CONFIG_ENV = "PASSGATE_CONFIG"
 
 
@@ -195,3 +168,35 @@ def export_config_file(path: Path | None) -> None:
     """Hand ``--config`` to worker processes, which build their app from the environment."""
     if path is not None:
         os.environ[CONFIG_ENV] = str(path.resolve())
+
+
+WORKER_SETTINGS_ENV = "PASSGATE_WORKER_SETTINGS"  # set by `passgate` for its processes
+
+
+def settings_json(settings: Settings) -> str:
+    """``settings`` as JSON that ``Settings.model_validate_json`` reads back, secrets included."""
+    values = settings.model_dump()
+    for name, value in values.items():
+        if isinstance(value, SecretStr):
+            values[name] = value.get_secret_value()
+        elif isinstance(value, Path):
+            values[name] = str(value)
+    return json.dumps(values)
+
+
+def export_worker_settings(settings: Settings) -> None:
+    """Hand the validated settings to the processes started from here (the server, its
+    workers, the spend writer): they read them back without pydantic-settings."""
+    os.environ[WORKER_SETTINGS_ENV] = settings_json(settings)
+
+
+def worker_settings() -> Settings | None:
+    """The settings ``export_worker_settings`` handed to this process, or None."""
+    value = os.environ.get(WORKER_SETTINGS_ENV)
+    if not value:
+        return None
+    try:
+        return Settings.model_validate_json(value)
+    except ValidationError:
+        # pydantic's message quotes the input, and the input holds the keys
+        raise SettingsError(f"{WORKER_SETTINGS_ENV} does not hold valid settings") from None

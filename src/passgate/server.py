@@ -27,13 +27,7 @@ from types import FrameType
 
 import uvicorn
 
-from passgate.config import (
-    Settings,
-    SettingsError,
-    config_file_from_env,
-    export_spend_socket,
-    load_settings,
-)
+from passgate.config import Settings, export_spend_socket, worker_settings
 from passgate.process import setup_process_logging
 from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
 from passgate.spend_launcher import SpendWriterProcess
@@ -168,19 +162,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Load the settings (env, ``PASSGATE_CONFIG``, the options) and serve."""
+    """Serve the settings ``passgate`` handed over, with the options applied."""
     args = parser().parse_args(argv)
-    try:
-        settings = load_settings(
-            config_file_from_env(),
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            allow_open=args.allow_open,
-        )
-    except SettingsError as exc:
-        print(f"passgate: {exc}", file=sys.stderr)
+    settings = worker_settings()
+    if settings is None:
+        print("passgate: python -m passgate.server is started by `passgate`", file=sys.stderr)
         return 2
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "allow_open": args.allow_open,
+    }
+    settings = settings.model_copy(update={k: v for k, v in options.items() if v is not None})
     return run(settings)
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from passgate.accounting.rows import Record, access_fields_of, end_time
 from passgate.accounting.spend_link import decode
 from passgate.accounting.writer import SpendWriter
-from passgate.config import Settings, SettingsError, config_file_from_env, load_settings
+from passgate.config import Settings, worker_settings
 from passgate.observability.logs import RequestLogger, shutdown_logging
 from passgate.observability.webhook import WebhookExporter
 from passgate.process import collect_seldom, setup_process_logging
@@ -160,10 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     # process group (Ctrl-C in a terminal) must not end this process before them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        settings = load_settings(config_file_from_env())
-    except SettingsError as exc:
-        print(f"passgate spend writer: {exc}", file=sys.stderr)
+    settings = worker_settings()
+    if settings is None:
+        print("passgate spend writer: started by passgate's server only", file=sys.stderr)
         return 2
     setup_process_logging(settings)
     # sqlite3 binds None through its generic adaptation look-ups (~0.3 µs per value; a

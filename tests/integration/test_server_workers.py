@@ -24,6 +24,7 @@ import psutil
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from passgate.config import WORKER_SETTINGS_ENV
 from tests.conftest import MASTER_KEY, PROVIDER_KEY, GatewayFactory
 from tests.support.fake_mistral import FakeMistral
 from tests.support.gateway import GatewayProcess
@@ -31,20 +32,34 @@ from tests.support.http import request
 
 # A worker's imports, in the order uvicorn's spawned worker makes them: multiprocessing
 # runs the parent's main module as __mp_main__ (multiprocessing.spawn does exactly this
-# runpy call), then uvicorn imports the factory the server named and calls it.
+# runpy call), then uvicorn imports the factory the server named and calls it. The
+# settings are the ones `passgate` handed over (PASSGATE_WORKER_SETTINGS, set below).
 WORKER = """
 import json, runpy, sys
 from importlib import import_module
 
 server = runpy.run_module("passgate.server", run_name="__mp_main__", alter_sys=True)
-settings = server["load_settings"](server["config_file_from_env"]())
+settings = server["worker_settings"]()
 factory = server["app_factory"](settings)
 module, _, name = factory.partition(":")
 getattr(import_module(module), name)()
 print(json.dumps({"factory": factory, "modules": sorted(sys.modules)}))
 """
 
-NEVER_IN_A_WORKER = ("alembic", "mako", "passgate.cli", "passgate.storage.migrate")
+HAND_OVER = """
+from passgate.config import settings_json
+from passgate.settings_env import load_settings
+print(settings_json(load_settings()))
+"""
+
+NEVER_IN_A_WORKER = (
+    "alembic",
+    "mako",
+    "passgate.cli",
+    "passgate.storage.migrate",
+    "pydantic_settings",
+    "passgate.settings_env",
+)
 TRACING = ("opentelemetry.sdk", "opentelemetry.exporter", "google.protobuf")
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 CHAT = b'{"model":"mistral-small-latest","messages":[{"role":"user","content":"hi"}]}'
@@ -59,6 +74,16 @@ def worker_modules(tmp_path: Path, **env: str) -> dict[str, Any]:
         and k not in ("DATABASE_URL", "REDIS_URL", "MISTRAL_API_BASE", "MISTRAL_API_KEY")
     }
     base |= {"PASSGATE_DATA_DIR": str(tmp_path), "PASSGATE_LOG_LEVEL": "warning", **env}
+    # what `passgate` does before it execs the server: read the settings, hand them over
+    handed = subprocess.run(
+        [sys.executable, "-P", "-c", HAND_OVER],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    base[WORKER_SETTINGS_ENV] = handed.stdout.strip()
     done = subprocess.run(
         [sys.executable, "-P", "-c", WORKER],
         env=base,

@@ -13,7 +13,6 @@ import pytest
 
 from passgate.accounting.rows import access_fields_of, call_record, end_time
 from passgate.auth.principal import Principal
-from passgate.config import load_settings
 from passgate.exchange import Exchange, Usage
 from passgate.observability.logs import (
     JsonFormatter,
@@ -23,6 +22,7 @@ from passgate.observability.logs import (
     shutdown_logging,
 )
 from passgate.observability.stack import Observability
+from passgate.settings_env import load_settings
 from tests.support.exchanges import exchange
 
 MASTER_KEY = "master-key-7f3a9c2e"

@@ -6,11 +6,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
-from passgate.config import load_settings
 from passgate.observability.logs import RequestLogger
 from passgate.observability.metrics import Metrics
 from passgate.observability.stack import Observability
 from passgate.observability.tracing import Tracing
+from passgate.settings_env import load_settings
 from tests.support.exchanges import exchange
 
 

@@ -15,8 +15,8 @@ from passgate.accounting.pricing import (
     load_catalog,
     parse_catalog,
 )
-from passgate.config import load_settings
 from passgate.exchange import Usage
+from passgate.settings_env import load_settings
 
 M = 1_000_000
 

@@ -110,7 +110,7 @@ class ScriptedServer:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
-    client = Upstream(Settings(_env_file=None, upstream_pool_size=0))  # type: ignore[call-arg]
+    client = Upstream(Settings(upstream_pool_size=0))
     await client.start()
     yield client
     await client.stop()
@@ -124,7 +124,7 @@ async def serve(script: Callable[[int], Step]) -> ScriptedServer:
 
 async def test_a_small_json_answer_and_the_request_as_framed() -> None:
     server = await serve(lambda _: (OK, False))
-    client = Upstream(Settings(_env_file=None))  # type: ignore[call-arg]
+    client = Upstream(Settings())
     await client.start()
     host = server.origin.removeprefix("http://").encode()
     try:
@@ -336,7 +336,7 @@ async def test_a_slow_reader_stops_the_socket_being_read(upstream: Upstream) -> 
 
 
 async def test_the_pool_limit_makes_a_second_request_wait() -> None:
-    client = Upstream(Settings(_env_file=None, upstream_pool_size=1))  # type: ignore[call-arg]
+    client = Upstream(Settings(upstream_pool_size=1))
     await client.start()
     server = await serve(lambda _: (OK, False))
     try:
@@ -397,7 +397,7 @@ async def test_an_https_origin_is_verified_and_served_over_tls(
         assert server.received[0].body == b"{}"
         # Without the certificate in the trust store, nothing is sent.
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
-        other = Upstream(Settings(_env_file=None))  # type: ignore[call-arg]
+        other = Upstream(Settings())
         await other.start()
         try:
             with pytest.raises(UpstreamConnectError, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
