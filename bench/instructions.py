@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 
-from bench.gateways import MASTER_KEY, start_nginx
+from bench.gateways import MASTER_KEY, generate_key, start_nginx
 from bench.nginx import upstream_config
 from bench.payloads import CHAT_REQUEST
 from bench.procs import (
@@ -47,9 +47,9 @@ _HAND_OVER = (
 _TOTALS = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 
 
-def _calls(port: int, count: int) -> None:
+def _calls(port: int, count: int, key: str) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     for _ in range(count):
         connection.request("POST", CHAT, body=CHAT_REQUEST, headers=headers)
         response = connection.getresponse()
@@ -66,9 +66,11 @@ def count(
     env: dict[str, str],
     pythonpath: str | None,
     spend_writer: bool = False,
+    virtual_key: bool = False,
 ) -> int:
     """Instructions of one passgate worker's whole life, serving ``calls`` calls (and of its
-    spend-writer process's with ``spend_writer``)."""
+    spend-writer process's with ``spend_writer``), called with the master key or, with
+    ``virtual_key``, a key from ``POST /key/generate``."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise BenchError("valgrind is not installed (apt-get install -y valgrind)")
@@ -107,8 +109,13 @@ def count(
     gateway = services.start(
         f"callgrind-{calls}", argv, env=full_env, ready=lambda: http_status(url) == 200, timeout=300
     )
-    _calls(port, 20)  # warm-up: caches, the pool's first connection
-    _calls(port, calls)
+    key = MASTER_KEY
+    if virtual_key:
+        key, why = generate_key(f"http://127.0.0.1:{port}")
+        if key is None:
+            raise BenchError(f"no virtual key: {why}")
+    _calls(port, 20, key)  # warm-up: caches, the pool's first connection
+    _calls(port, calls, key)
     services.stop(gateway)
     totals = [
         _TOTALS.search(f.read_text(errors="replace")) for f in out.parent.glob(out.name + ".*")
@@ -128,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--spend-writer", action="store_true", help="count the spend-writer process's too"
     )
+    parser.add_argument(
+        "--virtual-key", action="store_true", help="call with a virtual key, not the master key"
+    )
     args = parser.parse_args(argv)
     env = dict(pair.split("=", 1) for pair in args.env)
     low, high = args.calls
@@ -138,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         start_nginx(services, tools["nginx"], "upstream", lambda p: upstream_config(p, port, 1))
         upstream = f"http://127.0.0.1:{port}"
         totals = {
-            n: count(services, upstream, n, env, args.pythonpath, args.spend_writer)
+            n: count(
+                services, upstream, n, env, args.pythonpath, args.spend_writer, args.virtual_key
+            )
             for n in (low, high)
         }
         per_call = (totals[high] - totals[low]) / (high - low)
