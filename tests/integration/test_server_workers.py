@@ -75,25 +75,22 @@ def worker_modules(tmp_path: Path, **env: str) -> dict[str, Any]:
     }
     base |= {"PASSGATE_DATA_DIR": str(tmp_path), "PASSGATE_LOG_LEVEL": "warning", **env}
     # what `passgate` does before it execs the server: read the settings, hand them over
-    handed = subprocess.run(
-        [sys.executable, "-P", "-c", HAND_OVER],
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    base[WORKER_SETTINGS_ENV] = handed.stdout.strip()
-    done = subprocess.run(
-        [sys.executable, "-P", "-c", WORKER],
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    base[WORKER_SETTINGS_ENV] = _python(HAND_OVER, base).strip()
+    done = _python(WORKER, base)
+    result: dict[str, Any] = json.loads(done.splitlines()[-1])
     return result
+
+
+def _python(code: str, env: dict[str, str]) -> str:
+    """What ``code`` printed, run by a fresh interpreter with ``env``."""
+    return subprocess.run(
+        [sys.executable, "-P", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
 
 
 def loaded(modules: list[str], packages: tuple[str, ...]) -> list[str]:
