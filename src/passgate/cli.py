@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from passgate import __version__
 from passgate.accounting.pricing import PricingError, load_catalog
 from passgate.cli_keys import add_subcommands
-from passgate.config import Settings, SettingsError, export_config_file, export_worker_settings
+from passgate.config import Settings, SettingsError, export_worker_settings
 from passgate.limits.runtime import limits_warning
 from passgate.observability.logs import shutdown_logging
 from passgate.process import setup_process_logging
@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, PricingError) as exc:
         print(f"passgate: {exc}", file=sys.stderr)
         return 2
-    export_config_file(args.config)
     if args.handler is not None:
         code: int = args.handler(settings, args)
         return code

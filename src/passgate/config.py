@@ -142,15 +142,6 @@ def env_name(field: str) -> str:
     return _ENV_NAMES.get(field, "PASSGATE_" + field.upper())
 
 
-CONFIG_ENV = "PASSGATE_CONFIG"
-
-
-def config_file_from_env() -> Path | None:
-    """The YAML file named by ``PASSGATE_CONFIG`` (how ``--config`` reaches worker processes)."""
-    value = os.environ.get(CONFIG_ENV)
-    return Path(value) if value else None
-
-
 SPEND_SOCKET_ENV = "PASSGATE_SPEND_SOCKET"  # set by the server for its workers, not by users
 
 
@@ -162,12 +153,6 @@ def spend_socket_from_env() -> str | None:
 def export_spend_socket(path: str) -> None:
     """Tell worker processes (spawned later, with this environment) where to send spend rows."""
     os.environ[SPEND_SOCKET_ENV] = path
-
-
-def export_config_file(path: Path | None) -> None:
-    """Hand ``--config`` to worker processes, which build their app from the environment."""
-    if path is not None:
-        os.environ[CONFIG_ENV] = str(path.resolve())
 
 
 WORKER_SETTINGS_ENV = "PASSGATE_WORKER_SETTINGS"  # set by `passgate` for its processes

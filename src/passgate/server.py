@@ -1,7 +1,9 @@
 """The server process: uvicorn and its workers, started by ``passgate`` once the schema is at head.
 
-``passgate`` (``passgate.cli``) checks the settings, runs the migrations, then replaces
-itself with ``python -m passgate.server`` (same pid, same output). The replacement is
+``passgate`` (``passgate.cli``) reads and checks the settings, runs the migrations, puts
+the validated settings in ``PASSGATE_WORKER_SETTINGS`` and replaces itself with
+``python -m passgate.server`` (same pid, same output); this process, its workers and
+its spend writer read the settings from there. The replacement is
 what keeps the workers small: uvicorn spawns its workers, and a spawned process first
 re-imports its parent's main module, so whatever that module imports is loaded into
 every worker and kept there for its whole life. The command's main module brings in

@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from passgate.config import WORKER_SETTINGS_ENV
 from tests.conftest import MASTER_KEY, PROVIDER_KEY, GatewayFactory
 from tests.support.fake_mistral import FakeMistral
+from tests.support.fake_mistral_payloads import PROMPT_TOKENS
 from tests.support.gateway import GatewayProcess
 from tests.support.http import request
 
@@ -200,3 +201,21 @@ def test_two_traced_workers_export_spans(
     assert len(collector.spans) == 6
     assert {name for name, _ in collector.spans} == {"chat mistral-small-latest"}
     assert all(attrs["gen_ai.system"] == "mistral_ai" for _, attrs in collector.spans)
+
+
+def test_a_config_file_reaches_every_worker(
+    upstream: FakeMistral, start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    # One dollar per input token: a worker that missed the file would price the call at
+    # the catalog's rate instead.
+    config = tmp_path / "passgate.yaml"
+    prices = "{input_cost_per_token: 1.0, output_cost_per_token: 0}"
+    config.write_text(f"pricing:\n  mistral-small-latest: {prices}\n")
+    env = {"MISTRAL_API_BASE": upstream.url, "PASSGATE_MASTER_KEY": MASTER_KEY}
+    gw = start_gateway(env, 2, args=("--config", str(config)))
+    costs = set()
+    for _ in range(12):  # a new connection each: both workers take some
+        reply = request(gw.url, "POST", "/mistral/v1/chat/completions", CHAT, AUTH)
+        assert reply.status == 200
+        costs.add(reply.headers["x-passgate-cost"])
+    assert costs == {str(PROMPT_TOKENS)}
