@@ -111,9 +111,10 @@ def count(
     )
     key = MASTER_KEY
     if virtual_key:
-        key, why = generate_key(f"http://127.0.0.1:{port}")
-        if key is None:
+        generated, why = generate_key(f"http://127.0.0.1:{port}")
+        if generated is None:
             raise BenchError(f"no virtual key: {why}")
+        key = generated
     _calls(port, 20, key)  # warm-up: caches, the pool's first connection
     _calls(port, calls, key)
     services.stop(gateway)

@@ -298,7 +298,7 @@ async def test_sigterm_waits_for_the_spend_writer_and_removes_its_socket(
     key = await new_key(http, gateway, f"sigterm-socket-{workers}")
     assert (await chat(http, gateway, key, request_id()))[0] == 200
     writer = _spend_process(gateway)
-    sockets = [Path(c.laddr) for c in writer.net_connections(kind="unix") if c.laddr]
+    sockets = [Path(str(c.laddr)) for c in writer.net_connections(kind="unix") if c.laddr]
     assert sockets and all(path.exists() for path in sockets)
     await asyncio.to_thread(gateway.stop)
     # the server exits only after its spend writer has stored what it held and exited

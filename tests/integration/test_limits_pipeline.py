@@ -43,6 +43,7 @@ from passgate.proxy.relay import Relay
 from passgate.proxy.upstream import Upstream
 from passgate.storage.db import session_factory
 from passgate.storage.models import EndUser, Key
+from passgate.types import Message
 from tests.support.databases import fresh_postgres, migrated_engine
 from tests.support.fake_mistral import FakeMistral
 from tests.support.fake_mistral_payloads import COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS
@@ -137,8 +138,8 @@ async def call(
         await done.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: Message) -> None:
+        sent.append(dict(message))
 
     await instance.relay(scope, receive, send)
     done.set()

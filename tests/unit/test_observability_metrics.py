@@ -252,5 +252,5 @@ def test_histogram_table_exports_what_prometheus_clients_histogram_does(
         def collect(self) -> Any:
             yield ours.family()
 
-    registry.register(One())  # type: ignore[arg-type]
+    registry.register(One())
     assert _histogram_samples(registry) == _histogram_samples(reference_registry)

@@ -15,8 +15,11 @@ from tests.support.exchanges import exchange
 
 def finished(**fields: object) -> Exchange:
     now = time.perf_counter()
-    defaults: dict[str, object] = {"status": 200, "first_byte": now + 0.5, "end": now + 1.5}
-    return exchange("/mistral/v1/ocr", start_time=1_700_000_000.25, start=now, **defaults | fields)
+    ex = exchange("/mistral/v1/ocr", start_time=1_700_000_000.25, start=now)
+    ex.status, ex.first_byte, ex.end = 200, now + 0.5, now + 1.5
+    for name, value in fields.items():
+        setattr(ex, name, value)
+    return ex
 
 
 def test_every_field_of_the_row() -> None:

@@ -29,7 +29,7 @@ from passgate.storage.models import SpendLog
 from tests.support.exchanges import exchange
 
 SQLITE = sqlite.dialect()
-POSTGRES = postgresql.dialect()
+POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
 TABLE = cast(Table, SpendLog.__table__)
 TIMES = [  # seconds since the epoch, as call records carry them
     1_735_689_600.0,  # 2025-01-01, microsecond 0
