@@ -49,6 +49,7 @@ class ScriptedServer:
     script: Callable[[int], Step]
     received: list[Received] = field(default_factory=list)
     connections: int = 0
+    closed_by_client: int = 0
     server: asyncio.Server | None = None
 
     @property
@@ -78,6 +79,7 @@ class ScriptedServer:
                     if event is h11.NEED_DATA:
                         data = await reader.read(65536)
                         if not data:
+                            self.closed_by_client += 1
                             return
                         conn.receive_data(data)
                         continue
@@ -407,3 +409,25 @@ async def test_an_https_origin_is_verified_and_served_over_tls(
     finally:
         await server.stop()
     assert len(server.received) == 1
+
+
+async def test_idle_connections_close_once_stale_with_no_further_call() -> None:
+    server = await serve(lambda _: (OK, False))  # keeps every connection open
+    client = Upstream(Settings(), keepalive=0.05)
+    await client.start()
+    try:
+        responses = await asyncio.gather(
+            *(client.request(server.origin, "GET", "/", [], b"") for _ in range(3))
+        )
+        for response in responses:
+            assert await response.read() == b"{}"
+            response.close()
+        assert (server.connections, server.closed_by_client) == (3, 0)
+        for _ in range(100):  # no call comes: the pool's own timer closes them
+            if server.closed_by_client == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert server.closed_by_client == 3
+    finally:
+        await client.stop()
+        await server.stop()

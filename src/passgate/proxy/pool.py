@@ -17,10 +17,21 @@ class ConnectionPool:
     Newest first, so that under light load the same few connections stay warm and the
     rest age out. A connection idle longer than ``keepalive`` is closed rather than
     reused: servers close idle keep-alive connections after a few seconds, and a request
-    written onto one they are closing is lost.
+    written onto one they are closing is lost. While any connection is idle, a timer
+    closes the stale ones every ``keepalive`` seconds, so that after a burst the pool does
+    not keep its sockets open against an upstream that never closes them itself.
     """
 
-    __slots__ = ("_connect_timeout", "_host", "_idle", "_keepalive", "_loop", "_port", "_ssl")
+    __slots__ = (
+        "_connect_timeout",
+        "_host",
+        "_idle",
+        "_keepalive",
+        "_loop",
+        "_port",
+        "_ssl",
+        "_sweep",
+    )
 
     def __init__(
         self,
@@ -40,7 +51,8 @@ class ConnectionPool:
         self._loop = loop
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive
-        self._idle: list[UpstreamConnection] = []
+        self._idle: list[UpstreamConnection] = []  # oldest first
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def acquire(self, *, fresh: bool = False) -> UpstreamConnection:
         """An idle connection (unless ``fresh``), else a new one."""
@@ -72,12 +84,27 @@ class ConnectionPool:
         if idle and idle[0].idle_since < now - self._keepalive:
             idle.pop(0).abort()
         idle.append(conn)
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(self._keepalive, self._close_stale)
 
     def close(self) -> None:
         """Close every idle connection."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.abort()
+
+    def _close_stale(self) -> None:
+        self._sweep = None
+        idle = self._idle
+        stale_before = self._loop.time() - self._keepalive
+        while idle and idle[0].idle_since <= stale_before:
+            idle.pop(0).abort()
+        if idle:  # the oldest left goes stale keepalive seconds after it went idle
+            delay = idle[0].idle_since + self._keepalive - self._loop.time()
+            self._sweep = self._loop.call_later(max(delay, 0.0), self._close_stale)
 
     def _lost(self, conn: UpstreamConnection) -> None:
         # The upstream closed an idle connection (its keep-alive timeout): forget it now.

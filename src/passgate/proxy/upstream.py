@@ -72,8 +72,9 @@ class UpstreamResponse:
 class Upstream:
     """Owns the pools; ``start`` and ``stop`` run in the app's lifespan."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keepalive: float = KEEPALIVE) -> None:
         self._connect_timeout = settings.connect_timeout
+        self._keepalive = keepalive
         self._limit = settings.upstream_pool_size
         self._pools: dict[str, tuple[ConnectionPool, str, asyncio.Semaphore | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -149,7 +150,10 @@ class Upstream:
         entry = self._pools.get(origin)
         if entry is None:
             pool = ConnectionPool(
-                origin, self._loop_now(), connect_timeout=self._connect_timeout, keepalive=KEEPALIVE
+                origin,
+                self._loop_now(),
+                connect_timeout=self._connect_timeout,
+                keepalive=self._keepalive,
             )
             slot = asyncio.Semaphore(self._limit) if self._limit else None
             entry = (pool, urlsplit(origin).netloc, slot)
