@@ -62,7 +62,27 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class Key(Base):
+class Budgeted:
+    """The budget columns every owner of spend has: a key, a user, a team, an end user."""
+
+    max_budget: Mapped[float | None] = mapped_column(Float)
+    budget_duration: Mapped[str | None] = mapped_column(String(32))
+    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+
+
+class Described:
+    """Free-form metadata and the creation time, kept by keys and every budget owner."""
+
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, default=dict, server_default=text("'{}'")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+
+class Key(Budgeted, Described, Base):
     """A virtual key, stored by the SHA-256 hash of its secret (never the secret)."""
 
     __tablename__ = "keys"
@@ -76,21 +96,11 @@ class Key(Base):
     allowed_routes: Mapped[list[str]] = mapped_column(
         JSON, default=list, server_default=text("'[]'")
     )
-    max_budget: Mapped[float | None] = mapped_column(Float)
-    budget_duration: Mapped[str | None] = mapped_column(String(32))
-    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     max_parallel_requests: Mapped[int | None] = mapped_column(Integer)
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", JSON, default=dict, server_default=text("'{}'")
-    )
     blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, server_default=func.now()
-    )
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
     )
@@ -98,61 +108,31 @@ class Key(Base):
     grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class User(Base):
+class User(Budgeted, Described, Base):
     """An internal user that keys can belong to, with its own budget."""
 
     __tablename__ = "users"
 
     user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     user_alias: Mapped[str | None] = mapped_column(String(256))
-    max_budget: Mapped[float | None] = mapped_column(Float)
-    budget_duration: Mapped[str | None] = mapped_column(String(32))
-    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", JSON, default=dict, server_default=text("'{}'")
-    )
-    created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, server_default=func.now()
-    )
 
 
-class Team(Base):
+class Team(Budgeted, Described, Base):
     """A team that keys can belong to, with its own budget."""
 
     __tablename__ = "teams"
 
     team_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     team_alias: Mapped[str | None] = mapped_column(String(256))
-    max_budget: Mapped[float | None] = mapped_column(Float)
-    budget_duration: Mapped[str | None] = mapped_column(String(32))
-    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", JSON, default=dict, server_default=text("'{}'")
-    )
-    created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, server_default=func.now()
-    )
 
 
-class EndUser(Base):
+class EndUser(Budgeted, Described, Base):
     """A customer of the key holder (the ``user`` field of a request), with a budget."""
 
     __tablename__ = "end_users"
 
     end_user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
-    max_budget: Mapped[float | None] = mapped_column(Float)
-    budget_duration: Mapped[str | None] = mapped_column(String(32))
-    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    spend: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", JSON, default=dict, server_default=text("'{}'")
-    )
-    created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, server_default=func.now()
-    )
 
 
 class SpendLog(Base):
