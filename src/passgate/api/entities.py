@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,14 +22,19 @@ from starlette.routing import Route
 
 from passgate import errors
 from passgate.api.admin_auth import AdminContext, require_admin
+from passgate.api.entity_schemas import (
+    BudgetedRequest,
+    CustomerRequest,
+    TeamQuery,
+    TeamRequest,
+    UserQuery,
+    UserRequest,
+    customer_info,
+    team_info,
+    user_info,
+)
 from passgate.api.key_schemas import (
-    MAX_LIST,
-    Budget,
-    Duration,
     GenerateKeyRequest,
-    Limit,
-    Metadata,
-    Name,
     key_info,
 )
 from passgate.api.key_service import KeyService, conflict
@@ -57,59 +62,7 @@ _KEY_FIELDS = (
 )
 
 
-class _Budgeted(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    max_budget: Budget | None = None
-    budget_duration: Duration | None = None
-    metadata: Metadata | None = None
-
-
-class UserRequest(_Budgeted):
-    """POST /user/new and /user/update; the key fields shape the key made with a new user."""
-
-    user_id: Name | None = None
-    user_alias: Name | None = None
-    user_email: Name | None = None
-    user_role: Name | None = None
-    auto_create_key: bool = True
-    key_alias: Name | None = None
-    duration: Duration | None = None
-    models: list[Name] | None = Field(default=None, max_length=MAX_LIST)
-    allowed_routes: list[str] | None = Field(default=None, max_length=MAX_LIST)
-    team_id: Name | None = None
-    rpm_limit: Limit | None = None
-    tpm_limit: Limit | None = None
-    max_parallel_requests: Limit | None = None
-    tags: list[Name] | None = Field(default=None, max_length=MAX_LIST)
-
-
-class TeamRequest(_Budgeted):
-    """POST /team/new and /team/update."""
-
-    team_id: Name | None = None
-    team_alias: Name | None = None
-
-
-class CustomerRequest(_Budgeted):
-    """POST /customer/new and /customer/update; ``user_id`` names the end user (LiteLLM)."""
-
-    user_id: Name
-    alias: Name | None = None
-    blocked: bool | None = None
-
-
-class UserQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: Name
-
-
-class TeamQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    team_id: Name
-
-
-def _budget_columns(req: _Budgeted) -> dict[str, Any]:
+def _budget_columns(req: BudgetedRequest) -> dict[str, Any]:
     """Columns set by the budget fields present in the request (absent ones stay as they are)."""
     given = req.model_fields_set
     values: dict[str, Any] = {}
@@ -123,44 +76,12 @@ def _budget_columns(req: _Budgeted) -> dict[str, Any]:
     return values
 
 
-def _metadata(req: _Budgeted, current: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _metadata(
+    req: BudgetedRequest, current: dict[str, Any], extra: dict[str, Any]
+) -> dict[str, Any]:
     metadata = dict(req.metadata or {}) if "metadata" in req.model_fields_set else dict(current)
     metadata.update({name: value for name, value in extra.items() if value is not None})
     return metadata
-
-
-def budget_info(row: User | Team | EndUser) -> dict[str, Any]:
-    """The budget fields every kind of holder shows."""
-    return {
-        "max_budget": row.max_budget,
-        "budget_duration": row.budget_duration,
-        "budget_reset_at": row.budget_reset_at,
-        "spend": row.spend or 0.0,
-        "metadata": row.metadata_ or {},
-        "created_at": row.created_at,
-    }
-
-
-def user_info(row: User) -> dict[str, Any]:
-    """A user as the API returns it."""
-    return {"user_id": row.user_id, "user_alias": row.user_alias, **budget_info(row)}
-
-
-def team_info(row: Team) -> dict[str, Any]:
-    """A team as the API returns it."""
-    return {"team_id": row.team_id, "team_alias": row.team_alias, **budget_info(row)}
-
-
-def customer_info(row: EndUser) -> dict[str, Any]:
-    """An end user as the API returns it (``user_id`` is LiteLLM's name for its id)."""
-    metadata = row.metadata_ or {}
-    return {
-        "user_id": row.end_user_id,
-        "end_user_id": row.end_user_id,
-        "alias": metadata.get("alias"),
-        "blocked": row.blocked,
-        **budget_info(row),
-    }
 
 
 class EntityRoutes:
@@ -292,7 +213,7 @@ class EntityRoutes:
         self,
         model: type[Any],
         entity_id: str,
-        req: _Budgeted,
+        req: BudgetedRequest,
         extra: dict[str, Any],
         named: dict[str, Any],
     ) -> Any:
