@@ -2,8 +2,9 @@
 
 pydantic-settings reads the environment. An empty variable counts as unset, so the
 seed's ``export LITELLM_MASTER_KEY=""`` means "no master key", not "the empty key".
-Only the ``passgate`` command, the spend writer and embedders import this module:
-server workers get their settings from ``passgate.config.worker_settings``.
+Only the ``passgate`` command and embedders (tests, a program building the app itself)
+import this module: the server, its workers and its spend writer get the validated
+settings from ``passgate.config.worker_settings``.
 """
 
 from __future__ import annotations
