@@ -51,3 +51,32 @@ def test_response_headers_keep_upstream_and_add_request_id() -> None:
     assert ctype == b"text/event-stream"
     assert length == 42
     assert encoding == b"gzip"
+
+
+def test_request_fields_named_by_connection_are_dropped_wherever_they_come() -> None:
+    raw = [
+        (b"x-before", b"1"),
+        (b"connection", b"X-Before"),
+        (b"connection", b"x-after"),
+        (b"x-after", b"2"),
+        (b"x-kept", b"3"),
+    ]
+    assert upstream_request_headers(raw, None) == [("x-kept", "3")]
+
+
+def test_response_fields_named_by_connection_are_dropped_and_not_read() -> None:
+    raw = (
+        (b"Content-Type", b"application/json"),
+        (b"X-Hop", b"1"),
+        (b"Content-Length", b"7"),
+        (b"Connection", b"x-hop, Content-Length"),
+        (b"X-Kept", b"2"),
+    )
+    headers, _, ctype, length, _ = client_response_headers(raw, b"gw-1")
+    assert headers == [
+        (b"content-type", b"application/json"),
+        (b"x-kept", b"2"),
+        (b"x-request-id", b"gw-1"),
+    ]
+    assert ctype == b"application/json"
+    assert length is None

@@ -26,31 +26,35 @@ _CONTROL = frozenset({b"x-end-user-id"})
 _DROP_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
 
 
-def _connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
+def _connection_tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip().lower() for t in value.split(b","))
 
 
 def upstream_request_headers(
     headers: RawHeaders, credential: tuple[str, str] | None
 ) -> list[tuple[str, str]]:
-    """Client headers to send upstream: no hop-by-hop, no caller credentials, the provider's."""
-    named = _connection_tokens(headers)
+    """Client headers to send upstream: no hop-by-hop, no caller credentials, the provider's.
+
+    ``headers`` are an ASGI scope's, whose names the server has lowercased (the relay
+    reads them that way too).
+    """
+    # One pass: a Connection header rarely comes, so the fields it names are taken out
+    # after the loop instead of in a first pass over every header of every call.
+    named: frozenset[bytes] = frozenset()
     out: list[tuple[str, str]] = []
     for name, value in headers:
-        lower = name.lower()
         if (
-            lower in _DROP_REQUEST
-            or lower in _CREDENTIALS
-            or lower in _CONTROL
-            or lower in named
-            or lower.startswith(_CONTROL_PREFIXES)
+            name in _DROP_REQUEST
+            or name in _CREDENTIALS
+            or name in _CONTROL
+            or name.startswith(_CONTROL_PREFIXES)
         ):
+            if name == b"connection":
+                named |= _connection_tokens(value)
             continue
         out.append((name.decode("latin-1"), value.decode("latin-1")))
+    if named:
+        out = [pair for pair in out if pair[0].encode("latin-1") not in named]
     if credential is not None:
         out.append(credential)
     return out
@@ -65,7 +69,7 @@ def client_response_headers(
     content length and the content encoding. The gateway's ``x-request-id``
     replaces the upstream's, which is kept as ``x-upstream-request-id``.
     """
-    named = _connection_tokens(list(raw)) if any(n.lower() == b"connection" for n, _ in raw) else ()
+    named: frozenset[bytes] = frozenset()
     out: RawHeaders = []
     upstream_id: bytes | None = None
     content_type = b""
@@ -73,10 +77,12 @@ def client_response_headers(
     encoding: bytes | None = None
     for name, value in raw:
         lower = name.lower()
-        if lower in _DROP_RESPONSE or lower in named or lower.startswith(b"proxy-"):
+        if lower in _DROP_RESPONSE or lower.startswith(b"proxy-"):
             if lower == b"x-request-id":
                 upstream_id = value
                 out.append((b"x-upstream-request-id", value))
+            elif lower == b"connection":
+                named |= _connection_tokens(value)
             continue
         if lower == b"content-type":
             content_type = value
@@ -87,5 +93,11 @@ def client_response_headers(
         elif lower == b"mistral-correlation-id" and upstream_id is None:
             upstream_id = value
         out.append((lower, value))
+    if named:
+        out = [pair for pair in out if pair[0] not in named]
+        # the fields a Connection header names are the hop's: they tell the relay nothing
+        content_type = content_type if b"content-type" not in named else b""
+        length = length if b"content-length" not in named else None
+        encoding = encoding if b"content-encoding" not in named else None
     out.append((b"x-request-id", request_id))
     return out, upstream_id, content_type, length, encoding

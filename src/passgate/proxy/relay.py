@@ -33,6 +33,20 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 # Calls that end sooner never start the task that watches for a client disconnect.
 _WATCH_CLIENT_AFTER = 0.05
+# The request headers the relay reads (ASGI names are lowercase), each to its slot: one
+# dict look-up per header instead of a chain of comparisons.
+_READ = {
+    b"authorization": 0,
+    b"content-type": 1,
+    b"content-length": 2,
+    b"x-request-id": 3,
+    b"x-end-user-id": 4,
+    b"x-litellm-end-user-id": 4,
+    b"x-passgate-tags": 5,
+    b"x-api-key": 6,
+    b"api-key": 6,
+}
+_READ_SLOTS = 7
 
 
 def _bearer(value: bytes | None) -> str | None:
@@ -68,23 +82,13 @@ class Relay:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
-        authorization = content_type = request_id = end_user = tags = alt_key = None
-        content_length = -1
+        found: list[bytes | None] = [None] * _READ_SLOTS
         for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                content_length = int(value)
-            elif name == b"x-request-id":
-                request_id = value
-            elif name in (b"x-end-user-id", b"x-litellm-end-user-id"):
-                end_user = value
-            elif name == b"x-passgate-tags":
-                tags = value
-            elif name in (b"x-api-key", b"api-key"):
-                alt_key = value
+            slot = _READ.get(name)
+            if slot is not None:
+                found[slot] = value
+        authorization, content_type, length, request_id, end_user, tags, alt_key = found
+        content_length = -1 if length is None else int(length)
         call_id = new_call_id()
         if request_id is None or not _REQUEST_ID.match(request_id):
             request_id = call_id.encode()

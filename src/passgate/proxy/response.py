@@ -17,27 +17,25 @@ _BUFFER_JSON = 4 * 1024 * 1024  # a priced JSON answer up to this size is read w
 _BUFFER_SMALL = 64 * 1024  # any answer up to this size goes out in one write
 
 
-_USAGE_HEADERS = (
-    (b"x-passgate-usage-prompt-tokens", "prompt_tokens"),
-    (b"x-passgate-usage-completion-tokens", "completion_tokens"),
-    (b"x-passgate-usage-cached-tokens", "cached_tokens"),
-    (b"x-passgate-usage-pages", "pages"),
-    (b"x-passgate-usage-audio-seconds", "audio_seconds"),
-    (b"x-passgate-usage-characters", "characters"),
-)
-
-
-def _cost_headers(ex: Exchange) -> RawHeaders:
-    out: RawHeaders = []
+def _cost_headers(ex: Exchange, out: RawHeaders) -> None:
+    """Append the call's cost and usage headers to ``out`` (those reported, in this order)."""
     if ex.cost is not None:
         out.append((b"x-passgate-cost", (b"%.10f" % ex.cost).rstrip(b"0").rstrip(b".")))
     usage: Usage | None = ex.usage
-    if usage is not None:
-        for name, field in _USAGE_HEADERS:
-            value = getattr(usage, field)
-            if value is not None:
-                out.append((name, str(value).encode()))
-    return out
+    if usage is None:
+        return
+    if usage.prompt_tokens is not None:
+        out.append((b"x-passgate-usage-prompt-tokens", b"%d" % usage.prompt_tokens))
+    if usage.completion_tokens is not None:
+        out.append((b"x-passgate-usage-completion-tokens", b"%d" % usage.completion_tokens))
+    if usage.cached_tokens is not None:
+        out.append((b"x-passgate-usage-cached-tokens", b"%d" % usage.cached_tokens))
+    if usage.pages is not None:
+        out.append((b"x-passgate-usage-pages", b"%d" % usage.pages))
+    if usage.audio_seconds is not None:
+        out.append((b"x-passgate-usage-audio-seconds", str(usage.audio_seconds).encode()))
+    if usage.characters is not None:
+        out.append((b"x-passgate-usage-characters", b"%d" % usage.characters))
 
 
 class ResponseRelay:
@@ -77,7 +75,7 @@ class ResponseRelay:
                 if self._metering is not None:
                     self._metering.settle(ex)
                     ex.settled = True
-                headers.extend(_cost_headers(ex))
+                _cost_headers(ex, headers)
             ex.bytes_out = len(body)
             watch.stop()
             await send(
