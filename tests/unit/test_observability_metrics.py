@@ -14,6 +14,7 @@ from passgate.exchange import Exchange, Usage
 from passgate.observability.metrics import (
     LATENCY_BUCKETS,
     OVERHEAD_BUCKETS,
+    SHAPES_MAX,
     CappedLabel,
     HistogramTable,
     Metrics,
@@ -166,6 +167,27 @@ async def test_model_and_alias_labels_are_capped() -> None:
     assert aliases == {"alias-0", "alias-1", "alias-2", "other"}
     labels = {"route_family": "chat", "model": "other", "key_alias": "other", "status_class": "2xx"}
     assert value(samples, "passgate_requests_total", **labels) == 3
+
+
+async def test_calls_past_the_remembered_kinds_are_still_counted_right() -> None:
+    # Label tuples are remembered per kind of call (path, model, alias, status) up to a
+    # bound: paths come from clients, so a flood of distinct ones must neither grow the
+    # memo nor be miscounted once it is full.
+    metrics = Metrics(max_label_values=3, process_metrics=False)
+    kinds = SHAPES_MAX + 50
+    for index in range(kinds):
+        await metrics.finished(make_exchange(f"/v1/files/f-{index}", status=200 + index % 2))
+    for status in (200, 404, 200):
+        await metrics.finished(make_exchange(status=status, bytes_in=5))
+    assert len(metrics._keys) == SHAPES_MAX
+    _, samples = await scrape(metrics)
+    files = {"route_family": "files", "model": "mistral-small-latest", "key_alias": "team-a"}
+    assert value(samples, "passgate_requests_total", **files, status_class="2xx") == kinds
+    chat = {**files, "route_family": "chat"}
+    assert value(samples, "passgate_requests_total", **chat, status_class="2xx") == 2
+    assert value(samples, "passgate_requests_total", **chat, status_class="4xx") == 1
+    assert value(samples, "passgate_errors_total", route_family="chat", status_class="4xx") == 1
+    assert value(samples, "passgate_bytes_total", route_family="chat", direction="in") == 15
 
 
 def test_capped_label_truncates_and_names_missing_values() -> None:

@@ -183,6 +183,21 @@ async def test_a_call_that_ends_before_arm_after_sets_one_timer(
     assert timers.count == 1
 
 
+async def test_a_stopped_watch_sets_no_timer_and_cancels_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timers = _CountingTimers(asyncio.get_running_loop(), monkeypatch)
+    watch = CallWatch(_current(), FakeClient().receive, arm_after=0.05, armable=True)
+    watch.stop()
+    watch.stop()  # the relay stops it twice: once the answer is out, and when the call ends
+    watch.deadline(0.001, FIRST_BYTE)
+    watch.idle_deadline(0.001)
+    assert timers.count == 1  # the one set at the start, cancelled by the first stop
+    await asyncio.sleep(0.02)
+    assert watch.reason is None
+    assert _current().cancelling() == 0
+
+
 async def test_after_arming_the_timer_moves_on_to_the_deadline() -> None:
     client = FakeClient()
     watch = CallWatch(_current(), client.receive, arm_after=0.01, armable=True)

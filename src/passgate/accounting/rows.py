@@ -62,6 +62,10 @@ RECORD_FIELDS = (
 Record = list[Any]
 
 
+_NO_PRINCIPAL = (None, None, None, None)
+_NO_USAGE = (None,) * len(USAGE_FIELDS)
+
+
 def call_record(ex: Exchange) -> Record:
     """The values of one finished call, in ``RECORD_FIELDS`` order."""
     principal = ex.principal
@@ -73,10 +77,11 @@ def call_record(ex: Exchange) -> Record:
         ex.start_time,
         None if first_byte is None else first_byte - ex.start,
         None if end is None else end - ex.start,
-        principal.token if principal else None,
-        principal.key_alias if principal else None,
-        principal.user_id if principal else None,
-        principal.team_id if principal else None,
+        *(
+            (principal.token, principal.key_alias, principal.user_id, principal.team_id)
+            if principal
+            else _NO_PRINCIPAL
+        ),
         ex.end_user,
         ex.method,
         ex.route,
@@ -84,14 +89,20 @@ def call_record(ex: Exchange) -> Record:
         ex.model or ex.info.model,
         ex.stream,
         ex.status,
-        usage.prompt_tokens if usage else None,
-        usage.completion_tokens if usage else None,
-        usage.cached_tokens if usage else None,
-        usage.total_tokens if usage else None,
-        usage.pages if usage else None,
-        usage.annotated_pages if usage else None,
-        usage.audio_seconds if usage else None,
-        usage.characters if usage else None,
+        *(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                usage.total_tokens,
+                usage.pages,
+                usage.annotated_pages,
+                usage.audio_seconds,
+                usage.characters,
+            )
+            if usage
+            else _NO_USAGE
+        ),
         ex.cost,
         ex.upstream_request_id,
         ex.error,

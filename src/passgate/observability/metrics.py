@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -210,6 +211,7 @@ class _Families:
         return family
 
 
+SHAPES_MAX = 4096  # kinds of call whose label tuples are kept
 _STATUS_CLASSES = tuple(f"{status // 100}xx" for status in range(100, 600))
 
 
@@ -227,6 +229,22 @@ def _key_alias(ex: Exchange) -> str | None:
     return principal.key_alias or "unaliased"
 
 
+@dataclass(frozen=True, slots=True)
+class _CallKeys:
+    """The label tuples one kind of call is counted under, in every table."""
+
+    requests: tuple[str, ...]
+    errors: tuple[str, ...]
+    family: tuple[str, ...]
+    bytes_in: tuple[str, ...]
+    bytes_out: tuple[str, ...]
+    tokens_in: tuple[str, ...]
+    tokens_out: tuple[str, ...]
+    tokens_cached: tuple[str, ...]
+    cost: tuple[str, ...]
+    unpriced: tuple[str, ...]
+
+
 class Metrics:
     """Every Prometheus series of one gateway; an Observer, and the ``/metrics`` route."""
 
@@ -236,6 +254,9 @@ class Metrics:
         self._model = CappedLabel(max_label_values)
         self._alias = CappedLabel(max_label_values)
         self._family = _Families()
+        # The label tuples of each kind of call seen (path, model, key alias, status):
+        # worked out once instead of four label look-ups and ten tuples per call.
+        self._keys: dict[tuple[str, str | None, str | None, int], _CallKeys] = {}
         self.requests = CounterTable(
             "passgate_requests",
             "Pass-through calls by outcome.",
@@ -315,35 +336,58 @@ class Metrics:
 
     async def finished(self, ex: Exchange) -> None:
         """Count one call (in memory; never blocks)."""
-        family = self._family(ex.upstream_path)
-        model = self._model(ex.model)
-        alias = self._alias(_key_alias(ex))
-        klass = status_class(ex.status)
-        self.requests.inc((family, model, alias, klass))
+        alias = _key_alias(ex)
+        shape = (ex.upstream_path, ex.model, alias, ex.status)
+        keys = self._keys.get(shape)
+        if keys is None:
+            keys = self._call_keys(ex.upstream_path, ex.model, alias, ex.status)
+            if len(self._keys) < SHAPES_MAX:  # paths come from clients: bounded
+                self._keys[shape] = keys
+        self.requests.inc(keys.requests)
         if ex.status >= 400 or ex.error is not None:
-            self.errors.inc((family, klass))
+            self.errors.inc(keys.errors)
         if ex.interrupted:
-            self.interrupted.inc((family,))
+            self.interrupted.inc(keys.family)
         if ex.bytes_in:
-            self.bytes.inc((family, "in"), ex.bytes_in)
+            self.bytes.inc(keys.bytes_in, ex.bytes_in)
         if ex.bytes_out:
-            self.bytes.inc((family, "out"), ex.bytes_out)
+            self.bytes.inc(keys.bytes_out, ex.bytes_out)
         usage = ex.usage
         if usage is not None:
             if usage.prompt_tokens:
-                self.tokens.inc((model, "input"), usage.prompt_tokens)
+                self.tokens.inc(keys.tokens_in, usage.prompt_tokens)
             if usage.completion_tokens:
-                self.tokens.inc((model, "output"), usage.completion_tokens)
+                self.tokens.inc(keys.tokens_out, usage.completion_tokens)
             if usage.cached_tokens:
-                self.tokens.inc((model, "cached"), usage.cached_tokens)
+                self.tokens.inc(keys.tokens_cached, usage.cached_tokens)
         if ex.cost:
-            self.cost.inc((model, alias), ex.cost)
+            self.cost.inc(keys.cost, ex.cost)
         if not ex.priced:
-            self.unpriced.inc((model,))
+            self.unpriced.inc(keys.unpriced)
         if ex.end is not None:
-            self.latency.observe((family,), ex.end - ex.start)
+            self.latency.observe(keys.family, ex.end - ex.start)
         if ex.first_byte is not None:
-            self.overhead.observe((family,), ex.first_byte - ex.start)
+            self.overhead.observe(keys.family, ex.first_byte - ex.start)
+
+    def _call_keys(
+        self, upstream_path: str, model_name: str | None, alias_name: str | None, status: int
+    ) -> _CallKeys:
+        family = self._family(upstream_path)
+        model = self._model(model_name)
+        alias = self._alias(alias_name)
+        klass = status_class(status)
+        return _CallKeys(
+            requests=(family, model, alias, klass),
+            errors=(family, klass),
+            family=(family,),
+            bytes_in=(family, "in"),
+            bytes_out=(family, "out"),
+            tokens_in=(model, "input"),
+            tokens_out=(model, "output"),
+            tokens_cached=(model, "cached"),
+            cost=(model, alias),
+            unpriced=(model,),
+        )
 
     def count_redis_bypass(self) -> None:
         """Record one limit check that went ahead without Redis."""

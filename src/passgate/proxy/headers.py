@@ -23,11 +23,28 @@ _CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"api-key"})
 # Gateway control headers: read by passgate, never forwarded.
 _CONTROL_PREFIXES = (b"x-passgate-", b"x-litellm-", b"proxy-")
 _CONTROL = frozenset({b"x-end-user-id"})
-_DROP_RESPONSE = _HOP_BY_HOP | {b"x-request-id"}
+# Every request field never forwarded by name: one set look-up per header.
+_NOT_FORWARDED = _DROP_REQUEST | _CREDENTIALS | _CONTROL
+# Connection tokens that name no field (or only ones dropped anyway): "keep-alive" comes
+# on nearly every answer, and ignoring it spares a second pass over the headers.
+_PLAIN_TOKENS = _HOP_BY_HOP | {b"close"}
+# Response fields the relay reads or replaces, each with what to do with it; any other
+# field goes to the client as it is (lowercased), unless it starts with "proxy-".
+_DROP, _UPSTREAM_ID, _CONNECTION, _TYPE, _LENGTH, _ENCODING, _CORRELATION = range(7)
+_RESPONSE_FIELDS = {
+    **dict.fromkeys(_HOP_BY_HOP, _DROP),
+    b"connection": _CONNECTION,
+    b"x-request-id": _UPSTREAM_ID,
+    b"content-type": _TYPE,
+    b"content-length": _LENGTH,
+    b"content-encoding": _ENCODING,
+    b"mistral-correlation-id": _CORRELATION,
+}
 
 
 def _connection_tokens(value: bytes) -> frozenset[bytes]:
-    return frozenset(t.strip().lower() for t in value.split(b","))
+    """The fields a Connection header names, less those that are hop-by-hop anyway."""
+    return frozenset(t.strip().lower() for t in value.split(b",")) - _PLAIN_TOKENS
 
 
 def upstream_request_headers(
@@ -38,17 +55,12 @@ def upstream_request_headers(
     ``headers`` are an ASGI scope's, whose names the server has lowercased (the relay
     reads them that way too).
     """
-    # One pass: a Connection header rarely comes, so the fields it names are taken out
-    # after the loop instead of in a first pass over every header of every call.
+    # One pass: a Connection header naming a field is rare, so those fields are taken
+    # out after the loop instead of in a first pass over every header of every call.
     named: frozenset[bytes] = frozenset()
     out: list[tuple[str, str]] = []
     for name, value in headers:
-        if (
-            name in _DROP_REQUEST
-            or name in _CREDENTIALS
-            or name in _CONTROL
-            or name.startswith(_CONTROL_PREFIXES)
-        ):
+        if name in _NOT_FORWARDED or name.startswith(_CONTROL_PREFIXES):
             if name == b"connection":
                 named |= _connection_tokens(value)
             continue
@@ -72,26 +84,34 @@ def client_response_headers(
     named: frozenset[bytes] = frozenset()
     out: RawHeaders = []
     upstream_id: bytes | None = None
+    correlation_id: bytes | None = None
     content_type = b""
     length: int | None = None
     encoding: bytes | None = None
     for name, value in raw:
         lower = name.lower()
-        if lower in _DROP_RESPONSE or lower.startswith(b"proxy-"):
-            if lower == b"x-request-id":
-                upstream_id = value
-                out.append((b"x-upstream-request-id", value))
-            elif lower == b"connection":
-                named |= _connection_tokens(value)
+        action = _RESPONSE_FIELDS.get(lower)
+        if action is None:
+            if not lower.startswith(b"proxy-"):
+                out.append((lower, value))
             continue
-        if lower == b"content-type":
-            content_type = value
-        elif lower == b"content-length":
-            length = int(value)
-        elif lower == b"content-encoding":
-            encoding = value
-        elif lower == b"mistral-correlation-id" and upstream_id is None:
+        if action == _DROP:
+            continue
+        if action == _CONNECTION:
+            named |= _connection_tokens(value)
+            continue
+        if action == _UPSTREAM_ID:
             upstream_id = value
+            out.append((b"x-upstream-request-id", value))
+            continue
+        if action == _TYPE:
+            content_type = value
+        elif action == _LENGTH:
+            length = int(value)
+        elif action == _ENCODING:
+            encoding = value
+        elif action == _CORRELATION:
+            correlation_id = value
         out.append((lower, value))
     if named:
         out = [pair for pair in out if pair[0] not in named]
@@ -100,4 +120,4 @@ def client_response_headers(
         length = length if b"content-length" not in named else None
         encoding = encoding if b"content-encoding" not in named else None
     out.append((b"x-request-id", request_id))
-    return out, upstream_id, content_type, length, encoding
+    return out, upstream_id or correlation_id, content_type, length, encoding

@@ -34,7 +34,9 @@ def sub_path(raw_path: bytes, prefix: bytes) -> bytes:
         for escape in _FORBIDDEN_ESCAPES:
             if escape in lowered:
                 raise _bad("encoded dots, slashes, backslashes or percent signs are not allowed")
-    for segment in rest.split(b"/"):
-        if segment in (b".", b".."):
-            raise _bad("dot segments are not allowed")
+    # A dot segment always follows a slash; most paths have no "/." to look further at.
+    if b"/." in rest:
+        for segment in rest.split(b"/"):
+            if segment in (b".", b".."):
+                raise _bad("dot segments are not allowed")
     return rest

@@ -66,9 +66,12 @@ class ResponseRelay:
             length <= _BUFFER_SMALL
             or (reader is not None and b"json" in content_type and length <= _BUFFER_JSON)
         ):
-            watch.deadline(self._idle, IDLE)
-            body = await response.read()
-            watch.clear_deadline()
+            if response.arrived:  # as small answers usually are, with their head
+                body = await response.read()
+            else:
+                watch.deadline(self._idle, IDLE)
+                body = await response.read()
+                watch.clear_deadline()
             if reader is not None:
                 reader.feed(body)
                 self._read_usage(ex, reader)

@@ -49,6 +49,11 @@ class UpstreamResponse:
         self.status = conn.status
         self.raw_headers: tuple[tuple[bytes, bytes], ...] = tuple(conn.headers)
 
+    @property
+    def arrived(self) -> bool:
+        """Whether the whole body is already here (``read`` will not wait)."""
+        return self._conn.complete
+
     async def read(self) -> bytes:
         """The whole body."""
         parts = []

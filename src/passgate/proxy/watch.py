@@ -115,6 +115,8 @@ class CallWatch:
 
     def stop(self) -> None:
         """The watched region is over: nothing may cancel the task from now on."""
+        if self._stopped:
+            return  # the relay stops it once the answer is out, and again when the call ends
         self._armable = False
         self._stopped = True
         self._arm_at = self._due_at = None
@@ -126,7 +128,9 @@ class CallWatch:
             receiver.cancel()
 
     def _set_timer(self, when: float) -> None:
-        """Make sure the timer fires no later than ``when``."""
+        """Make sure the timer fires no later than ``when`` (never once stopped)."""
+        if self._stopped:
+            return
         timer = self._timer
         if timer is not None:
             if timer.when() <= when:
