@@ -16,47 +16,16 @@ spend-writer process is not counted: this measures a worker.
 """
 
 import argparse
-import http.client
-import os
 import re
 import shutil
-import subprocess
 import sys
 
-from bench.gateways import MASTER_KEY, generate_key, start_nginx
+from bench import worker
+from bench.gateways import start_nginx
 from bench.nginx import upstream_config
-from bench.payloads import CHAT_REQUEST
-from bench.procs import (
-    BenchError,
-    Services,
-    ensure_tools,
-    free_port,
-    http_status,
-    run_with_services,
-)
-from passgate.config import WORKER_SETTINGS_ENV
+from bench.procs import BenchError, Services, ensure_tools, free_port, run_with_services
 
-CHAT = "/mistral/v1/chat/completions"
-# What ``passgate`` does before it becomes the server: the schema at head, and the
-# settings handed over to the server (printed here, put in its environment by ``count``).
-_HAND_OVER = (
-    "from passgate.cli import migrate; from passgate.config import settings_json; "
-    "from passgate.settings_env import load_settings; settings = load_settings(); "
-    "code = migrate(settings); print(settings_json(settings)); raise SystemExit(code)"
-)
 _TOTALS = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
-
-
-def _calls(port: int, count: int, key: str) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    for _ in range(count):
-        connection.request("POST", CHAT, body=CHAT_REQUEST, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        if response.status != 200:
-            raise BenchError(f"passgate answered {response.status}")
-    connection.close()
 
 
 def count(
@@ -77,46 +46,14 @@ def count(
     port = free_port()
     # %p: with --trace-children each traced process writes its own file.
     out = services.workdir / f"callgrind-{calls}-{port}"
-    argv = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
+    wrapper = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
     if spend_writer:
-        argv.append("--trace-children=yes")
-    argv += [sys.executable, "-P", "-m", "passgate.server", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--workers", "1"]
-    full_env = {
-        "MISTRAL_API_BASE": upstream,
-        "MISTRAL_API_KEY": "x",
-        "PASSGATE_MASTER_KEY": MASTER_KEY,
-        "PASSGATE_DATA_DIR": str(services.workdir / f"data-{port}"),
-        "PASSGATE_LOG_REQUESTS": "false",
-        # The key-change poll runs by the wall clock, which valgrind slows: at its longest
-        # interval it adds the fewest instructions that depend on how long a run took.
-        "PASSGATE_KEY_CHANGE_POLL_INTERVAL": "5",
-        **env,
-    }
-    if pythonpath:
-        full_env["PYTHONPATH"] = pythonpath
-    url = f"http://127.0.0.1:{port}/health/readiness"
-    handed = subprocess.run(
-        [sys.executable, "-P", "-c", _HAND_OVER],
-        env={**os.environ, **full_env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if handed.returncode != 0:
-        raise BenchError(f"passgate could not start: {handed.stderr}")
-    full_env[WORKER_SETTINGS_ENV] = handed.stdout.strip().splitlines()[-1]
-    gateway = services.start(
-        f"callgrind-{calls}", argv, env=full_env, ready=lambda: http_status(url) == 200, timeout=300
-    )
-    key = MASTER_KEY
-    if virtual_key:
-        generated, why = generate_key(f"http://127.0.0.1:{port}")
-        if generated is None:
-            raise BenchError(f"no virtual key: {why}")
-        key = generated
-    _calls(port, 20, key)  # warm-up: caches, the pool's first connection
-    _calls(port, calls, key)
+        wrapper.append("--trace-children=yes")
+    wrapper += [sys.executable, "-P", "-m", "passgate.server"]
+    gateway = worker.start(services, f"callgrind-{calls}", wrapper, upstream, port, env, pythonpath)
+    key = worker.caller_key(port, virtual_key)
+    worker.chat_calls(port, 20, key)  # warm-up: caches, the pool's first connection
+    worker.chat_calls(port, calls, key)
     services.stop(gateway)
     totals = [
         _TOTALS.search(f.read_text(errors="replace")) for f in out.parent.glob(out.name + ".*")

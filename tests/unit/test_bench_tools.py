@@ -1,8 +1,10 @@
-"""The benchmark's own arithmetic and plumbing: bench.floor's table, run_with_services."""
+"""The benchmark's own arithmetic and plumbing: bench.floor's and bench.bytecodes' tables,
+run_with_services."""
 
 from __future__ import annotations
 
 import pytest
+from bench import bytecodes
 from bench.floor import Runs, summary
 from bench.procs import BenchError, Services, run_with_services
 
@@ -47,3 +49,28 @@ def test_run_with_services_reports_a_bench_error_and_stops_every_service(
     assert run_with_services("test", body) == 2
     assert capsys.readouterr().err == "bench.test: sleeper failed\n"
     assert seen[0].running == []
+
+
+def test_bytecodes_are_shown_per_call_by_file_and_by_function() -> None:
+    site = "/work/.venv/lib/python3.11/site-packages"
+    counts = {
+        "/work/src/passgate/proxy/relay.py:83 Relay.__call__": 2_300,
+        "/work/src/passgate/proxy/relay.py:137 Relay._handle": 1_450,
+        f"{site}/uvicorn/protocols/http/httptools_impl.py:461 RequestResponseCycle.send": 5_300,
+        "/root/.pyenv/versions/3.11.7/lib/python3.11/asyncio/locks.py:182 Event.set": 415,
+        "<string>:2 __create_fn__.<locals>.__init__": 2_330,
+    }
+    lines = bytecodes.summary(counts, calls=10, top=2)
+    assert lines[0] == "1,180 bytecodes per call (10 calls)"
+    at = lines.index("per file:")
+    assert lines[at + 1 : at + 5] == [
+        "    530.0  uvicorn/protocols/http/httptools_impl.py",
+        "    375.0  passgate/proxy/relay.py",
+        "    233.0  <string>",
+        "     41.5  asyncio/locks.py",
+    ]
+    assert lines[-3:] == [
+        "the 2 functions with the most:",
+        "    530.0  uvicorn/protocols/http/httptools_impl.py:461 RequestResponseCycle.send",
+        "    233.0  <string>:2 __create_fn__.<locals>.__init__",
+    ]
