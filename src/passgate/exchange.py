@@ -22,7 +22,8 @@ def new_call_id() -> str:
     # per stored row on SQLite (18.8 -> 9.1 µs at 50,000 rows) and grows with the table.
     # Unique, not secret: the Mersenne Twister (reseeded after fork) costs no system
     # call, where uuid4 reads the OS's random source on every request.
-    return f"{time.time_ns():016x}{random.getrandbits(64):016x}"
+    # 16 bytes as hex: a third of the f-string's cost (each ``:016x`` is a format call).
+    return ((time.time_ns() << 64) | random.getrandbits(64)).to_bytes(16).hex()
 
 
 @dataclass(slots=True)
@@ -88,7 +89,6 @@ class Exchange:
     upstream_request_id: str | None = None
     reservation: Any = None  # set by the limits guard, settled when the call ends
     settled: bool = False  # cost has been computed by the metering
-    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # The gateway's own id of this call: unique even when clients reuse x-request-id,
     # so a spend row can never be mistaken for another call's (and dropped as a duplicate).
     call_id: str = field(default_factory=new_call_id)

@@ -80,3 +80,13 @@ def test_response_fields_named_by_connection_are_dropped_and_not_read() -> None:
     ]
     assert ctype == b"application/json"
     assert length is None
+
+
+def test_a_connection_header_of_plain_tokens_names_no_field() -> None:
+    for value in (b"keep-alive", b" Keep-Alive ", b"close", b"CLOSE"):
+        raw = ((b"Connection", value), (b"Keep-Alive", b"timeout=5"), (b"X-Kept", b"1"))
+        headers, *_ = client_response_headers(raw, b"gw-1")
+        assert headers == [(b"x-kept", b"1"), (b"x-request-id", b"gw-1")], value
+    raw = ((b"Connection", b"keep-alive , x-hop"), (b"X-Hop", b"1"), (b"X-Kept", b"2"))
+    headers, *_ = client_response_headers(raw, b"gw-1")
+    assert headers == [(b"x-kept", b"2"), (b"x-request-id", b"gw-1")]

@@ -25,6 +25,9 @@ PREFIX = b"/mistral"
         b"/mistral/v1/%252e%252e/x",
         b"/mistral/",
         b"/mistral",
+        b"/mistral/v1/files/.",
+        b"/mistral/v1/files/..",
+        b"/mistral/v1:/x//",
     ],
 )
 def test_path_tricks_are_refused(raw: bytes) -> None:
@@ -40,6 +43,10 @@ def test_path_tricks_are_refused(raw: bytes) -> None:
         (b"/mistral/v1/chat/completions", b"/v1/chat/completions"),
         (b"/mistral/files/abc%20def/content", b"/files/abc%20def/content"),
         (b"/mistral/v1/models/ft:open-mistral-7b:abc", b"/v1/models/ft:open-mistral-7b:abc"),
+        (b"/mistral/v1/files/report.v2.pdf", b"/v1/files/report.v2.pdf"),
+        (b"/mistral/v1/files/...", b"/v1/files/..."),
+        (b"/mistral/v1/files/", b"/v1/files/"),
+        (b"/mistral/v2/prompts_x-1", b"/v2/prompts_x-1"),
     ],
 )
 def test_safe_paths_pass(raw: bytes, expected: bytes) -> None:
@@ -57,6 +64,9 @@ def test_safe_paths_pass(raw: bytes, expected: bytes) -> None:
         ("http://host:8000/some/prefix", b"/v1/x", b"/some/prefix/v1/x"),
         ("http://host:8000/some/prefix/v1", b"/x", b"/some/prefix/v1/x"),
         ("https://api.mistral.ai", b"/version/x", b"/v1/version/x"),
+        ("https://api.mistral.ai", b"/v12", b"/v12"),
+        ("https://api.mistral.ai", b"/v1x/y", b"/v1/v1x/y"),
+        ("https://api.mistral.ai", b"/v/y", b"/v1/v/y"),
     ],
 )
 def test_path_is_joined_onto_the_base(base: str, sub: bytes, expected: bytes) -> None:

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 
 from passgate.errors import bad_request
 
-_VERSION = re.compile(rb"^v\d+$")
+# A path whose first segment is an API version (v1, v2, ...).
+_VERSIONED = re.compile(rb"/v\d+(?:/|\Z)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +28,7 @@ class Provider:
 
     def api_path(self, sub_path: bytes) -> bytes:
         """The path as the provider's API names it: ``/x`` becomes ``/v1/x``, ``/v2/x`` stays."""
-        first = sub_path[1:].split(b"/", 1)[0]
-        if not _VERSION.match(first):
+        if not _VERSIONED.match(sub_path):
             return b"/" + self.default_version + sub_path
         return sub_path
 

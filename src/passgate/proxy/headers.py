@@ -42,8 +42,13 @@ _RESPONSE_FIELDS = {
 }
 
 
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
 def _connection_tokens(value: bytes) -> frozenset[bytes]:
     """The fields a Connection header names, less those that are hop-by-hop anyway."""
+    if value.strip().lower() in _PLAIN_TOKENS:  # "keep-alive", "close": one look-up
+        return _NO_TOKENS
     return frozenset(t.strip().lower() for t in value.split(b",")) - _PLAIN_TOKENS
 
 

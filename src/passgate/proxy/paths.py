@@ -7,8 +7,14 @@ climb out of the provider's base path, or smuggle a second path, is refused.
 
 from __future__ import annotations
 
+import re
+
 from passgate.errors import GatewayError, bad_request
 
+# Non-empty segments of letters, digits, "_", "-" and ":" only: nothing any check below could
+# refuse. Nearly every path is one, and one match costs a fifth of the checks (on CPython
+# 3.11 each ``bytes in bytes`` costs ~200 ns: it tries the needle as an integer first).
+_PLAIN = re.compile(rb"(?:/[A-Za-z0-9_:\-]+)+")
 _FORBIDDEN_ESCAPES = (b"%2e", b"%2f", b"%5c", b"%00", b"%25")
 
 
@@ -23,6 +29,8 @@ def sub_path(raw_path: bytes, prefix: bytes) -> bytes:
     percent-encoded dots, slashes, backslashes, NULs or percent signs.
     """
     rest = raw_path[len(prefix) :]
+    if _PLAIN.fullmatch(rest):
+        return rest
     if not rest.startswith(b"/") or len(rest) < 2:
         raise _bad("nothing after the provider prefix")
     if b"\\" in rest:
