@@ -1,7 +1,7 @@
 """Instructions a passgate worker executes per relayed call, counted by callgrind.
 
     .venv/bin/python -m bench.instructions [--calls 300 1300] [--env KEY=VALUE ...]
-                                           [--pythonpath DIR]
+                                           [--pythonpath DIR] [--against DIR] [--rounds N]
 
 On this project's shared 2-core machines the same configuration's throughput moves by
 ±20% from one round to the next, so a change worth 5% cannot be seen in seconds of wrk.
@@ -11,13 +11,17 @@ server process itself; access log off, key-change poll at its longest interval) 
 ``--calls`` one after another on one keep-alive connection, and stops it. The difference
 between two runs' totals, divided by the difference in calls, is the instructions of one
 call with start-up and shutdown taken out. ``--pythonpath`` runs another tree of the
-package (a ``git worktree`` of an older commit) to compare two versions. The
-spend-writer process is not counted: this measures a worker.
+package (a ``git worktree`` of an older commit); ``--against`` names a second tree, and the
+two are counted in turns, one count at a time, ``--rounds`` times each, with the medians and
+the change printed: counts still spread by up to ~3% between runs of one build, so an A/B
+of a few percent wants three rounds. The spend-writer process is counted only with
+``--spend-writer``: this measures a worker.
 """
 
 import argparse
 import re
 import shutil
+import statistics
 import sys
 
 from bench import worker
@@ -64,12 +68,32 @@ def count(
     return sum(int(match.group(1)) for match in totals if match)
 
 
+def summary(per_call: dict[str, list[float]]) -> list[str]:
+    """Per tree the median instructions per call and the spread of its counts; with two
+    trees, the change of the second against the first."""
+    lines = []
+    medians = {}
+    for tree, counts in per_call.items():
+        medians[tree] = median = statistics.median(counts)
+        spread = 100 * (max(counts) - min(counts)) / median
+        runs = ", ".join(f"{count:,.0f}" for count in counts)
+        lines.append(f"{tree}: median {median:,.0f} per call ({runs}; spread {spread:.1f}%)")
+    if len(medians) == 2:
+        (first, before), (second, after) = medians.items()
+        lines.append(f"{second} against {first}: {100 * (after / before - 1):+.1f}%")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Count two runs, print the instructions per call."""
+    """Count two runs per tree (in turns, one at a time), print the instructions per call."""
     parser = argparse.ArgumentParser(description="instructions per relayed call (callgrind)")
     parser.add_argument("--calls", type=int, nargs=2, default=[300, 1300])
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for passgate")
     parser.add_argument("--pythonpath", help="another source tree of passgate to measure")
+    parser.add_argument(
+        "--against", help="a second source tree, counted in turns with the first: the change"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="counts of each tree, in turns")
     parser.add_argument(
         "--spend-writer", action="store_true", help="count the spend-writer process's too"
     )
@@ -79,24 +103,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = dict(pair.split("=", 1) for pair in args.env)
     low, high = args.calls
+    trees = {args.pythonpath or "this tree": args.pythonpath}
+    if args.against:
+        trees[args.against] = args.against
 
     def measure(services: Services) -> list[str]:
         tools = ensure_tools()
         port = free_port()
         start_nginx(services, tools["nginx"], "upstream", lambda p: upstream_config(p, port, 1))
         upstream = f"http://127.0.0.1:{port}"
-        totals = {
-            n: count(
-                services, upstream, n, env, args.pythonpath, args.spend_writer, args.virtual_key
-            )
-            for n in (low, high)
-        }
-        per_call = (totals[high] - totals[low]) / (high - low)
-        return [
-            f"{low} calls: {totals[low]:,} instructions; {high} calls: {totals[high]:,}",
-            f"per call: {per_call:,.0f} instructions (env {env or 'defaults'}"
-            + (", worker and spend writer)" if args.spend_writer else ", worker)"),
-        ]
+        per_call: dict[str, list[float]] = {name: [] for name in trees}
+        lines: list[str] = []
+        # One count at a time: two valgrind runs sharing the machine each count 3-4% more
+        # (the spend link's linger and the key-change poll run by the clock).
+        for number in range(args.rounds):
+            for name, tree in trees.items():
+                totals = {
+                    n: count(services, upstream, n, env, tree, args.spend_writer, args.virtual_key)
+                    for n in (low, high)
+                }
+                per_call[name].append((totals[high] - totals[low]) / (high - low))
+                lines.append(
+                    f"round {number + 1}, {name}: {low} calls {totals[low]:,} instructions,"
+                    f" {high} calls {totals[high]:,}: {per_call[name][-1]:,.0f} per call"
+                )
+                print(lines[-1], flush=True)
+        what = "worker and spend writer" if args.spend_writer else "worker"
+        return [f"instructions per call ({what}, env {env or 'defaults'}):", *summary(per_call)]
 
     return run_with_services("instructions", measure)
 

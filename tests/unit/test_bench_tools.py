@@ -1,10 +1,10 @@
-"""The benchmark's own arithmetic and plumbing: bench.floor's and bench.bytecodes' tables,
-run_with_services."""
+"""The benchmark's own arithmetic and plumbing: the tables of bench.floor, bench.bytecodes and
+bench.instructions, run_with_services."""
 
 from __future__ import annotations
 
 import pytest
-from bench import bytecodes
+from bench import bytecodes, instructions
 from bench.floor import Runs, summary
 from bench.procs import BenchError, Services, run_with_services
 
@@ -73,4 +73,18 @@ def test_bytecodes_are_shown_per_call_by_file_and_by_function() -> None:
         "the 2 functions with the most:",
         "    530.0  uvicorn/protocols/http/httptools_impl.py:461 RequestResponseCycle.send",
         "    233.0  <string>:2 __create_fn__.<locals>.__init__",
+    ]
+
+
+def test_instruction_counts_of_two_trees_give_medians_spreads_and_the_change() -> None:
+    lines = instructions.summary(
+        {"this tree": [480_000, 478_000, 490_000], "/tmp/new/src": [462_000, 458_000, 466_000]}
+    )
+    assert lines == [
+        "this tree: median 480,000 per call (480,000, 478,000, 490,000; spread 2.5%)",
+        "/tmp/new/src: median 462,000 per call (462,000, 458,000, 466,000; spread 1.7%)",
+        "/tmp/new/src against this tree: -3.7%",
+    ]
+    assert instructions.summary({"this tree": [500_000]}) == [
+        "this tree: median 500,000 per call (500,000; spread 0.0%)"
     ]
