@@ -17,6 +17,7 @@ work, and a change shows up in the function that changed.
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -29,16 +30,14 @@ from bench.nginx import upstream_config
 from bench.procs import BenchError, Services, ensure_tools, free_port, run_with_services
 
 _OPCOUNT = Path(__file__).with_name("opcount.py")
-_ROOTS = ("/site-packages/", "/src/", "/lib/python3")
+# The directories every counted place shares (installed packages, this tree, the stdlib),
+# up to the last of them in the path.
+_ROOT = re.compile(r"^.*(?:/site-packages/|/src/|/lib/python3\.\d+/)")
 
 
 def short(place: str) -> str:
     """A counted function's place without the directories every place shares."""
-    for root in _ROOTS:
-        at = place.find(root)
-        if at >= 0:
-            return place[at + len(root) :].removeprefix(".11/").removeprefix(".12/")
-    return place
+    return _ROOT.sub("", place, count=1)
 
 
 def summary(counts: dict[str, int], calls: int, top: int) -> list[str]:
@@ -67,9 +66,9 @@ def count(
     port = free_port()
     out = services.workdir / f"bytecodes-{port}.json"
     wrapper = [sys.executable, "-P", str(_OPCOUNT), str(out)]
-    gateway = worker.start(services, "bytecodes", wrapper, upstream, port, env, pythonpath)
-    key = worker.caller_key(port, virtual_key)
-    worker.chat_calls(port, 20, key)  # warm-up: caches, the pool's first connection
+    gateway, key = worker.start_warm(
+        services, "bytecodes", wrapper, upstream, port, env, pythonpath, virtual_key
+    )
     os.kill(gateway.proc.pid, signal.SIGUSR1)
     time.sleep(0.5)  # the handler runs at the worker's next bytecode: a timer's, at most 0.5 s
     worker.chat_calls(port, calls, key)
@@ -79,7 +78,6 @@ def count(
         if time.monotonic() > deadline:
             raise BenchError(f"no counts from the worker:\n{gateway.log_tail()}")
         time.sleep(0.1)
-    time.sleep(0.2)  # the file is written in one call; let it finish
     services.stop(gateway)
     counts: dict[str, int] = json.loads(out.read_text())
     return counts

@@ -54,9 +54,9 @@ def count(
     if spend_writer:
         wrapper.append("--trace-children=yes")
     wrapper += [sys.executable, "-P", "-m", "passgate.server"]
-    gateway = worker.start(services, f"callgrind-{calls}", wrapper, upstream, port, env, pythonpath)
-    key = worker.caller_key(port, virtual_key)
-    worker.chat_calls(port, 20, key)  # warm-up: caches, the pool's first connection
+    gateway, key = worker.start_warm(
+        services, f"callgrind-{calls}", wrapper, upstream, port, env, pythonpath, virtual_key
+    )
     worker.chat_calls(port, calls, key)
     services.stop(gateway)
     totals = [

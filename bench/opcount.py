@@ -44,7 +44,10 @@ def main() -> None:
         by_function: Counter[str] = Counter()
         for code, n in counts.items():
             by_function[f"{code.co_filename}:{code.co_firstlineno} {code.co_qualname}"] += n
-        out.write_text(json.dumps(by_function))
+        # written whole, then renamed: the driver reads the file as soon as it exists
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text(json.dumps(by_function))
+        partial.replace(out)
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)

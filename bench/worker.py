@@ -62,6 +62,24 @@ def start(
     )
 
 
+def start_warm(
+    services: Services,
+    name: str,
+    wrapper: list[str],
+    upstream: str,
+    port: int,
+    env: dict[str, str],
+    pythonpath: str | None,
+    virtual_key: bool,
+) -> tuple[Service, str]:
+    """``start``, then 20 calls to warm it up (caches, the pool's first connection); the
+    worker and the key to call it with (``caller_key``)."""
+    gateway = start(services, name, wrapper, upstream, port, env, pythonpath)
+    key = caller_key(port, virtual_key)
+    chat_calls(port, 20, key)
+    return gateway, key
+
+
 def caller_key(port: int, virtual_key: bool) -> str:
     """The master key, or with ``virtual_key`` a key from ``POST /key/generate``."""
     if not virtual_key:
