@@ -96,7 +96,6 @@ class Settings(BaseModel):
             "otlp_endpoint", "PASSGATE_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
         ),
     )
-    export_content: bool = False
     pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("mistral_api_base")
