@@ -39,7 +39,7 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseModel):
-    """Every setting of the gateway; env names are given in the README."""
+    """Every setting of the gateway; env names and defaults are in docs/configuration.md."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
