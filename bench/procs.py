@@ -40,18 +40,14 @@ def find_tool(name: str) -> str | None:
 
 
 def ensure_tools() -> dict[str, str]:
-    """Paths of nginx and wrk; installs them with apt-get when missing and running as root."""
-    missing = [name for name in ("nginx", "wrk") if find_tool(name) is None]
-    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"installing {', '.join(missing)} with apt-get ...", flush=True)
-        packages = ["nginx-light" if name == "nginx" else name for name in missing]
-        subprocess.run(["apt-get", "update", "-q"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=False)
+    """Paths of nginx and wrk; when one is missing, the command that installs it (never run
+    from here: installing system packages is the operator's call)."""
     tools = {name: find_tool(name) for name in ("nginx", "wrk")}
     absent = [name for name, path in tools.items() if path is None]
     if absent:
+        packages = " ".join("nginx-light" if name == "nginx" else name for name in absent)
         raise BenchError(
-            f"missing {', '.join(absent)}: install with `sudo apt-get install -y nginx-light wrk`"
+            f"missing {', '.join(absent)}: install with `sudo apt-get install -y {packages}`"
         )
     return {name: path for name, path in tools.items() if path is not None}
 

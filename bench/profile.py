@@ -6,8 +6,8 @@ Starts the nginx fake upstream and `passgate --workers 1` (master key, accountin
 an --env says otherwise), loads it with wrk and meanwhile samples it with py-spy (installed
 in .venv by the dev dependencies; without it only the CPU split is printed). Prints the CPU
 each thread used per request, then per thread the share of samples by part of the gateway,
-and the main thread's top functions by self and inclusive samples. bench/PROFILE.md is a
-commented run of it.
+and the main thread's top functions by self and inclusive samples. docs/performance.md says
+what its output shows.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""Turns the measurements into one markdown table, plus the issue's targets checked against it."""
+"""Turns the measurements into one markdown table (bench/targets.py checks them)."""
 
 import math
 from dataclasses import dataclass, field

@@ -63,7 +63,7 @@ def _document(args: argparse.Namespace, plan: Plan, results: Results, elapsed: f
         "",
         table(results),
         "",
-        "Targets (issue 6):",
+        "Targets (bench/targets.py):",
         "",
         *(f"- {line}" for line in targets.check(results)),
         "",

@@ -1,4 +1,4 @@
-"""Issue 6's targets, checked against one run's measurements."""
+"""The benchmark's targets for passgate, checked against one run's measurements."""
 
 from bench.load import median
 from bench.procs import MIB
@@ -101,7 +101,7 @@ def _feature_cost(results: Results) -> str:
 
 
 def _accounting_cost(results: Results) -> str:
-    """Issue 4: accounting on within 15% of accounting off (master key, each level)."""
+    """Accounting on within 15% of accounting off (master key, each level)."""
     levels = sorted(set(results.chat.get(PASSGATE, {})) & set(results.chat.get(NO_ACCOUNTING, {})))
     costs = {level: cost_of(results, PASSGATE, level) for level in levels}
     found = {level: cost for level, cost in costs.items() if cost is not None}
@@ -110,8 +110,8 @@ def _accounting_cost(results: Results) -> str:
     figures = ", ".join(f"c={level} {-100 * cost:+.1f}%" for level, cost in found.items())
     worst = max(found.values())
     return (
-        f"{_verdict(worst <= 0.15)} accounting on vs off (issue 4, master key; median of the "
-        f"rounds' ratios): {figures} (target: within 15%)"
+        f"{_verdict(worst <= 0.15)} accounting on vs off (master key; median of the rounds' "
+        f"ratios): {figures} (target: within 15%)"
     )
 
 

@@ -39,7 +39,7 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseModel):
-    """Every setting of the gateway; env names are given in the README."""
+    """Every setting of the gateway; env names and defaults are in docs/configuration.md."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
@@ -96,7 +96,6 @@ class Settings(BaseModel):
             "otlp_endpoint", "PASSGATE_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
         ),
     )
-    export_content: bool = False
     pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("mistral_api_base")

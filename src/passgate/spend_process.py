@@ -8,7 +8,7 @@ once), on to the webhook when one is configured, and, with ``log_requests``, bec
 call's JSON access line. A worker that sends records formats no log line: the record
 already carries every field of it, and here lines are made in runs, back to back, where
 a worker made each one between two calls (and handed it to a log thread that took the
-GIL from its event loop): +8% throughput at 64 clients (``bench/PROFILE.md``, sixth pass).
+GIL from its event loop): +8% throughput at 64 clients (``docs/performance.md``).
 
 The process ignores SIGINT and SIGTERM: the server stops it by closing its stdin once the
 workers have exited, so the calls they sent while shutting down are recorded too. It then

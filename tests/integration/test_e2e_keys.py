@@ -1,4 +1,4 @@
-"""Acceptance for issue 3 (virtual keys) against real ``passgate`` processes.
+"""Acceptance for virtual keys against real ``passgate`` processes.
 
 Every test runs twice: on the embedded SQLite file (the default one, in the process's
 PASSGATE_DATA_DIR) and on a fresh PostgreSQL database. The gateways run with the

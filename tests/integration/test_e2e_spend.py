@@ -1,4 +1,4 @@
-"""Acceptance for issue 4 (spend), end to end against real ``passgate`` processes.
+"""Acceptance for spend tracking, end to end against real ``passgate`` processes.
 
 Every expected cost is computed here from the list prices of ``shared/mistral/README.md``,
 hard-coded below and never read from the package's catalog, so a wrong catalog entry fails

@@ -1,4 +1,4 @@
-"""Acceptance for issue 4 (spend): nothing is lost through a database outage or a SIGTERM.
+"""Acceptance for spend tracking: nothing is lost through a database outage or a SIGTERM.
 
 The PostgreSQL outage never touches the shared server: the test's own database is closed
 to new connections (``ALLOW_CONNECTIONS false``) and its sessions terminated, from an admin

@@ -3,10 +3,13 @@ bench.instructions, run_with_services."""
 
 from __future__ import annotations
 
+import subprocess
+
+import bench.procs
 import pytest
 from bench import bytecodes, instructions
 from bench.floor import Runs, summary
-from bench.procs import BenchError, Services, run_with_services
+from bench.procs import BenchError, Services, ensure_tools, run_with_services
 
 
 def test_the_floor_table_shows_medians_and_what_each_row_adds() -> None:
@@ -52,12 +55,12 @@ def test_run_with_services_reports_a_bench_error_and_stops_every_service(
 
 
 def test_bytecodes_are_shown_per_call_by_file_and_by_function() -> None:
-    site = "/work/.venv/lib/python3.11/site-packages"
+    site = "/srv/app/.venv/lib/python3.11/site-packages"
     counts = {
-        "/work/src/passgate/proxy/relay.py:83 Relay.__call__": 2_300,
-        "/work/src/passgate/proxy/relay.py:137 Relay._handle": 1_450,
+        "/srv/app/src/passgate/proxy/relay.py:83 Relay.__call__": 2_300,
+        "/srv/app/src/passgate/proxy/relay.py:137 Relay._handle": 1_450,
         f"{site}/uvicorn/protocols/http/httptools_impl.py:461 RequestResponseCycle.send": 5_300,
-        "/root/.pyenv/versions/3.11.7/lib/python3.11/asyncio/locks.py:182 Event.set": 415,
+        "/usr/lib/python3.11/asyncio/locks.py:182 Event.set": 415,
         "<string>:2 __create_fn__.<locals>.__init__": 2_330,
     }
     lines = bytecodes.summary(counts, calls=10, top=2)
@@ -88,3 +91,15 @@ def test_instruction_counts_of_two_trees_give_medians_spreads_and_the_change() -
     assert instructions.summary({"this tree": [500_000]}) == [
         "this tree: median 500,000 per call (500,000; spread 0.0%)"
     ]
+
+
+def test_missing_tools_give_the_install_command_and_install_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_install(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"ran {args}")
+
+    monkeypatch.setattr(bench.procs, "find_tool", lambda name: None)
+    monkeypatch.setattr(subprocess, "run", no_install)
+    with pytest.raises(BenchError, match=r"`sudo apt-get install -y nginx-light wrk`"):
+        ensure_tools()

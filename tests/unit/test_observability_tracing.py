@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -201,12 +200,3 @@ async def test_spans_reach_an_otlp_http_collector() -> None:
     assert attrs["gen_ai.usage.input_tokens"].int_value == 5
     assert attrs["gen_ai.usage.output_tokens"].int_value == 6
     assert spans[0].start_time_unix_nano == int(START_TIME * 1e9)
-
-
-async def test_export_content_is_refused_loudly(caplog: pytest.LogCaptureFixture) -> None:
-    settings = load_settings(otlp_endpoint="http://127.0.0.1:9", export_content=True)
-    with caplog.at_level(logging.WARNING, logger="passgate.observability.tracing"):
-        tracing = Tracing.from_settings(settings)
-    assert tracing is not None
-    await tracing.stop()
-    assert "keeps no prompt or response content" in caplog.text

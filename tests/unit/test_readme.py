@@ -1,5 +1,6 @@
-"""The README documents every setting and every route the gateway serves."""
+"""README.md and docs/*.md document every setting and every route the gateway serves."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,17 +10,21 @@ from starlette.routing import Route
 from passgate.api.app import build_app
 from passgate.config import Settings, env_name
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [ROOT / "README.md", *DOC_PAGES]
+DOCS = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
+LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)\s]*)?\)")
 
 
 @pytest.mark.parametrize("field", sorted(Settings.model_fields))
 def test_every_setting_is_documented(field: str) -> None:
     if field == "pricing":
-        assert "`pricing`" in README
+        assert "`pricing`" in DOCS
         return
     names = env_name(field).split(" / ")
-    assert any(f"`{name}`" in README for name in names), f"{field} ({names}) not in README"
-    assert f"`{field}`" in README, f"YAML key {field} not in README"
+    assert any(f"`{name}`" in DOCS for name in names), f"{field} ({names}) not in the docs"
+    assert f"`{field}`" in DOCS, f"YAML key {field} not in the docs"
 
 
 def test_every_admin_route_is_documented(tmp_path: Path) -> None:
@@ -28,4 +33,11 @@ def test_every_admin_route_is_documented(tmp_path: Path) -> None:
     paths = [route.path for route in admin.routes if isinstance(route, Route)]
     assert "/key/generate" in paths
     for path in paths:
-        assert f"{path}" in README, f"route {path} not in README"
+        assert f"`{path}" in DOCS or f" {path}" in DOCS, f"route {path} not in the docs"
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda page: page.name)
+def test_links_between_docs_lead_to_files(page: Path) -> None:
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        if "://" not in target:
+            assert (page.parent / target).resolve().is_file(), f"{page.name} links to {target}"

@@ -6,14 +6,12 @@ the span; export runs on the processor's thread. The span is written once the ca
 has ended, with explicit start and end times taken from the Exchange.
 
 Spans never carry prompt or response content: the relay streams bodies without
-keeping them, so there is none to export. ``export_content`` is therefore not
-supported; enabling it logs a warning and changes nothing.
+keeping them, so there is none to export.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -25,8 +23,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from passgate.config import Settings
 from passgate.exchange import Exchange
 from passgate.observability.families import operation_name, route_family
-
-log = logging.getLogger(__name__)
 
 GEN_AI_SYSTEM = "mistral_ai"
 TRACES_PATH = "/v1/traces"
@@ -118,11 +114,6 @@ class Tracing:
         """OTLP/HTTP export to ``settings.otlp_endpoint``; None when it is not set."""
         if settings.otlp_endpoint is None:
             return None
-        if settings.export_content:
-            log.warning(
-                "export_content is set, but the relay keeps no prompt or response content: "
-                "spans carry usage and metadata only"
-            )
         return cls(OTLPSpanExporter(endpoint=otlp_traces_url(settings.otlp_endpoint)))
 
     async def finished(self, ex: Exchange) -> None:

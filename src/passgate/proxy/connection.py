@@ -8,7 +8,7 @@ and stop reading the socket while that reader is behind.
 
 Why not aiohttp's client: under load it cost ~100 µs of the ~200 µs of CPU a relayed call
 takes (a ``ClientRequest``, a ``ClientResponse``, multidicts, timer contexts, a task per
-call; ``bench/PROFILE.md``). This connection holds one reusable parser and a deque.
+call; ``docs/performance.md``). This connection holds one reusable parser and a deque.
 """
 
 from __future__ import annotations

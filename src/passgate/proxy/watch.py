@@ -10,7 +10,7 @@ it is, and when it fires it finds what is due and sets itself for what is left. 
 that ends within ``arm_after`` (nearly all of them) creates and cancels one timer, where
 a timer per concern made three of each (in a tight loop 2.3 µs per call instead of 3.1;
 the instructions a worker executes per call did not change measurably:
-``bench/PROFILE.md``, seventh pass). The ``receive()`` task that notices a disconnect is only
+``docs/performance.md``). The ``receive()`` task that notices a disconnect is only
 started once the call has lasted ``arm_after`` seconds (and the request body has been read
 whole, so it cannot steal a body chunk): a call that ends sooner never pays for it, and a
 client that leaves during a fast call changes nothing the upstream has not already done.
