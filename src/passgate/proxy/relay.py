@@ -22,7 +22,8 @@ from passgate.proxy.connection import UpstreamConnectError, UpstreamError
 from passgate.proxy.headers import upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
-from passgate.proxy.response import ResponseRelay
+from passgate.proxy.response import IDLE_MESSAGE, ResponseRelay
+from passgate.proxy.transport import CLOSE_CONNECTION
 from passgate.proxy.upstream import Upstream, UpstreamResponse
 from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
 from passgate.types import Receive, Scope, Send
@@ -217,7 +218,8 @@ class Relay:
             ex.first_byte = perf_counter()
             ex.status = response.status
             watch.body_read()
-            await self._responder.relay(ex, response, send, ex.request_id.encode(), watch)
+            if await self._responder.relay(ex, response, send, ex.request_id.encode(), watch):
+                _close_unfinished(scope)
         except asyncio.CancelledError:
             reason = watch.caught()
             if reason is None:
@@ -228,16 +230,23 @@ class Relay:
                 raise gateway_timeout(
                     "the upstream did not answer within the gateway's timeout"
                 ) from None
-            if reason == IDLE:
-                raise gateway_timeout(
-                    "the upstream stopped sending its answer within the gateway's idle timeout"
-                ) from None
+            if reason == IDLE:  # with the answer's head in, none of its body sent
+                ex.interrupted = True
+                raise gateway_timeout(IDLE_MESSAGE) from None
             ex.interrupted = True
             ex.error = "client disconnected"
         finally:
             watch.stop()
             if response is not None:
                 response.close()
+
+
+def _close_unfinished(scope: Scope) -> None:
+    """Close the client's connection mid-response, when the server offers a way to."""
+    extension = (scope.get("extensions") or {}).get(CLOSE_CONNECTION)
+    if extension is not None:
+        extension["close"]()
+    # Otherwise the server closes a connection whose response the app left unfinished.
 
 
 def _body_too_large() -> GatewayError:
