@@ -15,10 +15,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import orjson
 import pytest
+from mistralai.client import Mistral
+from mistralai.client.errors import SDKError
 
-from tests.conftest import GatewayFactory
+from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.integration.test_e2e_access_log import access_lines
 from tests.integration.test_e2e_spend import ADMIN, WAIT, spend_env, spend_row
 from tests.support.fake_mistral import FakeMistral
@@ -139,3 +142,23 @@ def test_a_cut_answer_is_an_error_the_client_sees_and_the_ledger_records(
     assert not [text for text in SERVER_ERRORS if text in logs], logs[-3000:]
     # the worker keeps serving, on a fresh connection and a fresh upstream connection
     assert request(cut_gateway.url, "POST", CHAT, CHAT_BODY, ADMIN).status == 200
+
+
+def test_the_sdk_sees_a_cut_stream_fail_and_a_cut_answer_as_an_error(
+    upstream: FakeMistral, cut_gateway: GatewayProcess
+) -> None:
+    messages: Any = [{"role": "user", "content": "Hi"}]
+    with Mistral(api_key=MASTER_KEY, server_url=cut_gateway.url + "/mistral") as sdk:
+        upstream.configure(cut_stream_after=2)
+        events = []
+        with (
+            pytest.raises(httpx2.RemoteProtocolError),  # never a stream that just ends
+            sdk.chat.stream(model="mistral-small-latest", messages=messages) as stream,
+        ):
+            events.extend(stream)
+        assert len(events) == 2
+        upstream.configure(cut_stream_after=None, cut_body_at=0)
+        with pytest.raises(SDKError) as refused:
+            sdk.chat.complete(model="mistral-small-latest", messages=messages)
+        assert refused.value.status_code == 502
+        assert "upstream_interrupted" in refused.value.body
