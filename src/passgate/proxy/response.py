@@ -70,11 +70,11 @@ class ResponseRelay:
     ) -> bool:
         """Relay status, headers and body; fill usage, cost and the byte count on ``ex``.
 
-        An answer the upstream breaks off (or stops sending) after its head is one rule
-        whatever its framing: ``ex.interrupted`` with the error, and the gateway's own
-        error response while no byte of it has been sent (a ``GatewayError`` raised);
-        after that, True: the client's response is unfinished and its connection must
-        be closed, so that the client sees it cut short rather than complete.
+        One rule, whatever the framing, for an answer the upstream breaks off (or stops
+        sending) after its head: ``ex.interrupted`` is set with the error; while no byte
+        of the body has reached the client a ``GatewayError`` is raised for the gateway's
+        own error response; once some has, True is returned: the client's response is
+        unfinished and its connection must be closed, so that the client sees it cut.
         """
         headers, upstream_id, content_type, length, encoding = client_response_headers(
             response.raw_headers, request_id
