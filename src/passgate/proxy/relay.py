@@ -48,6 +48,7 @@ _READ = {
     b"api-key": 6,
 }
 _READ_SLOTS = 7
+_INTERNAL = "internal error in the gateway"
 
 
 def _bearer(value: bytes | None) -> str | None:
@@ -124,6 +125,15 @@ class Relay:
         except ClientGone:
             ex.interrupted = True
             ex.error = "client disconnected before the request body was read"
+        except Exception:
+            # A defect, not a fault of the call or the upstream: logged once, and answered
+            # here so that it never reaches the server as an exception.
+            log.exception("relaying call %s failed", ex.request_id)
+            ex.error = _INTERNAL
+            if await _answer_failure(scope, send, request_id):
+                ex.status = 500
+            else:
+                ex.interrupted = True  # the client's response was cut
         finally:
             ex.end = perf_counter()
             if self._metering is not None and not ex.settled:
@@ -239,6 +249,19 @@ class Relay:
             watch.stop()
             if response is not None:
                 response.close()
+
+
+async def _answer_failure(scope: Scope, send: Send, request_id: bytes) -> bool:
+    """Send the gateway's 500, or cut the connection when a response had already begun;
+    whether the 500 went out."""
+    try:
+        await _send_error(
+            send, GatewayError(500, _INTERNAL, "internal_error", "internal_error"), request_id
+        )
+    except Exception:  # the response had started (or the connection broke): cut it
+        _close_unfinished(scope)
+        return False
+    return True
 
 
 def _close_unfinished(scope: Scope) -> None:
