@@ -65,6 +65,10 @@ def bad_gateway(message: str) -> GatewayError:
     return GatewayError(502, message, "upstream_error", "upstream_unreachable")
 
 
+def upstream_interrupted(message: str) -> GatewayError:
+    return GatewayError(502, message, "upstream_error", "upstream_interrupted")
+
+
 def unavailable(message: str, code: str = "service_unavailable") -> GatewayError:
     return GatewayError(503, message, "service_unavailable", code)
 

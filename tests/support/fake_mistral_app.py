@@ -4,6 +4,8 @@ import asyncio
 import contextlib
 import gzip
 import json
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -101,9 +103,33 @@ class Call:
         if self.knobs.gzip:
             body = gzip.compress(body, mtime=0)
             head.append(("content-encoding", "gzip"))
-        head.append(("content-length", str(len(body))))
+        if not self.knobs.chunked:
+            head.append(("content-length", str(len(body))))
         await self.start(status, head)
+        cut = self.knobs.cut_body_at
+        if cut is not None:
+            if cut:
+                await self.chunk(body[:cut])
+            self.drop()
+            return
+        if self.knobs.chunked:
+            half = len(body) // 2
+            await self.chunk(body[:half])
+            body = body[half:]
         await self.end(body)
+
+    def drop(self) -> None:
+        """Leave the response unfinished: the server then closes the connection (a FIN), or
+        under the ``reset`` knob the connection is reset here (an RST, as from a crash)."""
+        if not self.knobs.reset:
+            return
+        # ASGI offers no way to the socket: uvicorn's ``send`` is a method of its request
+        # cycle, which holds the transport.
+        cycle: Any = self._send.__self__  # type: ignore[attr-defined]
+        transport: asyncio.Transport = cycle.transport
+        linger = struct.pack("ii", 1, 0)  # close() with zero linger sends an RST
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        transport.abort()
 
     async def json(self, value: Any, status: int = 200) -> None:
         """Send a JSON response."""
@@ -119,7 +145,8 @@ class Call:
         messages = [*events, trailer] if trailer else events
         for index, event in enumerate(messages):
             if index == self.knobs.cut_stream_after:
-                return  # returning mid-body makes the server drop the connection
+                self.drop()
+                return
             held = index == len(events) - 1 and self.knobs.hold_last_event
             if held:
                 self.record.holding.set()

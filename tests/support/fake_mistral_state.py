@@ -19,6 +19,9 @@ class Knobs:
     event_delay: float = 0.0  # seconds between two streamed events
     delay_first_byte: float = 0.0  # seconds between the end of the request body and the answer
     cut_stream_after: int | None = None  # close the connection after this many events
+    cut_body_at: int | None = None  # close after this many bytes of a whole body (0: the head)
+    reset: bool = False  # cut connections with a TCP reset (RST) instead of a clean close
+    chunked: bool = False  # send whole bodies chunked (no Content-Length), in two parts
     hold_last_event: bool = False  # wait for FakeMistral.release_last_event() before the last
     gzip: bool = False  # gzip non-streamed bodies and say so in Content-Encoding
     keep_bodies: bool = True  # False: record only size and never keep (or parse) the bytes

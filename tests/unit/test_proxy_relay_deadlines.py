@@ -20,6 +20,7 @@ from passgate.providers.mistral import mistral_provider
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.relay import Relay
+from passgate.proxy.transport import CLOSE_CONNECTION
 from passgate.proxy.upstream import Upstream
 from passgate.types import Message
 
@@ -160,9 +161,9 @@ def _scope() -> dict[str, Any]:
     }
 
 
-async def _run(relay: Relay, client: Client) -> None:
+async def _run(relay: Relay, client: Client, scope: dict[str, Any] | None = None) -> None:
     """Run one call in its own task; it must end normally (a watch's cancel taken back)."""
-    task = asyncio.create_task(relay(_scope(), client.receive, client.send))
+    task = asyncio.create_task(relay(scope or _scope(), client.receive, client.send))
     await asyncio.wait_for(asyncio.shield(task), 5)
     assert task.done() and not task.cancelled() and task.cancelling() == 0
 
@@ -207,24 +208,35 @@ async def test_a_body_that_stops_coming_is_504(
     serve: Callable[[Script], Awaitable[StallingUpstream]],
 ) -> None:
     upstream = await serve(_half_a_body)
-    relay, _ = await relay_for(upstream.url)
+    relay, recorder = await relay_for(upstream.url)
     client = Client()
     await _run(relay, client)
     assert client.status == 504
     await asyncio.wait_for(upstream.closed.wait(), 2)
+    (ex,) = recorder.exchanges
+    assert ex.interrupted  # the answer had begun (its head was in)
 
 
-async def test_a_stream_that_goes_idle_ends_after_the_events_it_sent(
+async def test_a_stream_that_goes_idle_is_cut_after_the_events_it_sent(
     relay_for: Callable[[str], Awaitable[tuple[Relay, Recorder]]],
     serve: Callable[[Script], Awaitable[StallingUpstream]],
 ) -> None:
     upstream = await serve(_one_event)
     relay, recorder = await relay_for(upstream.url)
     client = Client()
-    await _run(relay, client)
+    closes: list[bool] = []
+    scope = _scope()
+    scope["extensions"] = {CLOSE_CONNECTION: {"close": lambda: closes.append(True)}}
+    await _run(relay, client, scope)
     assert client.status == 200
     assert client.body == b"data: {}\n\n"
-    assert client.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    # never the end of the response: the connection is closed, the client sees a cut
+    assert client.sent[-1] == {
+        "type": "http.response.body",
+        "body": b"data: {}\n\n",
+        "more_body": True,
+    }
+    assert closes == [True]
     (ex,) = recorder.exchanges
     assert ex.interrupted and ex.error == "upstream stream idle timeout"
     await asyncio.wait_for(upstream.closed.wait(), 2)

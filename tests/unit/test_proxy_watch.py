@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvloop
 
 from passgate.proxy.watch import DISCONNECT, FIRST_BYTE, IDLE, CallWatch
 from passgate.types import Message
@@ -215,3 +216,46 @@ async def test_a_stream_touched_past_arm_after_goes_idle_only_without_touches() 
     assert await _watched(watch, 5, touches=5, every=0.02) == IDLE
     assert client.calls == 1
     assert asyncio.get_running_loop().time() - started >= 0.14  # 0.1 s of touches + 0.04 s
+
+
+class _PlainHandle:
+    """What uvloop's ``call_at`` hands back for a moment less than a millisecond away: a
+    ``Handle`` that can be cancelled, but has no ``when()``."""
+
+    def __init__(self, timer: asyncio.TimerHandle) -> None:
+        self._timer = timer
+
+    def __getattr__(self, name: str) -> object:
+        if name == "when":
+            raise AttributeError(name)
+        return getattr(self._timer, name)
+
+
+async def _a_deadline_after_a_timer_due_now() -> str | None:
+    # arm_after=0: the first timer is due at once (uvloop: a plain Handle); the deadline
+    # that follows must not ask that handle when it is due
+    watch = CallWatch(_current(), FakeClient().receive, arm_after=0.0, armable=False)
+    watch.deadline(0.01, FIRST_BYTE)
+    watch.idle_deadline(0.02)
+    return await _watched(watch, 5)
+
+
+async def test_a_loop_handing_back_plain_handles_does_not_break_the_watch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    call_at = loop.call_at
+
+    def plain_call_at(*args: object, **kwargs: object) -> _PlainHandle:
+        return _PlainHandle(call_at(*args, **kwargs))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_at", plain_call_at)
+    assert await _a_deadline_after_a_timer_due_now() == IDLE
+
+
+def test_under_uvloop_a_timer_due_now_does_not_break_the_watch() -> None:
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(_a_deadline_after_a_timer_due_now()) == IDLE
+    finally:
+        loop.close()

@@ -22,7 +22,8 @@ from passgate.proxy.connection import UpstreamConnectError, UpstreamError
 from passgate.proxy.headers import upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
-from passgate.proxy.response import ResponseRelay
+from passgate.proxy.response import IDLE_MESSAGE, ResponseRelay
+from passgate.proxy.transport import CLOSE_CONNECTION
 from passgate.proxy.upstream import Upstream, UpstreamResponse
 from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
 from passgate.types import Receive, Scope, Send
@@ -47,6 +48,7 @@ _READ = {
     b"api-key": 6,
 }
 _READ_SLOTS = 7
+_INTERNAL = "internal error in the gateway"
 
 
 def _bearer(value: bytes | None) -> str | None:
@@ -123,6 +125,15 @@ class Relay:
         except ClientGone:
             ex.interrupted = True
             ex.error = "client disconnected before the request body was read"
+        except Exception:
+            # A defect, not a fault of the call or the upstream: logged once, and answered
+            # here so that it never reaches the server as an exception.
+            log.exception("relaying call %s failed", ex.request_id)
+            ex.error = _INTERNAL
+            if await _answer_failure(scope, send, request_id):
+                ex.status = 500
+            else:
+                ex.interrupted = True  # the client's response was cut
         finally:
             ex.end = perf_counter()
             if self._metering is not None and not ex.settled:
@@ -217,7 +228,8 @@ class Relay:
             ex.first_byte = perf_counter()
             ex.status = response.status
             watch.body_read()
-            await self._responder.relay(ex, response, send, ex.request_id.encode(), watch)
+            if await self._responder.relay(ex, response, send, ex.request_id.encode(), watch):
+                _close_unfinished(scope)
         except asyncio.CancelledError:
             reason = watch.caught()
             if reason is None:
@@ -228,16 +240,36 @@ class Relay:
                 raise gateway_timeout(
                     "the upstream did not answer within the gateway's timeout"
                 ) from None
-            if reason == IDLE:
-                raise gateway_timeout(
-                    "the upstream stopped sending its answer within the gateway's idle timeout"
-                ) from None
+            if reason == IDLE:  # with the answer's head in, none of its body sent
+                ex.interrupted = True
+                raise gateway_timeout(IDLE_MESSAGE) from None
             ex.interrupted = True
             ex.error = "client disconnected"
         finally:
             watch.stop()
             if response is not None:
                 response.close()
+
+
+async def _answer_failure(scope: Scope, send: Send, request_id: bytes) -> bool:
+    """Send the gateway's 500, or cut the connection when a response had already begun;
+    whether the 500 went out."""
+    try:
+        await _send_error(
+            send, GatewayError(500, _INTERNAL, "internal_error", "internal_error"), request_id
+        )
+    except Exception:  # the response had started (or the connection broke): cut it
+        _close_unfinished(scope)
+        return False
+    return True
+
+
+def _close_unfinished(scope: Scope) -> None:
+    """Close the client's connection mid-response, when the server offers a way to."""
+    extension = (scope.get("extensions") or {}).get(CLOSE_CONNECTION)
+    if extension is not None:
+        extension["close"]()
+    # Otherwise the server closes a connection whose response the app left unfinished.
 
 
 def _body_too_large() -> GatewayError:

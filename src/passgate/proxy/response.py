@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 from passgate.accounting.decoding import decoded
+from passgate.errors import GatewayError, gateway_timeout, upstream_interrupted
 from passgate.exchange import Exchange, Usage
 from passgate.proxy.connection import UpstreamError
 from passgate.proxy.headers import client_response_headers
 from passgate.proxy.hooks import Metering, UsageReader
 from passgate.proxy.upstream import UpstreamResponse
 from passgate.proxy.watch import DISCONNECT, IDLE, CallWatch
-from passgate.types import RawHeaders, Send
+from passgate.types import Message, RawHeaders, Send
 
 _BUFFER_JSON = 4 * 1024 * 1024  # a priced JSON answer up to this size is read whole
 _BUFFER_SMALL = 64 * 1024  # any answer up to this size goes out in one write
+_IDLE_ERROR = "upstream stream idle timeout"
+IDLE_MESSAGE: Final = "the upstream stopped sending its answer within the gateway's idle timeout"
+
+
+def _cut_error(exc: UpstreamError) -> str:
+    return f"upstream answer interrupted: {exc}"
+
+
+def _interrupted(ex: Exchange, exc: UpstreamError) -> GatewayError:
+    """The error for an answer broken off before any of it was sent; marks ``ex``."""
+    ex.interrupted = True
+    ex.error = _cut_error(exc)
+    return upstream_interrupted(ex.error)
 
 
 def _cost_headers(ex: Exchange, out: RawHeaders) -> None:
@@ -52,8 +67,15 @@ class ResponseRelay:
         send: Send,
         request_id: bytes,
         watch: CallWatch,
-    ) -> None:
-        """Relay status, headers and body; fill usage, cost and the byte count on ``ex``."""
+    ) -> bool:
+        """Relay status, headers and body; fill usage, cost and the byte count on ``ex``.
+
+        One rule, whatever the framing, for an answer the upstream breaks off (or stops
+        sending) after its head: ``ex.interrupted`` is set with the error; while no byte
+        of the body has reached the client a ``GatewayError`` is raised for the gateway's
+        own error response; once some has, True is returned: the client's response is
+        unfinished and its connection must be closed, so that the client sees it cut.
+        """
         headers, upstream_id, content_type, length, encoding = client_response_headers(
             response.raw_headers, request_id
         )
@@ -66,12 +88,15 @@ class ResponseRelay:
             length <= _BUFFER_SMALL
             or (reader is not None and b"json" in content_type and length <= _BUFFER_JSON)
         ):
-            if response.arrived:  # as small answers usually are, with their head
-                body = await response.read()
-            else:
-                watch.deadline(self._idle, IDLE)
-                body = await response.read()
-                watch.clear_deadline()
+            try:
+                if response.arrived:  # as small answers usually are, with their head
+                    body = await response.read()
+                else:
+                    watch.deadline(self._idle, IDLE)
+                    body = await response.read()
+                    watch.clear_deadline()
+            except UpstreamError as exc:
+                raise _interrupted(ex, exc) from exc
             if reader is not None:
                 reader.feed(body)
                 self._read_usage(ex, reader)
@@ -85,43 +110,65 @@ class ResponseRelay:
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
             await send({"type": "http.response.body", "body": body, "more_body": False})
-            return
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            return False
+        start: Message = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": headers,
+        }
         try:
-            await self._stream(ex, response, send, reader, watch)
+            started = await self._stream(ex, response, send, start, reader, watch)
         finally:
             if reader is not None:
                 self._read_usage(ex, reader)
         watch.stop()
-        if not ex.interrupted or length is None:
+        if not ex.interrupted:
+            if not started:
+                await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return False
+        if started:
+            return True  # the client has part of the answer: only a cut connection says so
+        if ex.error == DISCONNECT:
+            return False  # nobody left to answer
+        if ex.error == _IDLE_ERROR:
+            raise gateway_timeout(IDLE_MESSAGE)
+        raise upstream_interrupted(ex.error or "")
 
     async def _stream(
         self,
         ex: Exchange,
         response: UpstreamResponse,
         send: Send,
+        start: Message,
         reader: UsageReader | None,
         watch: CallWatch,
-    ) -> None:
+    ) -> bool:
+        """Relay the body as it arrives; whether the head went out (with the first bytes:
+        until then the client can still be answered with the gateway's own error)."""
+        started = False
         watch.idle_deadline(self._idle)
         try:
             async for chunk in response.chunks():
                 watch.touch()
                 if reader is not None:
                     reader.feed(chunk)
+                if not started:
+                    await send(start)
+                    started = True
                 ex.bytes_out += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             ex.interrupted = True
-            ex.error = f"upstream closed the stream: {exc}"
+            ex.error = _cut_error(exc)
         except asyncio.CancelledError:
             reason = watch.caught()
             if reason is None:
                 raise
             ex.interrupted = True
-            ex.error = "upstream stream idle timeout" if reason == IDLE else DISCONNECT
+            ex.error = _IDLE_ERROR if reason == IDLE else DISCONNECT
         watch.clear_deadline()
+        return started
 
     def _read_usage(self, ex: Exchange, reader: UsageReader) -> None:
         usage, model = reader.result()

@@ -9,6 +9,12 @@ next write (the body, usually sent in the same step) or, at the latest, until th
 next iteration, so a streamed response's head is never delayed by more than that.
 
 Parsing and framing stay entirely uvicorn's: this only joins bytes it has already framed.
+
+The protocol also gives each request's scope the ``passgate.close_connection`` extension:
+ASGI has no message that ends a response short, and an app that simply returns mid-body
+gets an error logged by uvicorn for what is, for a relay, an expected event (an upstream
+that broke off its answer). Its ``close`` closes the connection so that the client sees
+the response cut, and uvicorn treats the response as abandoned by the client.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _HEAD = b"HTTP/1.1 "  # uvicorn starts every response head (and nothing else) with it
+CLOSE_CONNECTION = "passgate.close_connection"  # the scope extension's name
 
 
 class HeadHoldingTransport(asyncio.Transport):
@@ -122,3 +129,19 @@ class HeadHoldingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Wrap the connection's transport, then let uvicorn set the connection up."""
         super().connection_made(HeadHoldingTransport(transport, self.loop))
+        # One dict per connection, shared by its requests' scopes.
+        self._extensions: dict[str, dict[object, object]] = {
+            CLOSE_CONNECTION: {"close": self.close_unfinished}
+        }
+
+    def on_message_begin(self) -> None:
+        """Let uvicorn start the request's scope, then offer the extension in it."""
+        super().on_message_begin()
+        self.scope["extensions"] = self._extensions
+
+    def close_unfinished(self) -> None:
+        """Close the connection in the middle of a response: the client sees it cut short."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # uvicorn then neither finishes nor reports the response
+        self.transport.close()

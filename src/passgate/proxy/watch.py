@@ -15,6 +15,12 @@ started once the call has lasted ``arm_after`` seconds (and the request body has
 whole, so it cannot steal a body chunk): a call that ends sooner never pays for it, and a
 client that leaves during a fast call changes nothing the upstream has not already done.
 
+The watch keeps the moment its timer is due itself: a loop's ``call_at`` may hand back a
+plain ``Handle`` with no ``when()`` (uvloop does for a moment less than a millisecond
+away, as happens when the loop runs late). For the same reason a moment within that
+millisecond counts as due when the timer fires: uvloop's clock ticks in milliseconds, and
+a timer set again for it would fire at once, and again, until the clock moved.
+
 A timer callback only runs while the task is suspended, and ``stop`` cancels everything
 before the task moves on, so the cancellation always lands inside the watched region.
 """
@@ -29,6 +35,7 @@ from passgate.types import Message, Receive
 DISCONNECT: Final = "client disconnected"
 FIRST_BYTE: Final = "no first byte in time"
 IDLE: Final = "upstream idle"
+_EARLY = 0.001  # a moment closer than this is due now (uvloop's timer resolution)
 
 
 class CallWatch:
@@ -47,6 +54,7 @@ class CallWatch:
         "_stopped",
         "_task",
         "_timer",
+        "_timer_at",
         "last_activity",
         "reason",
     )
@@ -68,7 +76,8 @@ class CallWatch:
         self._idle = 0.0  # > 0: _due_at moves with last_activity
         self.last_activity = 0.0
         self.reason: str | None = None  # why the watch cancelled the task
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0  # when the timer is due, while there is one
         self._set_timer(self._arm_at)
 
     def body_read(self) -> None:
@@ -133,16 +142,17 @@ class CallWatch:
             return
         timer = self._timer
         if timer is not None:
-            if timer.when() <= when:
+            if self._timer_at <= when:
                 return
             timer.cancel()
+        self._timer_at = when
         self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         if self._stopped:
             return
-        now = self._loop.time()
+        now = self._loop.time() + _EARLY
         arm_at = self._arm_at
         if arm_at is not None and arm_at <= now:
             self._arm_at = arm_at = None
