@@ -87,6 +87,9 @@ class Settings(BaseModel):
     redis_fail_mode: Literal["open", "closed"] = "open"
     redis_prefix: str = Field(default="passgate:", min_length=1, max_length=64)
     budget_estimate_usd: float = Field(default=0.0, ge=0)
+    # output tokens a budget reserves for a call without max_tokens (capping the catalog's
+    # max_output_tokens for the model)
+    budget_output_tokens: int = Field(default=4096, ge=0)
 
     webhook_url: str | None = None
     webhook_batch_size: int = Field(default=100, ge=1)

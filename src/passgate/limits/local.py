@@ -83,10 +83,11 @@ class LocalCounters:
                     return Admission(None, "tpm", used_requests, used_tokens, retry_after=retry)
             if key.parallel is not None and self._parallel.get(key.counter, 0) >= key.parallel:
                 return Admission(None, "parallel", used_requests, used_tokens, retry_after=1.0)
+        amount = request.amount
         for scope in request.budgets:
             state = self._current(scope, now)
             total = state.spent + state.reserved
-            if total + request.amount > scope.max_budget or total >= scope.max_budget:
+            if total >= scope.max_budget:
                 retry = 0.0 if state.reset_at is None else state.reset_at - now
                 return Admission(
                     None,
@@ -98,14 +99,15 @@ class LocalCounters:
                     spent=state.spent,
                     reserved=state.reserved,
                 )
+            amount = min(amount, scope.max_budget - total)
         if key is not None:
             if key.rpm is not None:
                 self._requests[key.counter].append(now)
             if key.parallel is not None:
                 self._parallel[key.counter] = self._parallel.get(key.counter, 0) + 1
         for scope in request.budgets:
-            self._budgets[scope.counter].reserved += request.amount
-        ticket = Ticket(str(next(self._ids)), key, request.budgets, request.amount)
+            self._budgets[scope.counter].reserved += amount
+        ticket = Ticket(str(next(self._ids)), key, request.budgets, amount)
         return Admission(ticket, None, used_requests, used_tokens)
 
     async def finish(self, ticket: Ticket, tokens: int, cost: int) -> None:

@@ -165,7 +165,7 @@ def build_limits(
     guard = LimitsGuard(
         counters,
         directory,
-        Estimator(catalog.lookup, settings.budget_estimate_usd),
+        Estimator(catalog.lookup, settings.budget_estimate_usd, settings.budget_output_tokens),
         settings.redis_fail_mode,
         on_bypass,
     )
