@@ -90,6 +90,9 @@ class Settings(BaseModel):
     # output tokens a budget reserves for a call without max_tokens (capping the catalog's
     # max_output_tokens for the model)
     budget_output_tokens: int = Field(default=4096, ge=0)
+    # several workers without Redis share their counters through the instance's limits
+    # process; false keeps them per worker (each may let the full limit through)
+    limits_process: bool = True
 
     webhook_url: str | None = None
     webhook_batch_size: int = Field(default=100, ge=1)
@@ -156,6 +159,19 @@ def spend_socket_from_env() -> str | None:
 def export_spend_socket(path: str) -> None:
     """Tell worker processes (spawned later, with this environment) where to send spend rows."""
     os.environ[SPEND_SOCKET_ENV] = path
+
+
+LIMITS_SOCKET_ENV = "PASSGATE_LIMITS_SOCKET"  # set by the server for its workers, not by users
+
+
+def limits_socket_from_env() -> str | None:
+    """The limits process's socket, when this process is a worker of a server that runs one."""
+    return os.environ.get(LIMITS_SOCKET_ENV) or None
+
+
+def export_limits_socket(path: str) -> None:
+    """Tell worker processes (spawned later, with this environment) where the limits are held."""
+    os.environ[LIMITS_SOCKET_ENV] = path
 
 
 WORKER_SETTINGS_ENV = "PASSGATE_WORKER_SETTINGS"  # set by `passgate` for its processes

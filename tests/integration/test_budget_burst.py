@@ -42,7 +42,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def start(start_gateway: GatewayFactory, upstream: FakeMistral, setup: str) -> GatewayProcess:
-    """``redis``: two workers sharing Redis; ``single``: one worker, no Redis."""
+    """``redis``: two workers sharing Redis; ``workers``: two workers and no Redis (the
+    limits process); ``single``: one worker, no Redis."""
     env = {
         "MISTRAL_API_BASE": upstream.url,
         "MISTRAL_API_KEY": PROVIDER_KEY,
@@ -53,7 +54,7 @@ def start(start_gateway: GatewayFactory, upstream: FakeMistral, setup: str) -> G
         env["REDIS_URL"] = REDIS_URL
         env["PASSGATE_REDIS_PREFIX"] = f"test-{secrets.token_hex(4)}:"
         return start_gateway(env, workers=2)
-    return start_gateway(env, workers=1)
+    return start_gateway(env, workers=2 if setup == "workers" else 1)
 
 
 async def new_key(http: aiohttp.ClientSession, gateway: GatewayProcess) -> str:
@@ -96,7 +97,7 @@ async def recorded_spend(
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("setup", ["redis", "single"])
+@pytest.mark.parametrize("setup", ["redis", "workers", "single"])
 async def test_a_burst_without_max_tokens_overspends_at_most_one_call(
     setup: str,
     fake_upstream: FakeMistral,

@@ -169,11 +169,13 @@ async def test_counters_start_from_the_database_spend(
         await limits.stop()
 
 
-def test_limits_warning_when_workers_have_no_shared_store() -> None:
-    warning = limits_warning(Settings(workers=4, redis_url=None))
-    assert warning is not None and "per worker" in warning and "REDIS_URL" in warning
-    assert limits_warning(Settings(workers=1, redis_url=None)) is None
-    assert limits_warning(Settings(workers=4, redis_url="redis://127.0.0.1:6379/0")) is None
+def test_limits_warning_only_when_workers_were_told_to_keep_their_own_counters() -> None:
+    assert limits_warning(Settings(workers=4, redis_url=None)) is None  # the limits process
+    warning = limits_warning(Settings(workers=4, redis_url=None, limits_process=False))
+    assert warning is not None and "per worker" in warning
+    assert limits_warning(Settings(workers=1, redis_url=None, limits_process=False)) is None
+    redis = "redis://127.0.0.1:6379/0"
+    assert limits_warning(Settings(workers=4, redis_url=redis, limits_process=False)) is None
 
 
 def test_to_datetime_is_utc() -> None:

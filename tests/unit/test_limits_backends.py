@@ -1,11 +1,14 @@
-"""Both counter backends, held to the same behaviour: in-process, and real Redis."""
+"""Every counter backend, held to the same behaviour: in-process, real Redis, and the
+instance's limits holder over a real Unix socket."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,8 @@ from passgate.limits.backend import (
     Ticket,
     to_nano,
 )
+from passgate.limits.holder import CounterHolder
+from passgate.limits.instance import InstanceCounters
 from passgate.limits.local import LocalCounters
 from passgate.limits.redis_backend import RedisCounters, redis_client
 from tests.support.services import REDIS_URL, require_redis
@@ -54,23 +59,45 @@ class Seeds:
 Make = Callable[..., Counters]
 
 
-@pytest.fixture(params=["local", "redis"])
-async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
-    """Build counters of the parametrized kind; Redis ones get a prefix of their own."""
+@pytest.fixture(params=["local", "redis", "instance"])
+async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Make]:
+    """Build counters of the parametrized kind; Redis ones get a prefix of their own,
+    instance ones a limits holder of their own on a Unix socket."""
     prefix = f"passgate-test-{secrets.token_hex(6)}:"
     clients = []
+    holders: list[asyncio.Task[asyncio.Server]] = []
+    built: list[InstanceCounters] = []
     if request.param == "redis":
         require_redis()
 
     def build(clock: Clock, seeds: Seeds | None = None, **options: Any) -> Counters:
         loader = seeds or Seeds()
+        window = options.get("window", 60.0)
         if request.param == "local":
-            return LocalCounters(loader, clock=clock, window=options.get("window", 60.0))
+            return LocalCounters(loader, clock=clock, window=window)
+        if request.param == "instance":
+            path = str(tmp_path / f"limits-{len(holders)}.sock")
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            listener.listen()
+            holder = CounterHolder(clock=clock, window=window)
+            # the client's connection waits in the backlog until the loop runs this
+            holders.append(
+                asyncio.ensure_future(asyncio.start_unix_server(holder.handle, sock=listener))
+            )
+            counters = InstanceCounters(path, loader)
+            built.append(counters)
+            return counters
         client = redis_client(REDIS_URL)
         clients.append(client)
         return RedisCounters(client, loader, prefix=prefix, clock=clock, cooldown=0.0, **options)
 
     yield build
+    for counters in built:
+        await counters.stop()
+    for task in holders:
+        server = await task
+        server.close()
     for client in clients:
         keys = [key async for key in client.scan_iter(match=prefix + "*")]
         if keys:

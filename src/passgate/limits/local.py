@@ -1,8 +1,9 @@
-"""In-process counters for a single worker.
+"""Counters in one process's memory.
 
 Every check-and-take runs without an ``await`` in between, so on one event loop
-it is atomic by construction. Counters live in this process only: with several
-workers and no Redis, each worker enforces the limits on its own share.
+it is atomic by construction. A gateway with one worker keeps them in that worker;
+with several workers and no Redis, the instance's limits process keeps them for all
+of its workers (``holder``), which then reach them through ``InstanceCounters``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from passgate.limits.backend import (
     AdmitRequest,
     BudgetScope,
     BudgetState,
+    Seed,
     SeedLoader,
     SharedSeeds,
     Ticket,
@@ -56,6 +58,14 @@ class LocalCounters:
 
     async def stop(self) -> None:
         """Nothing to release."""
+
+    def unseeded(self, budgets: tuple[BudgetScope, ...]) -> list[int]:
+        """The positions of the scopes that have no counter yet."""
+        return [i for i, scope in enumerate(budgets) if scope.counter not in self._budgets]
+
+    def seed(self, counter: str, seed: Seed) -> None:
+        """Start a counter from ``seed`` unless it has one already (the first seed wins)."""
+        self._budgets.setdefault(counter, _Budget(seed.spend, 0, seed.reset_at))
 
     async def admit(self, request: AdmitRequest) -> Admission:
         """Check every limit and take all it needs, or nothing."""

@@ -1,0 +1,229 @@
+"""Counters shared by every worker of an instance, held by its limits process.
+
+A worker keeps one Unix-socket connection to the holder (``holder``) and pipelines
+its requests on it: an admission waits for its reply, a finish is sent and not
+waited for. Only calls that have a limit or a budget reach this class at all.
+
+Faults follow ``redis_fail_mode`` through ``LimitsUnavailable``: a holder that does
+not answer within ``timeout``, or whose connection ends, makes the connection be
+dropped (the holder then gives back whatever its tickets held: the connection is
+their lease), and for ``cooldown`` seconds calls fail at once instead of waiting;
+the next call after that connects again. A ticket admitted on a dropped connection
+is finished as a count of its tokens and cost only, since it holds nothing any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from passgate.limits.backend import (
+    Admission,
+    AdmitRequest,
+    BudgetScope,
+    BudgetState,
+    LimitsUnavailable,
+    SeedLoader,
+    SharedSeeds,
+    Ticket,
+)
+from passgate.limits.wire import Message, budget_fields, key_fields
+
+log = logging.getLogger("passgate.limits")
+
+_SEED_ATTEMPTS = 3
+_READ_LIMIT = 1 << 20
+
+
+class InstanceCounters:
+    """The ``Counters`` of the instance's limits process, reached over its socket."""
+
+    def __init__(
+        self,
+        path: str,
+        seed_loader: SeedLoader,
+        timeout: float = 1.0,
+        cooldown: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path = path
+        self._seed = SharedSeeds(seed_loader)
+        self._timeout = timeout
+        self._cooldown = cooldown
+        self._monotonic = monotonic
+        self._stream: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._replies: dict[int, asyncio.Future[Message]] = {}
+        self._ids = itertools.count()
+        self._generation = 0  # counts connections: a ticket names the one it was admitted on
+        self._prefix = "0:"
+        self._down_until = 0.0
+        self._down = False
+
+    async def start(self) -> None:
+        """Nothing to start: the first call that needs the holder connects."""
+
+    async def stop(self) -> None:
+        """Close the connection (the holder gives back what its tickets still hold)."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LimitsUnavailable, OSError):
+                await self._connecting
+        self._drop(None)
+
+    async def admit(self, request: AdmitRequest) -> Admission:
+        """Check every limit and take all it needs in one step of the holder, or nothing."""
+        budgets = budget_fields(request.budgets)
+        message: Message = ["a", 0, key_fields(request.key), budgets, request.amount]
+        for _ in range(_SEED_ATTEMPTS):
+            reply = await self._ask(message)
+            if reply[1] != "seed":
+                break
+            await self._seed_missing([request.budgets[i] for i in reply[2]])
+        else:
+            raise LimitsUnavailable("budget counters could not be seeded in the limits process")
+        if reply[1] == "ok":
+            ticket = Ticket(self._prefix + reply[2], request.key, request.budgets, reply[3])
+            return Admission(ticket, None, reply[4], reply[5])
+        scope = request.budgets[reply[5]] if reply[5] >= 0 else None
+        return Admission(
+            None,
+            reply[1],
+            reply[2],
+            reply[3],
+            retry_after=max(0.0, float(reply[4])),
+            scope=scope,
+            spent=reply[6],
+            reserved=reply[7],
+        )
+
+    async def finish(self, ticket: Ticket, tokens: int, cost: int) -> None:
+        """Give back what the ticket holds and count what the call used (not waited for)."""
+        stream = self._stream
+        if stream is None:
+            # the holder was lost: the one that replaces it starts from the database
+            return
+        if ticket.id.startswith(self._prefix):
+            message: Message = ["f", ticket.id[len(self._prefix) :], tokens, max(cost, 0)]
+        elif tokens > 0 or cost > 0:
+            key = ticket.key
+            counts_tokens = key is not None and key.tpm is not None and tokens > 0
+            message = [
+                "c",
+                key_fields(key) if counts_tokens else None,
+                budget_fields(ticket.budgets),
+                tokens if counts_tokens else 0,
+                max(cost, 0),
+            ]
+        else:
+            return
+        stream.write(orjson.dumps(message) + b"\n")
+
+    async def budget_state(self, scope: BudgetScope) -> BudgetState | None:
+        """The budget counter as the holder keeps it."""
+        reply = await self._ask(["b", 0, scope.counter, scope.period])
+        if reply[1] is None:
+            return None
+        return BudgetState(reply[1], reply[2], reply[3])
+
+    async def _seed_missing(self, scopes: list[BudgetScope]) -> None:
+        seeds = await asyncio.gather(*(self._seed(scope) for scope in scopes))
+        fields = [
+            [scope.counter, seed.spend, seed.reset_at]
+            for scope, seed in zip(scopes, seeds, strict=True)
+        ]
+        await self._ask(["s", 0, fields])
+
+    async def _ask(self, message: Message) -> Message:
+        """Send one request and wait for its reply; ``LimitsUnavailable`` when none comes."""
+        stream = self._stream
+        if stream is None:
+            await self._connect()
+            stream = self._stream
+            assert stream is not None
+        rid = next(self._ids)
+        message[1] = rid
+        reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = reply
+        stream.write(orjson.dumps(message) + b"\n")
+        try:
+            return await asyncio.wait_for(reply, self._timeout)
+        except TimeoutError:
+            self._drop("did not answer in time")
+            raise LimitsUnavailable("the limits process did not answer in time") from None
+        finally:
+            self._replies.pop(rid, None)
+
+    async def _connect(self) -> None:
+        if self._down and self._monotonic() < self._down_until:
+            raise LimitsUnavailable("the limits process is unreachable")
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._open())
+        task = self._connecting
+        try:
+            # a call that gives up (client gone) must not cancel the others' connect
+            await asyncio.shield(task)
+        finally:
+            if self._connecting is task and task.done():
+                self._connecting = None
+
+    async def _open(self) -> None:
+        try:
+            reader, stream = await asyncio.wait_for(
+                asyncio.open_unix_connection(self._path, limit=_READ_LIMIT), self._timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            self._fail(f"cannot connect ({type(exc).__name__})")
+            raise LimitsUnavailable("the limits process is unreachable") from exc
+        self._generation += 1
+        self._prefix = f"{self._generation}:"
+        self._stream = stream
+        self._reading = asyncio.get_running_loop().create_task(self._read(reader, stream))
+        if self._down:
+            self._down = False
+            log.warning("the limits process is reachable again; shared limits resumed")
+
+    async def _read(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                reply: Any = orjson.loads(line)
+                waiter = self._replies.get(reply[0])
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(reply)
+        except (OSError, ValueError, IndexError, TypeError, KeyError) as exc:
+            reason = f"connection failed ({type(exc).__name__})"
+        else:
+            reason = "connection closed"
+        if self._stream is stream:
+            self._drop(reason)
+
+    def _drop(self, reason: str | None) -> None:
+        """Close the connection and fail every request waiting on it."""
+        stream, self._stream = self._stream, None
+        reading, self._reading = self._reading, None
+        if stream is not None:
+            stream.close()
+        if reading is not None and reading is not asyncio.current_task():
+            reading.cancel()
+        for waiter in self._replies.values():
+            if not waiter.done():
+                waiter.set_exception(LimitsUnavailable("the limits process connection ended"))
+        self._replies.clear()
+        if reason is not None:
+            self._fail(reason)
+
+    def _fail(self, reason: str) -> None:
+        if not self._down:
+            log.warning(
+                "the limits process is unreachable (%s); limits follow redis_fail_mode", reason
+            )
+        self._down = True
+        self._down_until = self._monotonic() + self._cooldown
