@@ -21,7 +21,7 @@ import sys
 import uvloop
 
 from passgate.config import worker_settings
-from passgate.limits.holder import LINE_LIMIT, CounterHolder
+from passgate.limits.holder import CounterHolder
 from passgate.observability.logs import shutdown_logging
 from passgate.process import collect_seldom, setup_process_logging
 
@@ -39,7 +39,7 @@ async def _stdin_closed() -> None:
 async def serve(listener: socket.socket) -> None:
     """Serve the workers' connections until stdin closes."""
     holder = CounterHolder()
-    server = await asyncio.start_unix_server(holder.handle, sock=listener, limit=LINE_LIMIT)
+    server = await asyncio.start_unix_server(holder.handle, sock=listener)
     collect_seldom()
     try:
         await _stdin_closed()

@@ -33,6 +33,7 @@ from passgate.limits.wire import Message, budgets_of, key_of
 log = logging.getLogger("passgate.limits")
 
 LINE_LIMIT = 1 << 20  # a message is a few hundred bytes; anything near this is not one
+_READ_SIZE = 1 << 16
 
 
 async def _unseeded(scope: BudgetScope) -> Seed:
@@ -50,17 +51,28 @@ class CounterHolder:
     async def handle(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
         """One worker's connection, served until it ends; then its tickets are given back."""
         tickets: dict[str, Ticket] = {}
+        rest = b""
         try:
-            while line := await reader.readline():
-                try:
+            # every message read at once is served, and its replies written, in one go:
+            # under load a worker's messages arrive in runs, and so leave its replies
+            while chunk := await reader.read(_READ_SIZE):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                if len(rest) > LINE_LIMIT:
+                    raise ValueError("a message over the line limit")
+                replies = []
+                for line in lines:
                     reply = await self.serve(orjson.loads(line), tickets)
-                except (ValueError, TypeError, IndexError, KeyError, LimitsUnavailable) as exc:
-                    self.bad_messages += 1
-                    log.error("limits process: a message was refused (%s)", type(exc).__name__)
-                    break  # the stream's framing can no longer be trusted
-                if reply is not None:
-                    stream.write(orjson.dumps(reply) + b"\n")
-        except (OSError, ValueError) as exc:  # ValueError: a line over the reader's limit
+                    if reply is not None:
+                        replies.append(orjson.dumps(reply))
+                if replies:
+                    replies.append(b"")
+                    stream.write(b"\n".join(replies))
+        except (ValueError, TypeError, IndexError, KeyError, LimitsUnavailable) as exc:
+            # the stream's framing or contents can no longer be trusted: end it
+            self.bad_messages += 1
+            log.error("limits process: a message was refused (%s)", type(exc).__name__)
+        except OSError as exc:
             log.warning("limits process: a worker connection failed (%s)", type(exc).__name__)
         finally:
             for ticket in tickets.values():

@@ -39,7 +39,7 @@ from passgate.limits.wire import Message, budget_fields, key_fields
 log = logging.getLogger("passgate.limits")
 
 _SEED_ATTEMPTS = 3
-_READ_LIMIT = 1 << 20
+_READ_SIZE = 1 << 16
 
 
 class InstanceCounters:
@@ -62,6 +62,7 @@ class InstanceCounters:
         self._reading: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._replies: dict[int, asyncio.Future[Message]] = {}
+        self._outgoing: list[bytes] = []
         self._ids = itertools.count()
         self._generation = 0  # counts connections: a ticket names the one it was admitted on
         self._prefix = "0:"
@@ -107,8 +108,7 @@ class InstanceCounters:
 
     async def finish(self, ticket: Ticket, tokens: int, cost: int) -> None:
         """Give back what the ticket holds and count what the call used (not waited for)."""
-        stream = self._stream
-        if stream is None:
+        if self._stream is None:
             # the holder was lost: the one that replaces it starts from the database
             return
         if ticket.id.startswith(self._prefix):
@@ -125,7 +125,7 @@ class InstanceCounters:
             ]
         else:
             return
-        stream.write(orjson.dumps(message) + b"\n")
+        self._send(message)
 
     async def budget_state(self, scope: BudgetScope) -> BudgetState | None:
         """The budget counter as the holder keeps it."""
@@ -144,16 +144,13 @@ class InstanceCounters:
 
     async def _ask(self, message: Message) -> Message:
         """Send one request and wait for its reply; ``LimitsUnavailable`` when none comes."""
-        stream = self._stream
-        if stream is None:
+        if self._stream is None:
             await self._connect()
-            stream = self._stream
-            assert stream is not None
         rid = next(self._ids)
         message[1] = rid
         reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._replies[rid] = reply
-        stream.write(orjson.dumps(message) + b"\n")
+        self._send(message)
         try:
             return await asyncio.wait_for(reply, self._timeout)
         except TimeoutError:
@@ -161,6 +158,19 @@ class InstanceCounters:
             raise LimitsUnavailable("the limits process did not answer in time") from None
         finally:
             self._replies.pop(rid, None)
+
+    def _send(self, message: Message) -> None:
+        """Queue a message; the queue is written once per turn of the event loop, so the
+        messages of calls admitted together cost one write between them."""
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(orjson.dumps(message))
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if outgoing and self._stream is not None:
+            outgoing.append(b"")
+            self._stream.write(b"\n".join(outgoing))
 
     async def _connect(self) -> None:
         if self._down and self._monotonic() < self._down_until:
@@ -178,7 +188,7 @@ class InstanceCounters:
     async def _open(self) -> None:
         try:
             reader, stream = await asyncio.wait_for(
-                asyncio.open_unix_connection(self._path, limit=_READ_LIMIT), self._timeout
+                asyncio.open_unix_connection(self._path), self._timeout
             )
         except (OSError, TimeoutError) as exc:
             self._fail(f"cannot connect ({type(exc).__name__})")
@@ -192,12 +202,16 @@ class InstanceCounters:
             log.warning("the limits process is reachable again; shared limits resumed")
 
     async def _read(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
+        rest = b""
         try:
-            while line := await reader.readline():
-                reply: Any = orjson.loads(line)
-                waiter = self._replies.get(reply[0])
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(reply)
+            while chunk := await reader.read(_READ_SIZE):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    reply: Any = orjson.loads(line)
+                    waiter = self._replies.get(reply[0])
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(reply)
         except (OSError, ValueError, IndexError, TypeError, KeyError) as exc:
             reason = f"connection failed ({type(exc).__name__})"
         else:
@@ -217,6 +231,7 @@ class InstanceCounters:
             if not waiter.done():
                 waiter.set_exception(LimitsUnavailable("the limits process connection ended"))
         self._replies.clear()
+        self._outgoing.clear()  # written for the connection that ended
         if reason is not None:
             self._fail(reason)
 
