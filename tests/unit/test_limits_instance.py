@@ -114,3 +114,21 @@ async def test_a_holder_lost_mid_call_fails_waiting_calls_and_counts_the_ticket_
     state = await counters.budget_state(SCOPE)
     assert state is not None and (state.spent, state.reserved) == (to_nano(0.3), 0)
     await counters.stop()
+
+
+async def test_an_admission_nobody_waits_for_any_more_is_given_back(holder: Holder) -> None:
+    counters = InstanceCounters(holder.path, Seeds())
+    first = await counters.admit(AdmitRequest(KEY, (SCOPE,), to_nano(0.4)))  # seeds SCOPE
+    assert first.ticket is not None
+    await counters.finish(first.ticket, 0, 0)
+    admit = asyncio.ensure_future(counters.admit(AdmitRequest(KEY, (SCOPE,), to_nano(0.4))))
+    await asyncio.sleep(0)  # the request is queued
+    admit.cancel()  # the call's client went away before the answer came
+    for _ in range(100):
+        state = await counters.budget_state(SCOPE)
+        if state is not None and state.reserved == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert state is not None and state.reserved == 0
+    assert (await counters.admit(AdmitRequest(KEY))).ticket is not None  # the slot is free
+    await counters.stop()

@@ -40,6 +40,7 @@ log = logging.getLogger("passgate.limits")
 
 _SEED_ATTEMPTS = 3
 _READ_SIZE = 1 << 16
+_ADMITTED_LENGTH = 6  # [rid, "ok", ticket, amount, requests used, tokens used]
 
 
 class InstanceCounters:
@@ -61,7 +62,9 @@ class InstanceCounters:
         self._stream: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._replies: dict[int, asyncio.Future[Message]] = {}
+        # request id -> (its reply, when to give up on it), oldest first
+        self._replies: dict[int, tuple[asyncio.Future[Message], float]] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
         self._outgoing: list[bytes] = []
         self._ids = itertools.count()
         self._generation = 0  # counts connections: a ticket names the one it was admitted on
@@ -149,13 +152,10 @@ class InstanceCounters:
         rid = next(self._ids)
         message[1] = rid
         reply: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._replies[rid] = reply
+        self._replies[rid] = (reply, self._monotonic() + self._timeout)
         self._send(message)
         try:
-            return await asyncio.wait_for(reply, self._timeout)
-        except TimeoutError:
-            self._drop("did not answer in time")
-            raise LimitsUnavailable("the limits process did not answer in time") from None
+            return await reply  # failed by the watchdog, or by _drop, when none comes
         finally:
             self._replies.pop(rid, None)
 
@@ -196,10 +196,21 @@ class InstanceCounters:
         self._generation += 1
         self._prefix = f"{self._generation}:"
         self._stream = stream
-        self._reading = asyncio.get_running_loop().create_task(self._read(reader, stream))
+        loop = asyncio.get_running_loop()
+        self._reading = loop.create_task(self._read(reader, stream))
+        self._watchdog = loop.call_later(self._timeout / 4, self._watch)
         if self._down:
             self._down = False
             log.warning("the limits process is reachable again; shared limits resumed")
+
+    def _watch(self) -> None:
+        """Drop the connection when its oldest request waited past its deadline: one timer
+        per connection, instead of one per request."""
+        oldest = next(iter(self._replies.values()), None)
+        if oldest is not None and oldest[1] < self._monotonic():
+            self._drop("did not answer in time")
+            return
+        self._watchdog = asyncio.get_running_loop().call_later(self._timeout / 4, self._watch)
 
     async def _read(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
         rest = b""
@@ -209,9 +220,13 @@ class InstanceCounters:
                 rest = lines.pop()
                 for line in lines:
                     reply: Any = orjson.loads(line)
-                    waiter = self._replies.get(reply[0])
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(reply)
+                    waiting = self._replies.get(reply[0])
+                    if waiting is not None and not waiting[0].done():
+                        waiting[0].set_result(reply)
+                    elif reply[1] == "ok" and len(reply) == _ADMITTED_LENGTH:
+                        # admitted for a call that stopped waiting (its client left):
+                        # give back at once what the ticket holds
+                        self._send(["f", reply[2], 0, 0])
         except (OSError, ValueError, IndexError, TypeError, KeyError) as exc:
             reason = f"connection failed ({type(exc).__name__})"
         else:
@@ -227,7 +242,10 @@ class InstanceCounters:
             stream.close()
         if reading is not None and reading is not asyncio.current_task():
             reading.cancel()
-        for waiter in self._replies.values():
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        for waiter, _ in self._replies.values():
             if not waiter.done():
                 waiter.set_exception(LimitsUnavailable("the limits process connection ended"))
         self._replies.clear()
