@@ -55,7 +55,7 @@ def _document(args: argparse.Namespace, plan: Plan, results: Results, elapsed: f
             ("--limits-only", args.limits_only),
         )
         if on
-    )
+    ) + (f" --rounds {args.rounds}" if args.rounds else "")
     lines = [
         f"# passgate benchmark, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",
