@@ -9,6 +9,8 @@ Prices are in USD per unit and use LiteLLM's field names, so a price copied from
 
 An override of a catalog model (or alias) starts from that model's price and changes
 the fields it names; any other name adds a custom model whose missing fields are 0.
+``max_output_tokens`` (LiteLLM's name too) is not a price: it is the most output one
+call of the model can produce, which a budget reserves for a call without ``max_tokens``.
 """
 
 from __future__ import annotations
