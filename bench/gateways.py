@@ -68,11 +68,11 @@ def start_passgate(
     return service, url
 
 
-def generate_key(url: str) -> tuple[str | None, str]:
-    """(a virtual key from POST /key/generate, or None; why there is none)."""
+def generate_key(url: str, fields: dict[str, object] | None = None) -> tuple[str | None, str]:
+    """(a virtual key from POST /key/generate with ``fields``, or None; why there is none)."""
     request = urllib.request.Request(  # noqa: S310 (loopback http)
         f"{url}/key/generate",
-        data=b"{}",
+        data=json.dumps(fields or {}).encode(),
         headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
         method="POST",
     )

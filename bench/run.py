@@ -1,6 +1,7 @@
 """The passgate benchmark: direct vs nginx vs passgate (vs LiteLLM), one table per run.
 
     scripts/bench [--quick] [--with-litellm]      (or: .venv/bin/python -m bench.run ...)
+    scripts/bench --quick --limits-only --rounds 3  (the rate-limited key rows alone)
 
 Everything runs on 127.0.0.1: a fast fake upstream (nginx answering a fixed chat completion,
 and a small Python process for SSE and uploads), the gateways under test, and the load tools
@@ -9,6 +10,7 @@ The table is printed and written to bench/results/latest.md.
 """
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -46,8 +48,14 @@ def _machine() -> str:
 
 def _document(args: argparse.Namespace, plan: Plan, results: Results, elapsed: float) -> str:
     flags = " ".join(
-        flag for flag, on in (("--quick", args.quick), ("--with-litellm", args.with_litellm)) if on
-    )
+        flag
+        for flag, on in (
+            ("--quick", args.quick),
+            ("--with-litellm", args.with_litellm),
+            ("--limits-only", args.limits_only),
+        )
+        if on
+    ) + (f" --rounds {args.rounds}" if args.rounds else "")
     lines = [
         f"# passgate benchmark, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -81,8 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs: under a minute")
     parser.add_argument("--with-litellm", action="store_true", help="also measure LiteLLM")
     parser.add_argument("--gap-ms", type=float, default=1.0, help="pause between SSE events")
+    parser.add_argument(
+        "--limits-only",
+        action="store_true",
+        help="only the rate-limited key rows (per-worker counters, limits process, Redis)",
+    )
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default: the plan's)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = dataclasses.replace(plan, rounds=args.rounds)
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="passgate-bench-"))
     workdir.chmod(0o755)  # nginx workers run as another user when started by root

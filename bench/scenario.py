@@ -1,8 +1,12 @@
 """What one benchmark run measures, in which order, against which targets."""
 
 import argparse
+import os
+import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from bench import load, targets
 from bench.gateways import (
@@ -23,6 +27,18 @@ PROVIDER_AUTH = "Bearer x"
 MASTER_AUTH = f"Bearer {MASTER_KEY}"
 CHAT = "/v1/chat/completions"
 FILES = "/v1/files"
+REDIS_URL = os.environ.get("PASSGATE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+RPM_NEVER_REACHED = 1_000_000_000  # a limit every call is checked against, none refused
+
+
+def reachable(url: str) -> bool:
+    """Whether something listens at the URL's host and port."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 1):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -206,6 +222,33 @@ def _passgate_chat(bench: Bench) -> None:
     bench.rss(f"{targets.PASSGATE} (after chat)", gateway)
 
 
+def _rate_limited(bench: Bench) -> None:
+    """A key with an rpm limit (never reached) through each counter store, in turns: per
+    worker (PASSGATE_LIMITS_PROCESS=false), the instance's limits process, and Redis."""
+    stores: list[tuple[str, dict[str, str]]] = [
+        (targets.LIMITS_PER_WORKER, {"PASSGATE_LIMITS_PROCESS": "false"}),
+        (targets.LIMITS_PROCESS, {}),
+    ]
+    if reachable(REDIS_URL):
+        prefix = f"passgate-bench-{secrets.token_hex(4)}:"
+        stores.append(
+            (targets.LIMITS_REDIS, {"REDIS_URL": REDIS_URL, "PASSGATE_REDIS_PREFIX": prefix})
+        )
+    else:
+        bench.results.missing[targets.LIMITS_REDIS] = f"n/a (no Redis at {REDIS_URL})"
+    variants = []
+    for target, env in stores:
+        gateway, url = start_passgate(bench.services, "gateway", bench.urls.chat, extra_env=env)
+        key, why = generate_key(url, {"rpm_limit": RPM_NEVER_REACHED})
+        if key is None:
+            bench.results.missing[target] = why
+            continue
+        auth = f"Bearer {key}"
+        levels = bench.plan.feature_levels
+        variants.append(Variant(target, url + "/mistral" + CHAT, auth, gateway, levels))
+    bench.alternating(variants)
+
+
 def _passgate_stream_and_upload(bench: Bench) -> None:
     gateway, url = start_passgate(bench.services, "gateway", bench.urls.sse)
     bench.stream(targets.PASSGATE, url + "/mistral" + CHAT, MASTER_AUTH)
@@ -229,11 +272,18 @@ def _litellm(bench: Bench) -> None:
 def measure(args: argparse.Namespace, plan: Plan, services: Services) -> Results:
     """Start the upstreams, then measure each target in turn; a failing gateway is noted."""
     bench = _start_upstreams(args, plan, services)
+    if args.limits_only:
+        print("direct:", flush=True)
+        bench.chat(DIRECT, bench.urls.chat + CHAT, PROVIDER_AUTH, None, plan.feature_levels)
+        print("passgate, rate-limited key:", flush=True)
+        bench.guarded(targets.LIMITS_PROCESS, lambda: _rate_limited(bench))
+        return bench.results
     print("direct and nginx:", flush=True)
     _baselines(bench)
     print("passgate:", flush=True)
     bench.guarded(targets.PASSGATE, lambda: _passgate_chat(bench))
     bench.guarded(f"{targets.PASSGATE} (stream)", lambda: _passgate_stream_and_upload(bench))
+    bench.guarded(targets.LIMITS_PROCESS, lambda: _rate_limited(bench))
     if args.with_litellm:
         print("litellm:", flush=True)
         bench.guarded("litellm", lambda: _litellm(bench))

@@ -7,6 +7,10 @@ from bench.report import DIRECT, NGINX, Results
 PASSGATE = "passgate"
 VIRTUAL_KEY = "passgate + virtual key"
 NO_ACCOUNTING = "passgate, accounting off"
+# a virtual key with an rpm limit, its counters in each of the three stores
+LIMITS_PER_WORKER = "passgate + rpm key, per-worker counters"
+LIMITS_PROCESS = "passgate + rpm key, limits process"
+LIMITS_REDIS = "passgate + rpm key, Redis"
 
 
 def _verdict(ok: bool | None) -> str:

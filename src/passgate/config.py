@@ -87,6 +87,12 @@ class Settings(BaseModel):
     redis_fail_mode: Literal["open", "closed"] = "open"
     redis_prefix: str = Field(default="passgate:", min_length=1, max_length=64)
     budget_estimate_usd: float = Field(default=0.0, ge=0)
+    # output tokens a budget reserves for a call without max_tokens (capping the catalog's
+    # max_output_tokens for the model)
+    budget_output_tokens: int = Field(default=4096, ge=0)
+    # several workers without Redis share their counters through the instance's limits
+    # process; false keeps them per worker (each may let the full limit through)
+    limits_process: bool = True
 
     webhook_url: str | None = None
     webhook_batch_size: int = Field(default=100, ge=1)
@@ -152,6 +158,19 @@ def spend_socket_from_env() -> str | None:
 def export_spend_socket(path: str) -> None:
     """Tell worker processes (spawned later, with this environment) where to send spend rows."""
     os.environ[SPEND_SOCKET_ENV] = path
+
+
+LIMITS_SOCKET_ENV = "PASSGATE_LIMITS_SOCKET"  # set by the server for its workers, not by users
+
+
+def limits_socket_from_env() -> str | None:
+    """The limits process's socket, when this process is a worker of a server that runs one."""
+    return os.environ.get(LIMITS_SOCKET_ENV) or None
+
+
+def export_limits_socket(path: str) -> None:
+    """Tell worker processes (spawned later, with this environment) where the limits are held."""
+    os.environ[LIMITS_SOCKET_ENV] = path
 
 
 WORKER_SETTINGS_ENV = "PASSGATE_WORKER_SETTINGS"  # set by `passgate` for its processes

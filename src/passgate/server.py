@@ -15,7 +15,9 @@ settings so that a worker without tracing never imports the OpenTelemetry SDK.
 
 With accounting on, the server first starts the instance's spend-writer process
 (``spend_launcher``) and tells the workers its socket; it stops that process after the
-workers have exited, so the rows they flush while shutting down are stored too.
+workers have exited, so the rows they flush while shutting down are stored too. With
+several workers and no Redis it starts the limits process (``limits_launcher``) the
+same way, so the workers share one set of counters.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from types import FrameType
 
 import uvicorn
 
-from passgate.config import Settings, export_spend_socket, worker_settings
+from passgate.config import Settings, export_limits_socket, export_spend_socket, worker_settings
+from passgate.limits_launcher import LimitsProcess, limits_process_needed
 from passgate.process import setup_process_logging
 from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
 from passgate.spend_launcher import SpendWriterProcess
@@ -39,6 +42,7 @@ APP_FACTORY = "passgate.api.factory:worker_app"
 # the spend writer's own stop timeout (30 s while the database is down) plus the webhook's
 SPEND_STOP_TIMEOUT = 45.0
 TRACED_APP_FACTORY = "passgate.api.traced:worker_app"
+LIMITS_STOP_TIMEOUT = 5.0  # the limits process has nothing to store
 
 
 def _is_loopback(host: str) -> bool:
@@ -100,6 +104,10 @@ def run(settings: Settings) -> int:
     if spend is not None:
         spend.start()
         export_spend_socket(spend.path)  # read by every worker this server spawns
+    limits = LimitsProcess() if limits_process_needed(settings, worker_count(settings)) else None
+    if limits is not None:
+        limits.start()
+        export_limits_socket(limits.path)
     # With one worker uvicorn serves in this process and, once shut down, raises the
     # SIGTERM it caught again under the handler it found: the default one would end the
     # process before the spend writer has stored the rows the worker just flushed.
@@ -111,6 +119,8 @@ def run(settings: Settings) -> int:
         terminated = True
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if limits is not None:
+            limits.stop(LIMITS_STOP_TIMEOUT)
         if spend is not None:
             spend.stop(SPEND_STOP_TIMEOUT)
     if terminated:

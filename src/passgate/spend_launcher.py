@@ -28,9 +28,14 @@ _BACKLOG = 512
 class SpendWriterProcess:
     """The spend-writer child process of one server, on a Unix socket of its own."""
 
+    # what a subclass changes to run another child the same way (``limits_launcher``)
+    module = MODULE
+    name = "spend"
+    label = "spend-writer"
+
     def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="passgate-spend-"))  # mode 0700
-        self.path = str(self._dir / "spend.sock")
+        self._dir = Path(tempfile.mkdtemp(prefix=f"passgate-{self.name}-"))  # mode 0700
+        self.path = str(self._dir / f"{self.name}.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
         self._listener.listen(_BACKLOG)
@@ -38,7 +43,7 @@ class SpendWriterProcess:
         self._stopping = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._watcher = threading.Thread(
-            target=self._watch, name="passgate-spend-watch", daemon=True
+            target=self._watch, name=f"passgate-{self.name}-watch", daemon=True
         )
 
     def start(self) -> None:
@@ -50,7 +55,7 @@ class SpendWriterProcess:
     def _spawn(self) -> subprocess.Popen[bytes]:
         fd = self._listener.fileno()
         # -P: the current directory must not shadow the installed package
-        argv = [sys.executable, "-P", "-m", MODULE, "--fd", str(fd)]
+        argv = [sys.executable, "-P", "-m", self.module, "--fd", str(fd)]
         return subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(fd,))
 
     def _watch(self) -> None:
@@ -62,7 +67,7 @@ class SpendWriterProcess:
             code = proc.wait()
             if self._stopping.wait(RESTART_DELAY):
                 return
-            log.error("spend-writer process exited with code %s; starting a new one", code)
+            log.error("%s process exited with code %s; starting a new one", self.label, code)
             with self._lock:
                 if self._stopping.is_set():
                     return
@@ -80,7 +85,7 @@ class SpendWriterProcess:
             try:
                 code = proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.error("spend-writer process did not finish in %ss; killed", timeout)
+                log.error("%s process did not finish in %ss; killed", self.label, timeout)
                 proc.kill()
                 code = proc.wait()
         self._listener.close()

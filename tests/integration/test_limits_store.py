@@ -128,7 +128,7 @@ async def test_counters_start_from_the_database_spend(
     async with sessions.begin() as session:
         session.add_all(
             [
-                Key(token=token, key_alias="nearly-spent", max_budget=1.0, spend=0.999),
+                Key(token=token, key_alias="spent", max_budget=1.0, spend=1.0),
                 EndUser(end_user_id="bob", max_budget=1.0, spend=0.0),
             ]
         )
@@ -136,7 +136,7 @@ async def test_counters_start_from_the_database_spend(
     limits = build_limits(settings, sessions, load_catalog())
     await limits.start()
     try:
-        principal = Principal(kind="virtual", token=token, key_alias="nearly-spent", max_budget=1.0)
+        principal = Principal(kind="virtual", token=token, key_alias="spent", max_budget=1.0)
         ex = Exchange(
             "r1",
             "POST",
@@ -150,7 +150,7 @@ async def test_counters_start_from_the_database_spend(
         with pytest.raises(GatewayError) as refused:
             await limits.guard.admit(ex)
         assert refused.value.code == "budget_exceeded"
-        assert "$0.999" in refused.value.message
+        assert "spent $1 " in refused.value.message
         ex2 = Exchange(
             "r2",
             "POST",
@@ -169,11 +169,13 @@ async def test_counters_start_from_the_database_spend(
         await limits.stop()
 
 
-def test_limits_warning_when_workers_have_no_shared_store() -> None:
-    warning = limits_warning(Settings(workers=4, redis_url=None))
-    assert warning is not None and "per worker" in warning and "REDIS_URL" in warning
-    assert limits_warning(Settings(workers=1, redis_url=None)) is None
-    assert limits_warning(Settings(workers=4, redis_url="redis://127.0.0.1:6379/0")) is None
+def test_limits_warning_only_when_workers_were_told_to_keep_their_own_counters() -> None:
+    assert limits_warning(Settings(workers=4, redis_url=None)) is None  # the limits process
+    warning = limits_warning(Settings(workers=4, redis_url=None, limits_process=False))
+    assert warning is not None and "per worker" in warning
+    assert limits_warning(Settings(workers=1, redis_url=None, limits_process=False)) is None
+    redis = "redis://127.0.0.1:6379/0"
+    assert limits_warning(Settings(workers=4, redis_url=redis, limits_process=False)) is None
 
 
 def test_to_datetime_is_utc() -> None:

@@ -1,11 +1,14 @@
-"""Both counter backends, held to the same behaviour: in-process, and real Redis."""
+"""Every counter backend, held to the same behaviour: in-process, real Redis, and the
+instance's limits holder over a real Unix socket."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,8 @@ from passgate.limits.backend import (
     Ticket,
     to_nano,
 )
+from passgate.limits.holder import CounterHolder
+from passgate.limits.instance import InstanceCounters
 from passgate.limits.local import LocalCounters
 from passgate.limits.redis_backend import RedisCounters, redis_client
 from tests.support.services import REDIS_URL, require_redis
@@ -54,23 +59,45 @@ class Seeds:
 Make = Callable[..., Counters]
 
 
-@pytest.fixture(params=["local", "redis"])
-async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
-    """Build counters of the parametrized kind; Redis ones get a prefix of their own."""
+@pytest.fixture(params=["local", "redis", "instance"])
+async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Make]:
+    """Build counters of the parametrized kind; Redis ones get a prefix of their own,
+    instance ones a limits holder of their own on a Unix socket."""
     prefix = f"passgate-test-{secrets.token_hex(6)}:"
     clients = []
+    holders: list[asyncio.Task[asyncio.Server]] = []
+    built: list[InstanceCounters] = []
     if request.param == "redis":
         require_redis()
 
     def build(clock: Clock, seeds: Seeds | None = None, **options: Any) -> Counters:
         loader = seeds or Seeds()
+        window = options.get("window", 60.0)
         if request.param == "local":
-            return LocalCounters(loader, clock=clock, window=options.get("window", 60.0))
+            return LocalCounters(loader, clock=clock, window=window)
+        if request.param == "instance":
+            path = str(tmp_path / f"limits-{len(holders)}.sock")
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            listener.listen()
+            holder = CounterHolder(clock=clock, window=window)
+            # the client's connection waits in the backlog until the loop runs this
+            holders.append(
+                asyncio.ensure_future(asyncio.start_unix_server(holder.handle, sock=listener))
+            )
+            counters = InstanceCounters(path, loader)
+            built.append(counters)
+            return counters
         client = redis_client(REDIS_URL)
         clients.append(client)
         return RedisCounters(client, loader, prefix=prefix, clock=clock, cooldown=0.0, **options)
 
     yield build
+    for counters in built:
+        await counters.stop()
+    for task in holders:
+        server = await task
+        server.close()
     for client in clients:
         keys = [key async for key in client.scan_iter(match=prefix + "*")]
         if keys:
@@ -108,28 +135,42 @@ async def test_a_reservation_is_replaced_by_the_real_cost(make: Make) -> None:
     counters = make(Clock())
     scope = budget("u2", 1.0)
     first = await counters.admit(AdmitRequest(budgets=(scope,), amount=to_nano(0.6)))
-    assert first.ticket is not None
-    # 0.6 reserved + 0.6 > 1.0: refused while the first call is in flight
+    assert first.ticket is not None and first.ticket.amount == to_nano(0.6)
+    # 0.4 is unreserved: the second call is admitted and reserves only that
     second = await counters.admit(AdmitRequest(budgets=(scope,), amount=to_nano(0.6)))
-    assert second.reason == "budget"
-    assert second.reserved == to_nano(0.6)
-    await counters.finish(first.ticket, 0, to_nano(0.1))
+    assert second.ticket is not None and second.ticket.amount == to_nano(0.4)
+    # nothing is unreserved: refused while both are in flight
     third = await counters.admit(AdmitRequest(budgets=(scope,), amount=to_nano(0.6)))
-    assert third.ticket is not None
+    assert third.reason == "budget"
+    assert third.reserved == to_nano(1.0)
+    await counters.finish(first.ticket, 0, to_nano(0.1))
+    fourth = await counters.admit(AdmitRequest(budgets=(scope,), amount=to_nano(0.6)))
+    assert fourth.ticket is not None and fourth.ticket.amount == to_nano(0.5)
     state = await counters.budget_state(scope)
     assert state is not None
-    assert (state.spent, state.reserved) == (to_nano(0.1), to_nano(0.6))
+    assert (state.spent, state.reserved) == (to_nano(0.1), to_nano(0.9))
+    await counters.finish(second.ticket, 0, to_nano(0.1))
+    await counters.finish(fourth.ticket, 0, to_nano(0.1))
+    state = await counters.budget_state(scope)
+    assert state is not None
+    assert (state.spent, state.reserved) == (to_nano(0.3), 0)
 
 
-async def test_budgets_reserve_in_all_scopes_or_none(make: Make) -> None:
+async def test_the_reservation_is_what_the_tightest_scope_has_unreserved(make: Make) -> None:
     counters = make(Clock())
     roomy, tight = budget("roomy", 10.0), budget("tight", 0.5)
+    admitted = await counters.admit(AdmitRequest(budgets=(roomy, tight), amount=to_nano(1.0)))
+    assert admitted.ticket is not None and admitted.ticket.amount == to_nano(0.5)
+    for scope in (roomy, tight):
+        state = await counters.budget_state(scope)
+        assert state is not None and state.reserved == to_nano(0.5)
     refused = await counters.admit(AdmitRequest(budgets=(roomy, tight), amount=to_nano(1.0)))
-    assert refused.reason == "budget"
-    assert refused.scope == tight
+    assert refused.reason == "budget" and refused.scope == tight
     state = await counters.budget_state(roomy)
-    assert state is not None
-    assert state.reserved == 0
+    assert state is not None and state.reserved == to_nano(0.5)  # refused: took nothing
+    await counters.finish(admitted.ticket, 0, to_nano(0.2))
+    state = await counters.budget_state(tight)
+    assert state is not None and (state.spent, state.reserved) == (to_nano(0.2), 0)
 
 
 async def test_a_spent_budget_refuses_even_a_zero_estimate(make: Make) -> None:
@@ -244,13 +285,13 @@ async def test_parallel_slots_are_acquired_and_released(make: Make) -> None:
 
 
 async def test_a_refused_call_takes_nothing(make: Make) -> None:
-    counters = make(Clock())
+    counters = make(Clock(), Seeds({"user:nothing": Seed(to_nano(0.001), None)}))
     key = KeyLimits("k-all", rpm=5, parallel=1)
     scope = budget("nothing", 0.001)
     refused = await counters.admit(AdmitRequest(key, (scope,), to_nano(1.0)))
     assert refused.reason == "budget"
     # neither the rpm window nor the parallel slot was taken by the refused call
-    ok = await counters.admit(AdmitRequest(key, (scope,), 0))
+    ok = await counters.admit(AdmitRequest(key, (), 0))
     assert ok.ticket is not None
     assert ok.requests_used == 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -21,6 +21,28 @@ from tests.unit.test_limits_backends import Clock
 
 TOKEN = "f" * 64  # a key's hash id: must never appear in a message
 PRICE = Price(input_per_token=1e-6, output_per_token=2e-6)
+
+
+async def test_without_max_tokens_the_output_allowance_is_reserved() -> None:
+    # the catalog's max output for the model, capped by the setting; the setting alone
+    # when the catalog names none
+    bounded = replace(PRICE, max_output_tokens=300)
+    by_name = {"bounded": bounded, "m": PRICE}
+
+    def priced(model: str | None) -> Price | None:
+        return by_name.get(model or "")
+
+    estimate = Estimator(priced, output_tokens=1000)
+    call = exchange(None, model="m")
+    call.bytes_in = 40  # 10 input tokens
+    assert estimate(call) == to_nano(10 * 1e-6 + 1000 * 2e-6)
+    call = exchange(None, model="bounded")
+    call.bytes_in = 40
+    assert estimate(call) == to_nano(10 * 1e-6 + 300 * 2e-6)
+    assert Estimator(priced, output_tokens=100)(call) == to_nano(10 * 1e-6 + 100 * 2e-6)
+    asked = exchange(None, model="bounded", max_tokens=5000)  # the request's own wins
+    asked.bytes_in = 40
+    assert estimate(asked) == to_nano(10 * 1e-6 + 5000 * 2e-6)
 
 
 def lookup(model: str | None) -> Price | None:
@@ -156,11 +178,14 @@ async def test_key_budget_message_names_the_key_and_the_numbers_never_the_hash()
         await guard.admit(ex)
         ex.cost = 0.4
         await guard.finished(ex)
+    last = exchange(principal)
+    await guard.admit(last)  # reserves the 0.2 left
     in_flight = exchange(principal)
     error = await refused(guard, in_flight)
     assert (error.status, error.code) == (429, "budget_exceeded")
     assert "key 'ci-key'" in error.message
-    assert "$0.8" in error.message and "$1" in error.message
+    assert "$0.8" in error.message and "$0.2 reserved" in error.message
+    assert "$1" in error.message
     assert TOKEN not in error.message and key_counter(TOKEN) not in error.message
     assert in_flight.reservation is None
 

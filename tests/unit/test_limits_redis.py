@@ -445,6 +445,27 @@ async def test_spend_served_during_an_outage_is_counted_when_redis_returns(
     assert (await counters.admit(AdmitRequest(after.reservation.key))).tokens_used == 30
 
 
+async def test_a_repeated_delivery_of_a_clamped_reservation_takes_it_once(
+    prefix: str, connect: Connect
+) -> None:
+    counters = RedisCounters(connect(REDIS_URL), Seeds(), prefix, Clock())
+    team = scope("clamped", 1.0)
+    request = AdmitRequest(budgets=(team,), amount=to_nano(5.0))
+    await counters._seed_missing([team])
+    keys, args = counters._admit_call(request, "ticket-2", T0)
+    first, again = (
+        await counters._admit(keys=keys, args=args),
+        await counters._admit(keys=keys, args=args),
+    )
+    assert (first[0], again[0]) == ("ok", "ok")
+    assert int(first[3]) == int(again[3]) == to_nano(1.0)
+    state = await counters.budget_state(team)
+    assert state is not None and state.reserved == to_nano(1.0)
+    await counters.finish(Ticket("ticket-2", None, (team,), to_nano(1.0)), 0, 300)
+    state = await counters.budget_state(team)
+    assert state is not None and (state.spent, state.reserved) == (300, 0)
+
+
 async def test_a_repeated_delivery_counts_nothing_twice(prefix: str, connect: Connect) -> None:
     counters = RedisCounters(connect(REDIS_URL), Seeds(), prefix, Clock())
     team = scope("twice", 1.0)

@@ -203,6 +203,15 @@ def test_overriding_a_catalog_model_keeps_the_fields_it_does_not_name(catalog: C
     assert price.source == "config"
 
 
+def test_an_override_names_a_models_max_output_tokens(catalog: Catalog) -> None:
+    custom = catalog.with_overrides({"mistral-small-latest": {"max_output_tokens": 8192}})
+    price = custom.lookup("mistral-small-latest")
+    assert price is not None and price.max_output_tokens == 8192
+    shipped = catalog.lookup("mistral-small-latest")
+    assert shipped is not None and shipped.max_output_tokens is None
+    assert price.input_per_token == shipped.input_per_token
+
+
 def test_overriding_an_alias_prices_that_name_only(catalog: Catalog) -> None:
     custom = catalog.with_overrides({"mistral-large-latest": {"input_cost_per_token": 9e-7}})
     latest = custom.lookup("mistral-large-latest")
@@ -222,6 +231,9 @@ def test_overriding_an_alias_prices_that_name_only(catalog: Catalog) -> None:
         ({"input_cost_per_token": "0.1"}, "must be a number"),
         ({"input_cost_per_token": True}, "must be a number"),
         ({"input_cost_per_token": None}, "cannot be null"),
+        ({"max_output_tokens": 0}, "whole number >= 1"),
+        ({"max_output_tokens": 1.5}, "whole number >= 1"),
+        ({"max_output_tokens": True}, "whole number >= 1"),
     ],
 )
 def test_bad_overrides_are_refused_naming_the_model(

@@ -9,6 +9,8 @@ Prices are in USD per unit and use LiteLLM's field names, so a price copied from
 
 An override of a catalog model (or alias) starts from that model's price and changes
 the fields it names; any other name adds a custom model whose missing fields are 0.
+``max_output_tokens`` (LiteLLM's name too) is not a price: it is the most output one
+call of the model can produce, which a budget reserves for a call without ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ _FIELDS = {
 # these fall back to the base rate (input, page) when null
 _NULLABLE = frozenset({"cache_read_input_token_cost", "annotation_cost_per_page"})
 _TEXT_FIELDS = ("source", "date", "mode")
+# not a price: the most output tokens one call can produce (what a budget reserves
+# for a call that sets no max_tokens)
+_MAX_OUTPUT = "max_output_tokens"
 
 
 class PricingError(ValueError):
@@ -53,6 +58,7 @@ class Price:
     per_annotated_page: float | None = None
     per_audio_second: float = 0.0
     per_character: float = 0.0
+    max_output_tokens: int | None = None
     source: str = ""
     date: str = ""
 
@@ -116,6 +122,14 @@ def _rate(model: str, name: str, value: Any) -> float:
     return number
 
 
+def _token_count(model: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PricingError(f"pricing for {model!r}: {_MAX_OUTPUT} must be a whole number >= 1")
+    return value
+
+
 def price_from(model: str, fields: Mapping[str, Any], base: Price | None = None) -> Price:
     """A Price from LiteLLM-named fields, on top of ``base`` (or of all-zero rates)."""
     if not isinstance(fields, Mapping):
@@ -126,10 +140,12 @@ def price_from(model: str, fields: Mapping[str, Any], base: Price | None = None)
             if value is None and name not in _NULLABLE:
                 raise PricingError(f"pricing for {model!r}: {name} cannot be null")
             changes[_FIELDS[name]] = None if value is None else _rate(model, name, value)
+        elif name == _MAX_OUTPUT:
+            changes[name] = _token_count(model, value)
         elif name in ("source", "date"):
             changes[name] = str(value)
         elif name != "mode":
-            known = ", ".join(sorted((*_FIELDS, *_TEXT_FIELDS)))
+            known = ", ".join(sorted((*_FIELDS, *_TEXT_FIELDS, _MAX_OUTPUT)))
             raise PricingError(f"pricing for {model!r}: unknown field {name!r} (known: {known})")
     return replace(base or Price(), **changes)
 

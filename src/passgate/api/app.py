@@ -67,13 +67,19 @@ class _WriterComponent:
 
 
 def build_app(
-    settings: Settings, *, tracing: Tracer | None = None, spend_socket: str | None = None
+    settings: Settings,
+    *,
+    tracing: Tracer | None = None,
+    spend_socket: str | None = None,
+    limits_socket: str | None = None,
 ) -> Gateway:
     """Wire every part of the gateway described by ``settings``, with ``tracing`` if given.
 
     With ``spend_socket`` (a server worker) each call's record goes to the instance's
     spend-writer process, which stores the spend row, feeds the webhook and writes the
-    access line; without it (tests, embedding) this app does all three itself.
+    access line; without it (tests, embedding) this app does all three itself. With
+    ``limits_socket`` (a worker of a server with several workers and no Redis) rate limits
+    and budgets are held by the instance's limits process.
 
     The database must be at the newest schema already (``passgate`` migrates it before
     starting workers). Components start in list order and stop in reverse: the database
@@ -102,6 +108,7 @@ def build_app(
         on_resync=cache.expire_all,
         on_bypass=lambda _reason: observability.metrics.count_redis_bypass(),
         prefix=settings.redis_prefix,
+        limits_socket=limits_socket,
     )
     observers: list[Observer] = [limits.guard]
     spend: Component | None = None

@@ -6,6 +6,11 @@ end user), the spend of the current period and the amount reserved by calls in
 flight. ``admit`` checks every limit and takes everything it needs in one atomic
 step, or takes nothing; ``finish`` gives back what ``admit`` took.
 
+A call is admitted on a budget while some of it is unreserved (spend + reserved <
+max_budget), and reserves ``min(estimate, unreserved)`` (the smallest unreserved
+amount of its scopes). So a burst overspends by at most one call's real cost over
+its reservation, and the last part of a budget still serves a call on its own.
+
 Money is counted in integer nano-dollars (1e-9 USD) so that comparisons are
 exact: ten reservations of 0.001 fill a budget of 0.01, never 0.010000000000000002.
 """
@@ -93,7 +98,7 @@ class AdmitRequest:
 
     key: KeyLimits | None = None
     budgets: tuple[BudgetScope, ...] = ()
-    amount: int = 0  # nano-dollars reserved on every budget scope
+    amount: int = 0  # nano-dollars to reserve on every budget scope (at most what is unreserved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,7 @@ class Ticket:
     id: str
     key: KeyLimits | None
     budgets: tuple[BudgetScope, ...]
-    amount: int
+    amount: int  # nano-dollars reserved on every budget scope
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
-"""In-process counters for a single worker.
+"""Counters in one process's memory.
 
 Every check-and-take runs without an ``await`` in between, so on one event loop
-it is atomic by construction. Counters live in this process only: with several
-workers and no Redis, each worker enforces the limits on its own share.
+it is atomic by construction. A gateway with one worker keeps them in that worker;
+with several workers and no Redis, the instance's limits process keeps them for all
+of its workers (``holder``), which then reach them through ``InstanceCounters``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from passgate.limits.backend import (
     AdmitRequest,
     BudgetScope,
     BudgetState,
+    Seed,
     SeedLoader,
     SharedSeeds,
     Ticket,
@@ -57,6 +59,14 @@ class LocalCounters:
     async def stop(self) -> None:
         """Nothing to release."""
 
+    def unseeded(self, budgets: tuple[BudgetScope, ...]) -> list[int]:
+        """The positions of the scopes that have no counter yet."""
+        return [i for i, scope in enumerate(budgets) if scope.counter not in self._budgets]
+
+    def seed(self, counter: str, seed: Seed) -> None:
+        """Start a counter from ``seed`` unless it has one already (the first seed wins)."""
+        self._budgets.setdefault(counter, _Budget(seed.spend, 0, seed.reset_at))
+
     async def admit(self, request: AdmitRequest) -> Admission:
         """Check every limit and take all it needs, or nothing."""
         for scope in request.budgets:
@@ -83,10 +93,11 @@ class LocalCounters:
                     return Admission(None, "tpm", used_requests, used_tokens, retry_after=retry)
             if key.parallel is not None and self._parallel.get(key.counter, 0) >= key.parallel:
                 return Admission(None, "parallel", used_requests, used_tokens, retry_after=1.0)
+        amount = request.amount
         for scope in request.budgets:
             state = self._current(scope, now)
             total = state.spent + state.reserved
-            if total + request.amount > scope.max_budget or total >= scope.max_budget:
+            if total >= scope.max_budget:
                 retry = 0.0 if state.reset_at is None else state.reset_at - now
                 return Admission(
                     None,
@@ -98,14 +109,15 @@ class LocalCounters:
                     spent=state.spent,
                     reserved=state.reserved,
                 )
+            amount = min(amount, scope.max_budget - total)
         if key is not None:
             if key.rpm is not None:
                 self._requests[key.counter].append(now)
             if key.parallel is not None:
                 self._parallel[key.counter] = self._parallel.get(key.counter, 0) + 1
         for scope in request.budgets:
-            self._budgets[scope.counter].reserved += request.amount
-        ticket = Ticket(str(next(self._ids)), key, request.budgets, request.amount)
+            self._budgets[scope.counter].reserved += amount
+        ticket = Ticket(str(next(self._ids)), key, request.budgets, amount)
         return Admission(ticket, None, used_requests, used_tokens)
 
     async def finish(self, ticket: Ticket, tokens: int, cost: int) -> None:

@@ -137,7 +137,7 @@ class RedisCounters:
         requests_used = None if int(reply[1]) < 0 else int(reply[1])
         tokens_used = None if int(reply[2]) < 0 else int(reply[2])
         if reply[0] == "ok":
-            ticket = Ticket(ticket_id, request.key, request.budgets, request.amount)
+            ticket = Ticket(ticket_id, request.key, request.budgets, int(reply[3]))
             self._hold(ticket)
             return Admission(ticket, None, requests_used, tokens_used)
         scope = request.budgets[int(reply[4]) - 1] if reply[0] == "budget" else None
@@ -225,6 +225,7 @@ class RedisCounters:
             self._key("rpm", counter),
             self._key("tpm", f"{counter}:{index}"),
             self._key("par", counter),
+            self._key("adm", ticket_id),
         ]
         args: list[Any] = [
             repr(now),

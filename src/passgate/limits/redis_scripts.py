@@ -12,13 +12,16 @@ Key layout under the instance prefix ``P``:
   P bud:<scope>        hash   spend, reserved, reset_at of a budget's period
   P res:<scope>        zset   "<ticket>:<amount>" per reservation, scored by lease expiry
   P fin:<ticket>       string set when a call is finished (a few minutes), against double counting
+  P adm:<ticket>       string the amount reserved when less than asked (one lease), for retries
 """
 
 from __future__ import annotations
 
-# KEYS: rpm zset, tpm counter, parallel zset, then (budget hash, reservation zset) per scope
+# KEYS: rpm zset, tpm counter, parallel zset, clamp marker, then (budget hash,
+#       reservation zset) per scope
 # ARGV: now, window, rpm limit, tpm limit, parallel limit (-1: none), lease ttl, ticket,
 #       amount, tpm retry seconds, then (max budget, period or 0) per scope
+# Reply: {'ok', rpm used, tpm used, amount reserved} or a refusal (see ``refuse``).
 ADMIT = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -28,21 +31,26 @@ local par_limit = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
 local ticket = ARGV[7]
 local amount = tonumber(ARGV[8])
-local nscopes = (#KEYS - 3) / 2
-local member = ticket .. ':' .. ARGV[8]
+local nscopes = (#KEYS - 4) / 2
 
 -- a delivery repeated by a client retry finds its own entries: admitted already
-if (rpm_limit >= 0 and redis.call('ZSCORE', KEYS[1], ticket))
-    or (par_limit >= 0 and redis.call('ZSCORE', KEYS[3], ticket))
-    or (nscopes > 0 and redis.call('ZSCORE', KEYS[5], member)) then
-  return {'ok', -1, -1}
+-- (the script is atomic, so one entry found means all of them were taken)
+if nscopes > 0 then
+  if redis.call('ZSCORE', KEYS[6], ticket .. ':' .. ARGV[8]) then
+    return {'ok', -1, -1, ARGV[8]}
+  end
+  local clamped = redis.call('GET', KEYS[4])
+  if clamped then return {'ok', -1, -1, clamped} end
+elseif (rpm_limit >= 0 and redis.call('ZSCORE', KEYS[1], ticket))
+    or (par_limit >= 0 and redis.call('ZSCORE', KEYS[3], ticket)) then
+  return {'ok', -1, -1, '0'}
 end
 
 for i = 1, nscopes do
-  if redis.call('HEXISTS', KEYS[2 + 2 * i], 'spend') == 0 then
+  if redis.call('HEXISTS', KEYS[3 + 2 * i], 'spend') == 0 then
     local missing = {'seed'}
     for j = i, nscopes do
-      if redis.call('HEXISTS', KEYS[2 + 2 * j], 'spend') == 0 then
+      if redis.call('HEXISTS', KEYS[3 + 2 * j], 'spend') == 0 then
         missing[#missing + 1] = j
       end
     end
@@ -80,8 +88,10 @@ if par_limit >= 0 then
   end
 end
 
+-- admitted while some of every budget is unreserved; reserves at most what is left
+local take = amount
 for i = 1, nscopes do
-  local budget, leases = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local budget, leases = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   local max = tonumber(ARGV[8 + 2 * i])
   local period = tonumber(ARGV[9 + 2 * i])
   local stale = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
@@ -109,11 +119,12 @@ for i = 1, nscopes do
       redis.call('HSET', budget, 'spend', 0, 'reset_at', string.format('%.6f', reset_at))
     end
   end
-  if spent + reserved + amount > max or spent + reserved >= max then
+  if spent + reserved >= max then
     local retry = 0
     if period > 0 then retry = reset_at - now end
     return refuse('budget', retry, i, spent, reserved)
   end
+  if max - spent - reserved < take then take = max - spent - reserved end
 end
 
 if rpm_limit >= 0 then
@@ -124,11 +135,17 @@ if par_limit >= 0 then
   redis.call('ZADD', KEYS[3], now + ttl, ticket)
   redis.call('PEXPIRE', KEYS[3], math.ceil(ttl * 1000))
 end
-for i = 1, nscopes do
-  redis.call('HINCRBY', KEYS[2 + 2 * i], 'reserved', ARGV[8])
-  redis.call('ZADD', KEYS[3 + 2 * i], now + ttl, member)
+local taken = string.format('%d', take)
+if take < amount then
+  -- the reservation's member no longer names the amount asked: remember it for a retry
+  redis.call('SET', KEYS[4], taken, 'PX', math.ceil(ttl * 1000))
 end
-return {'ok', rpm_used, tpm_used}
+local member = ticket .. ':' .. taken
+for i = 1, nscopes do
+  redis.call('HINCRBY', KEYS[3 + 2 * i], 'reserved', taken)
+  redis.call('ZADD', KEYS[4 + 2 * i], now + ttl, member)
+end
+return {'ok', rpm_used, tpm_used, taken}
 """
 
 # KEYS: done marker, tpm counter, parallel zset, then (budget hash, reservation zset) per scope

@@ -1,7 +1,8 @@
 """Budgets and rate limits for one gateway, built from settings.
 
-Without ``REDIS_URL`` the counters live in this process; with it, in Redis (shared
-by every instance) and key changes are broadcast over Redis pub/sub. Either way a
+With ``REDIS_URL`` the counters live in Redis (shared by every instance) and key
+changes are broadcast over Redis pub/sub; without it, in the instance's limits process
+when the server runs several workers, else in this process. Either way a
 background task starts a new budget period in the database when one ends.
 """
 
@@ -24,6 +25,7 @@ from passgate.limits.backend import Counters, ScopeKind
 from passgate.limits.directory import BudgetDirectory
 from passgate.limits.estimate import Estimator
 from passgate.limits.guard import BypassCallback, LimitsGuard
+from passgate.limits.instance import InstanceCounters
 from passgate.limits.local import LocalCounters
 from passgate.limits.store import SqlBudgetStore
 
@@ -38,14 +40,14 @@ RESET_INTERVAL = 10.0  # seconds between checks for budget periods that ended
 
 
 def limits_warning(settings: Settings) -> str | None:
-    """The start-up warning when several workers would each keep their own counters."""
+    """The start-up warning when several workers were told to keep their own counters."""
     workers = settings.workers or os.cpu_count() or 1
-    if workers <= 1 or settings.redis_url:
+    if workers <= 1 or settings.redis_url or settings.limits_process:
         return None
     return (
-        f"{workers} workers and no REDIS_URL: rate limits and budgets are enforced per "
-        "worker (each worker may let through up to the full limit). Set REDIS_URL to "
-        "share them across workers and instances."
+        f"{workers} workers, no REDIS_URL and PASSGATE_LIMITS_PROCESS=false: rate limits "
+        "and budgets are enforced per worker (each worker may let through up to the full "
+        "limit)."
     )
 
 
@@ -133,8 +135,10 @@ def build_limits(
     on_bypass: BypassCallback | None = None,
     clock: Callable[[], float] = time.time,
     prefix: str = "passgate:",
+    limits_socket: str | None = None,
 ) -> Limits:
-    """Wire budgets and rate limits for these settings."""
+    """Wire budgets and rate limits for these settings; with ``limits_socket`` (and no
+    Redis) the counters are the instance's limits process's."""
     store = SqlBudgetStore(sessions)
     directory = BudgetDirectory(store, ttl=settings.key_cache_ttl)
     counters: Counters
@@ -160,12 +164,14 @@ def build_limits(
             on_resync=resync,
             channel=prefix + "invalidate",
         )
+    elif limits_socket:
+        counters = InstanceCounters(limits_socket, directory.seed)
     else:
         counters = LocalCounters(directory.seed, clock=clock)
     guard = LimitsGuard(
         counters,
         directory,
-        Estimator(catalog.lookup, settings.budget_estimate_usd),
+        Estimator(catalog.lookup, settings.budget_estimate_usd, settings.budget_output_tokens),
         settings.redis_fail_mode,
         on_bypass,
     )
