@@ -155,6 +155,20 @@ def export_spend_socket(path: str) -> None:
     os.environ[SPEND_SOCKET_ENV] = path
 
 
+METRICS_DIR_ENV = "PASSGATE_METRICS_DIR"  # set by the server for its workers, not by users
+
+
+def metrics_dir_from_env() -> Path | None:
+    """Where the server's processes keep their metric series, when this is one of them."""
+    value = os.environ.get(METRICS_DIR_ENV)
+    return Path(value) if value else None
+
+
+def export_metrics_dir(path: Path) -> None:
+    """Tell worker processes (spawned later, with this environment) where metrics are kept."""
+    os.environ[METRICS_DIR_ENV] = str(path)
+
+
 WORKER_SETTINGS_ENV = "PASSGATE_WORKER_SETTINGS"  # set by `passgate` for its processes
 
 

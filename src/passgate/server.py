@@ -13,6 +13,10 @@ only what a worker needs anyway.
 Each worker builds its app with the factory ``app_factory`` names, chosen from the
 settings so that a worker without tracing never imports the OpenTelemetry SDK.
 
+The server makes a fresh directory where every worker keeps its metric series, so that a
+``/metrics`` scrape answered by any worker returns the instance's totals, and removes it
+when the workers are gone.
+
 With accounting on, the server first starts the instance's spend-writer process
 (``spend_launcher``) and tells the workers its socket; it stops that process after the
 workers have exited, so the rows they flush while shutting down are stored too.
@@ -23,13 +27,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
-from passgate.config import Settings, export_spend_socket, worker_settings
+from passgate.config import Settings, export_metrics_dir, export_spend_socket, worker_settings
 from passgate.process import setup_process_logging
 from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
 from passgate.spend_launcher import SpendWriterProcess
@@ -96,6 +103,8 @@ def run(settings: Settings) -> int:
         print(f"passgate: {refusal}", file=sys.stderr)
         return 2
     setup_process_logging(settings)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="passgate-metrics-"))  # mode 0700
+    export_metrics_dir(metrics_dir)  # read by every worker this server spawns
     spend = SpendWriterProcess() if settings.accounting else None
     if spend is not None:
         spend.start()
@@ -113,6 +122,7 @@ def run(settings: Settings) -> int:
         signal.signal(signal.SIGTERM, previous)
         if spend is not None:
             spend.stop(SPEND_STOP_TIMEOUT)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if terminated:
         signal.raise_signal(signal.SIGTERM)  # exit as uvicorn would have: by the signal
     return 0

@@ -11,7 +11,12 @@ from collections.abc import Callable
 
 from passgate.api.app import build_app
 from passgate.api.gateway import Gateway
-from passgate.config import Settings, spend_socket_from_env, worker_settings
+from passgate.config import (
+    Settings,
+    metrics_dir_from_env,
+    spend_socket_from_env,
+    worker_settings,
+)
 from passgate.observability.stack import Tracer
 from passgate.process import collect_seldom, setup_process_logging
 
@@ -29,7 +34,12 @@ def app_from_env(tracer: TracerFactory = no_tracing) -> Gateway:
     if settings is None:
         raise RuntimeError("a worker's settings come from passgate (PASSGATE_WORKER_SETTINGS)")
     setup_process_logging(settings)
-    return build_app(settings, tracing=tracer(settings), spend_socket=spend_socket_from_env())
+    return build_app(
+        settings,
+        tracing=tracer(settings),
+        spend_socket=spend_socket_from_env(),
+        metrics_dir=metrics_dir_from_env(),
+    )
 
 
 def frozen(app: Gateway) -> Gateway:
