@@ -17,7 +17,6 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from passgate.config import METRICS_DIR_ENV
 from passgate.observability.series import SUFFIX, SeriesReader
 from tests.conftest import MASTER_KEY, PROVIDER_KEY, GatewayFactory
 from tests.support.fake_mistral import FakeMistral
@@ -36,12 +35,12 @@ SCRAPES = 12
 
 
 def _metrics_dir(gateway: GatewayProcess) -> Path:
-    """The directory the server told its workers (in their environment, not a secret)."""
-    worker = _workers(gateway)[0]
-    environ = Path(f"/proc/{worker.pid}/environ").read_bytes().split(b"\0")
-    prefix = METRICS_DIR_ENV.encode() + b"="
-    (value,) = [item[len(prefix) :] for item in environ if item.startswith(prefix)]
-    return Path(os.fsdecode(value))
+    """The directory of the workers' series files (each worker has its own mapped)."""
+    for worker in _workers(gateway):
+        for mapped in worker.memory_maps():
+            if mapped.path.endswith(SUFFIX):
+                return Path(mapped.path).parent
+    raise AssertionError("no worker maps a series file")
 
 
 def _requests_per_file(directory: Path) -> list[float]:
