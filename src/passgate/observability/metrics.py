@@ -253,19 +253,8 @@ class Metrics:
             "Rows waiting in a background writer's queue.",
             ("queue",),
         )
-        tables: tuple[Table, ...] = (
-            self.requests,
-            self.errors,
-            self.interrupted,
-            self.tokens,
-            self.cost,
-            self.unpriced,
-            self.bytes,
-            self.latency,
-            self.overhead,
-            self.redis_bypass,
-            self.queue_depth,
-        )
+        # Every table declared above, in order: a new counter is one more declaration.
+        tables = tuple(value for value in vars(self).values() if isinstance(value, Table))
         for table in tables:
             table.bind(self._series)
         registry.register(SummedTables(tables, SeriesDirectory(directory, self._series)))

@@ -8,8 +8,9 @@ into a slot of this process's ``SeriesFile``, and a family is built from the sum
 process's slots only when ``/metrics`` is scraped. Label values must already be bounded
 (``CappedLabel``); a series that finds the file full is counted under ``other`` labels.
 
-To add a counter: declare ``CounterTable(name, documentation, labels)`` in ``Metrics``,
-list it with the other tables, and count with ``table.inc(label_values)``.
+To add a counter: declare ``self.name = CounterTable(name, documentation, labels)`` in
+``Metrics.__init__`` with the others (every table declared there is bound and exported),
+and count with ``self.name.inc(label_values)``, e.g. ``inc(())`` for one without labels.
 """
 
 from __future__ import annotations
