@@ -139,8 +139,10 @@ class Services:
         env: dict[str, str] | None = None,
         ready: Callable[[], bool] | None = None,
         timeout: float = 30.0,
+        pass_fds: tuple[int, ...] = (),
     ) -> Service:
-        """Start `argv` in its own session; wait until `ready()` holds."""
+        """Start `argv` in its own session (with the descriptors `pass_fds` open in it); wait
+        until `ready()` holds."""
         log_path = self.workdir / f"{name.replace(' ', '-')}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -151,6 +153,7 @@ class Services:
                 stdin=subprocess.DEVNULL,
                 cwd=self.workdir,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         service = Service(name, proc, log_path)
         self.running.append(service)

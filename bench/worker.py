@@ -5,15 +5,16 @@ import http.client
 import os
 import subprocess
 import sys
+import tempfile
 
 from bench.gateways import MASTER_KEY, generate_key
 from bench.payloads import CHAT_REQUEST
 from bench.procs import BenchError, Service, Services, http_status
-from passgate.config import WORKER_SETTINGS_ENV
 
 CHAT = "/mistral/v1/chat/completions"
 # What ``passgate`` does before it becomes the server: the schema at head, and the
-# settings handed over to the server (printed here, put in its environment by ``start``).
+# settings handed over to the server (printed here, handed to it by ``start`` in an unnamed
+# file it inherits, as ``passgate`` does).
 _HAND_OVER = (
     "from passgate.cli import migrate; from passgate.config import settings_json; "
     "from passgate.settings_env import load_settings; settings = load_settings(); "
@@ -55,11 +56,20 @@ def start(
     )
     if handed.returncode != 0:
         raise BenchError(f"passgate could not start: {handed.stderr}")
-    full_env[WORKER_SETTINGS_ENV] = handed.stdout.strip().splitlines()[-1]
-    url = f"http://127.0.0.1:{port}/health/readiness"
-    return services.start(
-        name, argv, env=full_env, ready=lambda: http_status(url) == 200, timeout=300
-    )
+    with tempfile.TemporaryFile() as settings:
+        settings.write(handed.stdout.strip().splitlines()[-1].encode())
+        settings.flush()
+        settings.seek(0)
+        argv += ["--settings-fd", str(settings.fileno())]
+        url = f"http://127.0.0.1:{port}/health/readiness"
+        return services.start(
+            name,
+            argv,
+            env=full_env,
+            ready=lambda: http_status(url) == 200,
+            timeout=300,
+            pass_fds=(settings.fileno(),),
+        )
 
 
 def start_warm(

@@ -18,7 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from passgate import __version__
 from passgate.accounting.pricing import PricingError, load_catalog
 from passgate.cli_keys import add_subcommands
-from passgate.config import Settings, SettingsError, export_worker_settings
+from passgate.config import Settings, SettingsError
+from passgate.handover import hand_over, secret_free_environ
 from passgate.limits.runtime import limits_warning
 from passgate.observability.logs import shutdown_logging
 from passgate.process import setup_process_logging
@@ -98,9 +99,10 @@ def serve(settings: Settings) -> int:
     shutdown_logging()  # every queued line written before the exec drops the writer thread
     sys.stdout.flush()
     sys.stderr.flush()
-    export_worker_settings(settings)  # the server and its processes read them from env
-    argv = server_argv(settings)
-    os.execv(argv[0], argv)  # noqa: S606 (our own interpreter and module, no shell)
+    # The settings (keys included) go over in an unnamed file the server inherits and
+    # reads at once; the server's environment keeps none of the variables holding a key.
+    argv = server_argv(settings, hand_over(settings))
+    os.execve(argv[0], argv, secret_free_environ(os.environ))  # noqa: S606 (our own interpreter)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,9 @@
 ``Settings`` is a plain pydantic model. Reading it from the environment and a YAML file
 is ``passgate.settings_env``'s job (pydantic-settings), done once by the ``passgate``
 command, which hands the validated settings to the server, its workers and its spend
-writer in ``PASSGATE_WORKER_SETTINGS``: a worker never imports pydantic-settings or
-PyYAML (2.2 MiB less per worker, measured). This module and ``settings_env`` are the
-only ones that read ``os.environ``.
+writer (``passgate.handover``, never through the environment): a worker never imports
+pydantic-settings or PyYAML (2.2 MiB less per worker, measured). This module and
+``settings_env`` are the only ones that read ``os.environ``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
 )
 
@@ -147,35 +146,6 @@ def env_name(field: str) -> str:
     return _ENV_NAMES.get(field, "PASSGATE_" + field.upper())
 
 
-SPEND_SOCKET_ENV = "PASSGATE_SPEND_SOCKET"  # set by the server for its workers, not by users
-
-
-def spend_socket_from_env() -> str | None:
-    """The spend-writer process's socket, when this process is a server worker."""
-    return os.environ.get(SPEND_SOCKET_ENV) or None
-
-
-def export_spend_socket(path: str) -> None:
-    """Tell worker processes (spawned later, with this environment) where to send spend rows."""
-    os.environ[SPEND_SOCKET_ENV] = path
-
-
-LIMITS_SOCKET_ENV = "PASSGATE_LIMITS_SOCKET"  # set by the server for its workers, not by users
-
-
-def limits_socket_from_env() -> str | None:
-    """The limits process's socket, when this process is a worker of a server that runs one."""
-    return os.environ.get(LIMITS_SOCKET_ENV) or None
-
-
-def export_limits_socket(path: str) -> None:
-    """Tell worker processes (spawned later, with this environment) where the limits are held."""
-    os.environ[LIMITS_SOCKET_ENV] = path
-
-
-WORKER_SETTINGS_ENV = "PASSGATE_WORKER_SETTINGS"  # set by `passgate` for its processes
-
-
 def settings_json(settings: Settings) -> str:
     """``settings`` as JSON that ``Settings.model_validate_json`` reads back, secrets included."""
     values = settings.model_dump()
@@ -185,21 +155,3 @@ def settings_json(settings: Settings) -> str:
         elif isinstance(value, Path):
             values[name] = str(value)
     return json.dumps(values)
-
-
-def export_worker_settings(settings: Settings) -> None:
-    """Hand the validated settings to the processes started from here (the server, its
-    workers, the spend writer): they read them back without pydantic-settings."""
-    os.environ[WORKER_SETTINGS_ENV] = settings_json(settings)
-
-
-def worker_settings() -> Settings | None:
-    """The settings ``export_worker_settings`` handed to this process, or None."""
-    value = os.environ.get(WORKER_SETTINGS_ENV)
-    if not value:
-        return None
-    try:
-        return Settings.model_validate_json(value)
-    except ValidationError:
-        # pydantic's message quotes the input, and the input holds the keys
-        raise SettingsError(f"{WORKER_SETTINGS_ENV} does not hold valid settings") from None

@@ -20,7 +20,8 @@ import sys
 
 import uvloop
 
-from passgate.config import worker_settings
+from passgate.config import SettingsError
+from passgate.handover import SETTINGS_FD_OPTION, handed_settings
 from passgate.limits.holder import CounterHolder
 from passgate.observability.logs import shutdown_logging
 from passgate.process import collect_seldom, setup_process_logging
@@ -51,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run until stdin closes; ``--fd`` is the listening socket the server bound."""
     options = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     options.add_argument("--fd", type=int, required=True)
+    options.add_argument(SETTINGS_FD_OPTION, type=int, dest="settings_fd", required=True)
     args = options.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    settings = worker_settings()
-    if settings is None:
-        print("passgate limits process: started by passgate's server only", file=sys.stderr)
+    try:
+        settings = handed_settings(args.settings_fd)
+    except SettingsError as exc:
+        print(f"passgate limits process: {exc}", file=sys.stderr)
         return 2
     setup_process_logging(settings)
     listener = socket.socket(fileno=args.fd)

@@ -1,9 +1,10 @@
 """The server process: uvicorn and its workers, started by ``passgate`` once the schema is at head.
 
-``passgate`` (``passgate.cli``) reads and checks the settings, runs the migrations, puts
-the validated settings in ``PASSGATE_WORKER_SETTINGS`` and replaces itself with
-``python -m passgate.server`` (same pid, same output); this process, its workers and
-its spend writer read the settings from there. The replacement is
+``passgate`` (``passgate.cli``) reads and checks the settings, runs the migrations, hands
+the validated settings over in an unnamed file (``passgate.handover``) and replaces itself
+with ``python -m passgate.server --settings-fd N`` (same pid, same output); this process
+reads them there, and hands them to each worker inside the uvicorn config that uvicorn
+pickles to it, and to its spend writer the way it got them. The replacement is
 what keeps the workers small: uvicorn spawns its workers, and a spawned process first
 re-imports its parent's main module, so whatever that module imports is loaded into
 every worker and kept there for its whole life. The command's main module brings in
@@ -12,6 +13,12 @@ only what a worker needs anyway.
 
 Each worker builds its app with the factory ``app_factory`` names, chosen from the
 settings so that a worker without tracing never imports the OpenTelemetry SDK.
+``uvicorn.run`` refuses an app object with several workers (it expects an import string
+then), so ``serve`` starts uvicorn's supervisor itself, as ``uvicorn.run`` does.
+
+The server makes a fresh directory where every worker keeps its metric series, so that a
+``/metrics`` scrape answered by any worker returns the instance's totals, and removes it
+when the workers are gone.
 
 With accounting on, the server first starts the instance's spend-writer process
 (``spend_launcher``) and tells the workers its socket; it stops that process after the
@@ -25,13 +32,21 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
-from passgate.config import Settings, export_limits_socket, export_spend_socket, worker_settings
+from passgate.config import Settings, SettingsError
+from passgate.handover import SETTINGS_FD_OPTION, WorkerApp, handed_settings
 from passgate.limits_launcher import LimitsProcess, limits_process_needed
 from passgate.process import setup_process_logging
 from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
@@ -82,10 +97,12 @@ def app_factory(settings: Settings) -> str:
     return TRACED_APP_FACTORY if settings.otlp_endpoint is not None else APP_FACTORY
 
 
-def server_argv(settings: Settings) -> list[str]:
-    """The command line that runs this module for ``settings`` (``--config`` travels in env)."""
+def server_argv(settings: Settings, settings_fd: int | None = None) -> list[str]:
+    """The command line that runs this module for ``settings``, handed over on ``settings_fd``."""
     # -P: the current directory must not shadow the installed package.
     argv = [sys.executable, "-P", "-m", MODULE]
+    if settings_fd is not None:
+        argv += [SETTINGS_FD_OPTION, str(settings_fd)]
     argv += ["--host", resolve_host(settings), "--port", str(settings.port)]
     argv += ["--workers", str(worker_count(settings))]
     if settings.allow_open:
@@ -100,21 +117,28 @@ def run(settings: Settings) -> int:
         print(f"passgate: {refusal}", file=sys.stderr)
         return 2
     setup_process_logging(settings)
-    spend = SpendWriterProcess() if settings.accounting else None
+    metrics_dir = Path(tempfile.mkdtemp(prefix="passgate-metrics-"))  # mode 0700
+    spend = SpendWriterProcess(settings) if settings.accounting else None
     if spend is not None:
         spend.start()
-        export_spend_socket(spend.path)  # read by every worker this server spawns
-    limits = LimitsProcess() if limits_process_needed(settings, worker_count(settings)) else None
+    needed = limits_process_needed(settings, worker_count(settings))
+    limits = LimitsProcess(settings) if needed else None
     if limits is not None:
         limits.start()
-        export_limits_socket(limits.path)
+    handed = WorkerApp(
+        app_factory(settings),
+        settings,
+        spend_socket=spend.path if spend is not None else None,
+        limits_socket=limits.path if limits is not None else None,
+        metrics_dir=metrics_dir,
+    )
     # With one worker uvicorn serves in this process and, once shut down, raises the
     # SIGTERM it caught again under the handler it found: the default one would end the
     # process before the spend writer has stored the rows the worker just flushed.
     previous = signal.signal(signal.SIGTERM, _terminated)
     terminated = False
     try:
-        _serve(settings)
+        serve(handed, resolve_host(settings), settings.port, worker_count(settings))
     except _Terminated:
         terminated = True
     finally:
@@ -123,6 +147,7 @@ def run(settings: Settings) -> int:
             limits.stop(LIMITS_STOP_TIMEOUT)
         if spend is not None:
             spend.stop(SPEND_STOP_TIMEOUT)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if terminated:
         signal.raise_signal(signal.SIGTERM)  # exit as uvicorn would have: by the signal
     return 0
@@ -136,13 +161,10 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-def _serve(settings: Settings) -> None:
-    serve(app_factory(settings), resolve_host(settings), settings.port, worker_count(settings))
-
-
-def serve(factory: str, host: str, port: int, workers: int) -> None:
-    """Run the app factory named by ``factory`` under uvicorn as passgate runs its own."""
-    uvicorn.run(
+def serve(factory: str | Callable[[], Any], host: str, port: int, workers: int) -> None:
+    """Run the app factory (an import string, or a picklable callable such as ``WorkerApp``)
+    under uvicorn as passgate runs its own."""
+    config = uvicorn.Config(
         factory,
         factory=True,
         host=host,
@@ -159,6 +181,16 @@ def serve(factory: str, host: str, port: int, workers: int) -> None:
         date_header=False,
         timeout_graceful_shutdown=30,
     )
+    server = uvicorn.Server(config)
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            server.run()
+    except KeyboardInterrupt:
+        pass
+    if workers == 1 and not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -170,15 +202,20 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("--port", type=int)
     options.add_argument("--workers", type=int)
     options.add_argument("--allow-open", action="store_true", default=None)
+    options.add_argument(SETTINGS_FD_OPTION, type=int, dest="settings_fd")
     return options
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the settings ``passgate`` handed over, with the options applied."""
     args = parser().parse_args(argv)
-    settings = worker_settings()
-    if settings is None:
+    if args.settings_fd is None:
         print("passgate: python -m passgate.server is started by `passgate`", file=sys.stderr)
+        return 2
+    try:
+        settings = handed_settings(args.settings_fd)
+    except SettingsError as exc:
+        print(f"passgate: {exc}", file=sys.stderr)
         return 2
     options = {
         "host": args.host,

@@ -4,12 +4,14 @@ Used by ``passgate.server`` before uvicorn starts its workers. The listening soc
 bound here, in a directory only this user can open, and handed to the child as an open
 file descriptor: workers can connect from their first request (the kernel queues them
 until the child accepts), and a child that dies is replaced on the same socket while the
-workers' forwarders keep their rows and reconnect.
+workers' forwarders keep their rows and reconnect. Each child reads the settings from an
+unnamed file handed over for it (``passgate.handover``), never from its environment.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +19,9 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+
+from passgate.config import Settings
+from passgate.handover import SETTINGS_FD_OPTION, hand_over
 
 log = logging.getLogger("passgate.accounting")
 
@@ -33,7 +38,8 @@ class SpendWriterProcess:
     name = "spend"
     label = "spend-writer"
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._dir = Path(tempfile.mkdtemp(prefix=f"passgate-{self.name}-"))  # mode 0700
         self.path = str(self._dir / f"{self.name}.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -54,9 +60,14 @@ class SpendWriterProcess:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         fd = self._listener.fileno()
+        settings_fd = hand_over(self._settings)
         # -P: the current directory must not shadow the installed package
         argv = [sys.executable, "-P", "-m", self.module, "--fd", str(fd)]
-        return subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(fd,))
+        argv += [SETTINGS_FD_OPTION, str(settings_fd)]
+        try:
+            return subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(fd, settings_fd))
+        finally:
+            os.close(settings_fd)  # the child has its own copy
 
     def _watch(self) -> None:
         while True:

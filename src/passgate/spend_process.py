@@ -29,7 +29,8 @@ from collections.abc import Callable, Sequence
 from passgate.accounting.rows import Record, access_fields_of, end_time
 from passgate.accounting.spend_link import decode
 from passgate.accounting.writer import SpendWriter
-from passgate.config import Settings, worker_settings
+from passgate.config import Settings, SettingsError
+from passgate.handover import SETTINGS_FD_OPTION, handed_settings
 from passgate.observability.logs import RequestLogger, shutdown_logging
 from passgate.observability.webhook import WebhookExporter
 from passgate.process import collect_seldom, setup_process_logging
@@ -155,14 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run until stdin closes; ``--fd`` is the listening socket the server bound."""
     options = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     options.add_argument("--fd", type=int, required=True)
+    options.add_argument(SETTINGS_FD_OPTION, type=int, dest="settings_fd", required=True)
     args = options.parse_args(argv)
     # The server decides when to stop (after its workers): signals sent to the whole
     # process group (Ctrl-C in a terminal) must not end this process before them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    settings = worker_settings()
-    if settings is None:
-        print("passgate spend writer: started by passgate's server only", file=sys.stderr)
+    try:
+        settings = handed_settings(args.settings_fd)
+    except SettingsError as exc:
+        print(f"passgate spend writer: {exc}", file=sys.stderr)
         return 2
     setup_process_logging(settings)
     # sqlite3 binds None through its generic adaptation look-ups (~0.3 µs per value; a

@@ -24,7 +24,6 @@ import psutil
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from passgate.config import WORKER_SETTINGS_ENV
 from tests.conftest import MASTER_KEY, PROVIDER_KEY, GatewayFactory
 from tests.support.fake_mistral import FakeMistral
 from tests.support.fake_mistral_payloads import PROMPT_TOKENS
@@ -33,17 +32,16 @@ from tests.support.http import request
 
 # A worker's imports, in the order uvicorn's spawned worker makes them: multiprocessing
 # runs the parent's main module as __mp_main__ (multiprocessing.spawn does exactly this
-# runpy call), then uvicorn imports the factory the server named and calls it. The
-# settings are the ones `passgate` handed over (PASSGATE_WORKER_SETTINGS, set below).
+# runpy call), then unpickles the uvicorn config whose app is the server's WorkerApp, and
+# uvicorn calls it. The settings are the ones `passgate` hands over (on stdin here).
 WORKER = """
-import json, runpy, sys
-from importlib import import_module
+import json, pickle, runpy, sys
 
 server = runpy.run_module("passgate.server", run_name="__mp_main__", alter_sys=True)
-settings = server["worker_settings"]()
+settings = server["handed_settings"](sys.stdin.fileno())
 factory = server["app_factory"](settings)
-module, _, name = factory.partition(":")
-getattr(import_module(module), name)()
+sent = pickle.dumps(server["WorkerApp"](factory, settings))
+pickle.loads(sent)()
 print(json.dumps({"factory": factory, "modules": sorted(sys.modules)}))
 """
 
@@ -76,17 +74,18 @@ def worker_modules(tmp_path: Path, **env: str) -> dict[str, Any]:
     }
     base |= {"PASSGATE_DATA_DIR": str(tmp_path), "PASSGATE_LOG_LEVEL": "warning", **env}
     # what `passgate` does before it execs the server: read the settings, hand them over
-    base[WORKER_SETTINGS_ENV] = _python(HAND_OVER, base).strip()
-    done = _python(WORKER, base)
+    handed = _python(HAND_OVER, base).strip()
+    done = _python(WORKER, base, handed)
     result: dict[str, Any] = json.loads(done.splitlines()[-1])
     return result
 
 
-def _python(code: str, env: dict[str, str]) -> str:
+def _python(code: str, env: dict[str, str], stdin: str = "") -> str:
     """What ``code`` printed, run by a fresh interpreter with ``env``."""
     return subprocess.run(
         [sys.executable, "-P", "-c", code],
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,12 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from passgate.config import (
-    WORKER_SETTINGS_ENV,
-    SettingsError,
-    export_worker_settings,
-    worker_settings,
-)
+from passgate.config import SettingsError
 from passgate.settings_env import load_settings
 
 
@@ -60,34 +55,3 @@ def test_unknown_yaml_key_is_refused(tmp_path: Path) -> None:
     config.write_text("no_such_setting: 1\n")
     with pytest.raises(SettingsError, match="no_such_setting"):
         load_settings(config)
-
-
-def test_settings_handed_to_workers_come_back_equal_secrets_included(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    settings = load_settings(
-        master_key="sk-master-handed",
-        mistral_api_key="provider-handed",
-        data_dir=tmp_path,
-        pricing={"m": {"input_per_million": 1.0}},
-        port=4100,
-    )
-    monkeypatch.setenv(WORKER_SETTINGS_ENV, "")  # restored after the test
-    assert worker_settings() is None
-    export_worker_settings(settings)
-    handed = worker_settings()
-    assert handed is not None
-    assert handed.model_dump() == settings.model_dump()
-    assert handed.master_key is not None
-    assert handed.master_key.get_secret_value() == "sk-master-handed"
-    assert handed.mistral_api_key is not None
-    assert handed.mistral_api_key.get_secret_value() == "provider-handed"
-
-
-def test_bad_handed_settings_are_refused_without_quoting_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv(WORKER_SETTINGS_ENV, '{"master_key": "sk-leak-me", "port": "x"}')
-    with pytest.raises(SettingsError) as refused:
-        worker_settings()
-    assert "sk-leak-me" not in str(refused.value)

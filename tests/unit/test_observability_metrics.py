@@ -16,10 +16,11 @@ from passgate.observability.metrics import (
     OVERHEAD_BUCKETS,
     SHAPES_MAX,
     CappedLabel,
-    HistogramTable,
     Metrics,
     status_class,
 )
+from passgate.observability.series import SeriesDirectory, SeriesFile
+from passgate.observability.tables import HistogramTable, SummedTables
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -264,15 +265,12 @@ def test_histogram_table_exports_what_prometheus_clients_histogram_does(
         "h", "doc", ("route_family",), buckets=buckets, registry=reference_registry
     )
     ours = HistogramTable("h", "doc", ("route_family",), buckets)
+    store = SeriesFile(slots=1024, index_bytes=4096)
+    ours.bind(store)
     for index, value in enumerate(values):
         family = ("chat", "ocr")[index % 2]
         reference.labels(family).observe(value)
         ours.observe((family,), value)
     registry = CollectorRegistry()
-
-    class One:
-        def collect(self) -> Any:
-            yield ours.family()
-
-    registry.register(One())
+    registry.register(SummedTables((ours,), SeriesDirectory(None, store)))
     assert _histogram_samples(registry) == _histogram_samples(reference_registry)

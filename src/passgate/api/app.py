@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -72,6 +74,7 @@ def build_app(
     tracing: Tracer | None = None,
     spend_socket: str | None = None,
     limits_socket: str | None = None,
+    metrics_dir: Path | None = None,
 ) -> Gateway:
     """Wire every part of the gateway described by ``settings``, with ``tracing`` if given.
 
@@ -79,7 +82,8 @@ def build_app(
     spend-writer process, which stores the spend row, feeds the webhook and writes the
     access line; without it (tests, embedding) this app does all three itself. With
     ``limits_socket`` (a worker of a server with several workers and no Redis) rate limits
-    and budgets are held by the instance's limits process.
+    and budgets are held by the instance's limits process. With
+    ``metrics_dir`` (a server worker) its metrics are summed with the other workers' there.
 
     The database must be at the newest schema already (``passgate`` migrates it before
     starting workers). Components start in list order and stop in reverse: the database
@@ -95,7 +99,11 @@ def build_app(
     )
     # With a forwarder, the spend-writer process writes the access lines and feeds the webhook.
     observability = Observability(
-        settings, tracing=tracing, webhook=forwarder is None, access_log=forwarder is None
+        settings,
+        tracing=tracing,
+        webhook=forwarder is None,
+        access_log=forwarder is None,
+        metrics_dir=metrics_dir,
     )
     catalog = load_catalog(settings.pricing)
     cache = KeyCache(KeyStateLoader(database.sessions), ttl=settings.key_cache_ttl)

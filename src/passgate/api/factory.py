@@ -1,4 +1,4 @@
-"""Entry point for server workers: build the app from the settings ``passgate`` handed over.
+"""Entry point for server workers: build the app from what the server handed the worker.
 
 ``passgate.server`` names this module's ``worker_app`` to uvicorn when tracing is off,
 and ``passgate.api.traced``'s when it is on: the module chosen is the whole difference,
@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from passgate.api.app import build_app
 from passgate.api.gateway import Gateway
-from passgate.config import Settings, limits_socket_from_env, spend_socket_from_env, worker_settings
+from passgate.config import Settings
+from passgate.handover import WorkerApp
 from passgate.observability.stack import Tracer
 from passgate.process import collect_seldom, setup_process_logging
 
@@ -23,17 +24,16 @@ def no_tracing(settings: Settings) -> None:
     return None
 
 
-def app_from_env(tracer: TracerFactory = no_tracing) -> Gateway:
-    """The gateway for this worker process, from the settings ``passgate`` handed over."""
-    settings = worker_settings()
-    if settings is None:
-        raise RuntimeError("a worker's settings come from passgate (PASSGATE_WORKER_SETTINGS)")
+def handed_app(handed: WorkerApp, tracer: TracerFactory = no_tracing) -> Gateway:
+    """The gateway for this worker process, from what the server handed it."""
+    settings = handed.settings
     setup_process_logging(settings)
     return build_app(
         settings,
         tracing=tracer(settings),
-        spend_socket=spend_socket_from_env(),
-        limits_socket=limits_socket_from_env(),
+        spend_socket=handed.spend_socket,
+        limits_socket=handed.limits_socket,
+        metrics_dir=handed.metrics_dir,
     )
 
 
@@ -43,6 +43,6 @@ def frozen(app: Gateway) -> Gateway:
     return app
 
 
-def worker_app() -> Gateway:
+def worker_app(handed: WorkerApp) -> Gateway:
     """The app of one server process without tracing."""
-    return frozen(app_from_env())
+    return frozen(handed_app(handed))

@@ -6,11 +6,12 @@ OTLP exporter (~4 MiB per worker); ``passgate.server.app_factory`` picks it.
 
 from __future__ import annotations
 
-from passgate.api.factory import app_from_env, frozen
+from passgate.api.factory import frozen, handed_app
 from passgate.api.gateway import Gateway
+from passgate.handover import WorkerApp
 from passgate.observability.tracing import Tracing
 
 
-def worker_app() -> Gateway:
+def worker_app(handed: WorkerApp) -> Gateway:
     """The app of one server process, exporting a span per call over OTLP/HTTP."""
-    return frozen(app_from_env(Tracing.from_settings))
+    return frozen(handed_app(handed, Tracing.from_settings))

@@ -13,35 +13,44 @@ left for the upstream, so the upstream's share cannot be subtracted; the figure 
 an upper bound on the gateway's overhead, tight when the upstream answers fast.
 
 ``GET /metrics`` needs no key (as Prometheus scrapers expect); it exposes counts,
-model names and key aliases, never a key or a body. With ``--workers N`` each
-process has its own registry, and a scrape reaches one worker.
+model names and key aliases, never a key or a body. Under the server every process of
+the instance counts into a file of its own in a directory the server made (``tables``,
+``series``): a scrape, whichever worker answers it, returns the sum over all of them.
+Process and garbage-collector metrics describe one process, so they are exported only by
+an app that is the whole instance (no directory: tests, embedding).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Callable, Iterator
+import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Gauge,
     GCCollector,
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from passgate.exchange import Exchange
 from passgate.observability.families import route_family
+from passgate.observability.series import SeriesDirectory, SeriesFile
+from passgate.observability.tables import (
+    OTHER,
+    CounterTable,
+    GaugeTable,
+    HistogramTable,
+    SummedTables,
+    Table,
+)
 
-OTHER = "other"
 NONE = "none"
 MAX_LABEL_LENGTH = 64
 
@@ -104,94 +113,6 @@ class CappedLabel:
         return value
 
 
-class CounterTable:
-    """A counter family kept as plain numbers per label tuple, exported at scrape time.
-
-    prometheus_client's ``Counter`` checks itself and takes a lock on every ``inc`` (~1 µs,
-    and more under load, where its code competes for the CPU caches with the relay's): per
-    call the gateway counts up to seven series, and the three of accounting alone (tokens
-    in and out, cost) cost ~4% of throughput at 64 clients. Here an ``inc`` is one dict
-    update on the event loop, the only thread that counts; ``/metrics`` (served on the same
-    loop) reads a snapshot. Label values must already be bounded (``CappedLabel``).
-    """
-
-    __slots__ = ("documentation", "labels", "name", "values")
-
-    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labels = labels
-        self.values: dict[tuple[str, ...], float] = {}
-
-    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
-        """Add ``amount`` to the series of these label values (in ``labels`` order)."""
-        values = self.values
-        values[key] = values.get(key, 0.0) + amount
-
-    def family(self) -> CounterMetricFamily:
-        """The family as prometheus_client exports it (``<name>_total`` samples)."""
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for key, value in list(self.values.items()):
-            family.add_metric(key, value)
-        return family
-
-
-class HistogramTable:
-    """A histogram family kept as plain bucket counts per label tuple, exported at scrape time.
-
-    For the same reason as ``CounterTable``: prometheus_client's ``Histogram.observe``
-    takes a lock for its sum and for its bucket (~0.9 µs per observation here, two per
-    call); here it is a ``bisect`` and two additions (~0.3 µs). Buckets are counted
-    singly and made cumulative when exported.
-    """
-
-    __slots__ = ("bounds", "documentation", "labels", "le", "name", "values")
-
-    def __init__(
-        self, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]
-    ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labels = labels
-        self.bounds = (*buckets, float("inf"))
-        # as prometheus_client writes them for these bounds (checked by a test against it)
-        self.le = (*(repr(float(bound)) for bound in buckets), "+Inf")
-        # per label tuple: the count of each bucket (not cumulative), and the sum
-        self.values: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
-
-    def observe(self, key: tuple[str, ...], amount: float) -> None:
-        """Count ``amount`` in the series of these label values (in ``labels`` order)."""
-        series = self.values.get(key)
-        if series is None:
-            series = self.values[key] = ([0] * len(self.bounds), [0.0])
-        series[0][bisect_left(self.bounds, amount)] += 1
-        series[1][0] += amount
-
-    def family(self) -> HistogramMetricFamily:
-        """The family as prometheus_client exports it (``_bucket``, ``_sum``, ``_count``)."""
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for key, (counts, total) in list(self.values.items()):
-            cumulative = 0
-            buckets: list[tuple[str, float]] = []
-            for le, count in zip(self.le, counts, strict=True):
-                cumulative += count
-                buckets.append((le, cumulative))
-            family.add_metric(key, buckets, total[0])
-        return family
-
-
-class _Tables(Collector):
-    """Exports ``CounterTable`` and ``HistogramTable`` families from a registry."""
-
-    def __init__(self, tables: tuple[CounterTable | HistogramTable, ...]) -> None:
-        self._tables = tables
-
-    def collect(self) -> Iterator[Metric]:
-        """Every table's family, as the registry scrapes collectors."""
-        for table in self._tables:
-            yield table.family()
-
-
 class _Families:
     """``route_family`` memoised per upstream path, for the first ``limit`` paths seen."""
 
@@ -231,31 +152,49 @@ def _key_alias(ex: Exchange) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _CallKeys:
-    """The label tuples one kind of call is counted under, in every table."""
+    """The slots one kind of call is counted in, in every table."""
 
-    requests: tuple[str, ...]
-    errors: tuple[str, ...]
-    family: tuple[str, ...]
-    bytes_in: tuple[str, ...]
-    bytes_out: tuple[str, ...]
-    tokens_in: tuple[str, ...]
-    tokens_out: tuple[str, ...]
-    tokens_cached: tuple[str, ...]
-    cost: tuple[str, ...]
-    unpriced: tuple[str, ...]
+    requests: int
+    errors: int
+    interrupted: int
+    bytes_in: int
+    bytes_out: int
+    tokens_in: int
+    tokens_out: int
+    tokens_cached: int
+    cost: int
+    unpriced: int
+    latency: int
+    overhead: int
+
+
+GAUGE_INTERVAL = 1.0  # seconds between a worker's gauge samples, for the others' scrapes
 
 
 class Metrics:
-    """Every Prometheus series of one gateway; an Observer, and the ``/metrics`` route."""
+    """Every Prometheus series of one gateway; an Observer, and the ``/metrics`` route.
 
-    def __init__(self, *, max_label_values: int = 100, process_metrics: bool = True) -> None:
+    ``directory``: where every process of the instance keeps its series (the server makes
+    it); without one the series are this process's only.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_label_values: int = 100,
+        process_metrics: bool = True,
+        directory: Path | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
+        self._directory = directory
+        self._series = SeriesFile(directory)
+        self._values = self._series.values
         self._model = CappedLabel(max_label_values)
         self._alias = CappedLabel(max_label_values)
         self._family = _Families()
-        # The label tuples of each kind of call seen (path, model, key alias, status):
-        # worked out once instead of four label look-ups and ten tuples per call.
+        # The slots of each kind of call seen (path, model, key alias, status): worked
+        # out once instead of four label look-ups and twelve slot look-ups per call.
         self._keys: dict[tuple[str, str | None, str | None, int], _CallKeys] = {}
         self.requests = CounterTable(
             "passgate_requests",
@@ -304,33 +243,24 @@ class Metrics:
             ("route_family",),
             OVERHEAD_BUCKETS,
         )
-        registry.register(
-            _Tables(
-                (
-                    self.requests,
-                    self.errors,
-                    self.interrupted,
-                    self.tokens,
-                    self.cost,
-                    self.unpriced,
-                    self.bytes,
-                    self.latency,
-                    self.overhead,
-                )
-            )
-        )
-        self.redis_bypass = Counter(
+        self.redis_bypass = CounterTable(
             "passgate_redis_bypass",
             "Limit checks made without Redis because it failed.",
-            registry=registry,
+            (),
         )
-        self.queue_depth = Gauge(
+        self.queue_depth = GaugeTable(
             "passgate_queue_depth",
             "Rows waiting in a background writer's queue.",
             ("queue",),
-            registry=registry,
         )
-        if process_metrics:
+        # Every table declared above, in order: a new counter is one more declaration.
+        tables = tuple(value for value in vars(self).values() if isinstance(value, Table))
+        for table in tables:
+            table.bind(self._series)
+        registry.register(SummedTables(tables, SeriesDirectory(directory, self._series)))
+        self._gauges: list[tuple[int, Callable[[], float]]] = []
+        self._sampler: asyncio.Task[None] | None = None
+        if process_metrics and directory is None:
             ProcessCollector(registry=registry)
             GCCollector(registry=registry)
 
@@ -343,31 +273,32 @@ class Metrics:
             keys = self._call_keys(ex.upstream_path, ex.model, alias, ex.status)
             if len(self._keys) < SHAPES_MAX:  # paths come from clients: bounded
                 self._keys[shape] = keys
-        self.requests.inc(keys.requests)
+        values = self._values
+        values[keys.requests] += 1
         if ex.status >= 400 or ex.error is not None:
-            self.errors.inc(keys.errors)
+            values[keys.errors] += 1
         if ex.interrupted:
-            self.interrupted.inc(keys.family)
+            values[keys.interrupted] += 1
         if ex.bytes_in:
-            self.bytes.inc(keys.bytes_in, ex.bytes_in)
+            values[keys.bytes_in] += ex.bytes_in
         if ex.bytes_out:
-            self.bytes.inc(keys.bytes_out, ex.bytes_out)
+            values[keys.bytes_out] += ex.bytes_out
         usage = ex.usage
         if usage is not None:
             if usage.prompt_tokens:
-                self.tokens.inc(keys.tokens_in, usage.prompt_tokens)
+                values[keys.tokens_in] += usage.prompt_tokens
             if usage.completion_tokens:
-                self.tokens.inc(keys.tokens_out, usage.completion_tokens)
+                values[keys.tokens_out] += usage.completion_tokens
             if usage.cached_tokens:
-                self.tokens.inc(keys.tokens_cached, usage.cached_tokens)
+                values[keys.tokens_cached] += usage.cached_tokens
         if ex.cost:
-            self.cost.inc(keys.cost, ex.cost)
+            values[keys.cost] += ex.cost
         if not ex.priced:
-            self.unpriced.inc(keys.unpriced)
+            values[keys.unpriced] += 1
         if ex.end is not None:
-            self.latency.observe(keys.family, ex.end - ex.start)
+            self.latency.add(keys.latency, ex.end - ex.start)
         if ex.first_byte is not None:
-            self.overhead.observe(keys.family, ex.first_byte - ex.start)
+            self.overhead.add(keys.overhead, ex.first_byte - ex.start)
 
     def _call_keys(
         self, upstream_path: str, model_name: str | None, alias_name: str | None, status: int
@@ -377,28 +308,57 @@ class Metrics:
         alias = self._alias(alias_name)
         klass = status_class(status)
         return _CallKeys(
-            requests=(family, model, alias, klass),
-            errors=(family, klass),
-            family=(family,),
-            bytes_in=(family, "in"),
-            bytes_out=(family, "out"),
-            tokens_in=(model, "input"),
-            tokens_out=(model, "output"),
-            tokens_cached=(model, "cached"),
-            cost=(model, alias),
-            unpriced=(model,),
+            requests=self.requests.slot((family, model, alias, klass)),
+            errors=self.errors.slot((family, klass)),
+            interrupted=self.interrupted.slot((family,)),
+            bytes_in=self.bytes.slot((family, "in")),
+            bytes_out=self.bytes.slot((family, "out")),
+            tokens_in=self.tokens.slot((model, "input")),
+            tokens_out=self.tokens.slot((model, "output")),
+            tokens_cached=self.tokens.slot((model, "cached")),
+            cost=self.cost.slot((model, alias)),
+            unpriced=self.unpriced.slot((model,)),
+            latency=self.latency.slot((family,)),
+            overhead=self.overhead.slot((family,)),
         )
 
     def count_redis_bypass(self) -> None:
         """Record one limit check that went ahead without Redis."""
-        self.redis_bypass.inc()
+        self.redis_bypass.inc(())
 
     def watch_queue(self, name: str, depth: Callable[[], float]) -> None:
-        """Report ``depth()`` as ``passgate_queue_depth{queue=name}`` at every scrape."""
-        self.queue_depth.labels(name).set_function(depth)
+        """Report ``depth()`` as ``passgate_queue_depth{queue=name}`` (this process's part)."""
+        self._gauges.append((self.queue_depth.slot((name,)), depth))
+
+    def sample_gauges(self) -> None:
+        """Store every watched gauge's current value, for whichever process is scraped."""
+        for slot, read in self._gauges:
+            self.queue_depth.set(slot, read())
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(GAUGE_INTERVAL)
+            self.sample_gauges()
+
+    async def start(self) -> None:
+        """Sample the gauges every ``GAUGE_INTERVAL`` when other processes read them."""
+        if self._directory is not None and self._gauges and self._sampler is None:
+            self.sample_gauges()
+            self._sampler = asyncio.create_task(self._sample_forever())
+
+    async def stop(self) -> None:
+        """Stop sampling; this process's gauges no longer count once it is gone."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
+        for slot, _ in self._gauges:
+            self.queue_depth.set(slot, 0.0)
 
     def exposition(self) -> bytes:
-        """The registry in the Prometheus text format."""
+        """The registry in the Prometheus text format, summed over the instance's processes."""
+        self.sample_gauges()
         return generate_latest(self.registry)
 
     async def endpoint(self, request: Request) -> Response:

@@ -11,6 +11,7 @@ SDK and exporter (see ``passgate.api.traced``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from starlette.routing import BaseRoute
@@ -38,10 +39,12 @@ class Observability:
         tracing: Tracer | None = None,
         webhook: bool = True,
         access_log: bool = True,
+        metrics_dir: Path | None = None,
     ) -> None:
         """``webhook=False`` / ``access_log=False``: another process delivers this gateway's
-        spend rows to the webhook / writes its access lines."""
-        self.metrics = Metrics()
+        spend rows to the webhook / writes its access lines. ``metrics_dir``: where every
+        process of the instance keeps its metric series (the server's workers)."""
+        self.metrics = Metrics(directory=metrics_dir)
         self.request_logger = RequestLogger() if settings.log_requests and access_log else None
         self.tracing = tracing
         self.webhook = WebhookExporter.from_settings(settings) if webhook else None
@@ -68,6 +71,7 @@ class Observability:
 
     async def start(self) -> None:
         """Start background delivery (the webhook); call in the app's startup."""
+        await self.metrics.start()
         if self.webhook is not None:
             await self.webhook.start()
 
@@ -77,3 +81,4 @@ class Observability:
             await self.webhook.stop()
         if self.tracing is not None:
             await self.tracing.stop()
+        await self.metrics.stop()
