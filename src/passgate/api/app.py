@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute
 
 from passgate.accounting.meter import Meter
 from passgate.accounting.pricing import load_catalog
+from passgate.accounting.retention import Retention
 from passgate.accounting.spend_link import SpendForwarder
 from passgate.accounting.writer import SpendWriter
 from passgate.api.admin_auth import AdminContext
@@ -105,6 +106,7 @@ def build_app(
     )
     observers: list[Observer] = [limits.guard]
     spend: Component | None = None
+    retention: Retention | None = None
     if forwarder is not None:
         observers.append(forwarder)
         spend = forwarder
@@ -116,6 +118,8 @@ def build_app(
         observability.metrics.watch_queue("spend", lambda: float(writer.pending))
         observers.append(writer)
         spend = _WriterComponent(writer)
+        # with a forwarder, the spend-writer process runs the retention
+        retention = Retention.from_settings(database.engine, settings)
     observers.extend(observability.observers)
     pipeline = Pipeline(
         authenticator=authenticator,
@@ -159,4 +163,6 @@ def build_app(
     ]
     if spend is not None:
         components.append(spend)
+    if retention is not None:
+        components.append(retention)
     return Gateway({b"/mistral": relay}, admin, components)

@@ -7,10 +7,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -186,3 +188,36 @@ class KeyChange(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     token: Mapped[str] = mapped_column(String(64))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class SpendHourly(Base):
+    """Hourly totals of the spend rows, per key, user, team, end user, model and route family.
+
+    The spend writer adds each batch's rows here in the same transaction as the rows, so
+    charts and totals read this table and never scan ``spend_logs``. An owner that a row
+    does not name is stored as ``''`` (never NULL): the primary key is the upsert target.
+    """
+
+    __tablename__ = "spend_hourly"
+    __table_args__ = (Index("ix_spend_hourly_token_hour", "token", "hour"),)
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    end_user: Mapped[str] = mapped_column(String(256), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    route_family: Mapped[str] = mapped_column(String(256), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    priced_requests: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[float] = mapped_column(Float)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    pages: Mapped[int] = mapped_column(BigInteger)
+    annotated_pages: Mapped[int] = mapped_column(BigInteger)
+    audio_seconds: Mapped[float] = mapped_column(Float)
+    characters: Mapped[int] = mapped_column(BigInteger)
+    latency_ms: Mapped[float] = mapped_column(Float)  # the sum: divided by requests for a mean
