@@ -35,6 +35,7 @@ from passgate.proxy.hooks import Observer, Pipeline
 from passgate.proxy.relay import Relay
 from passgate.proxy.upstream import Upstream
 from passgate.storage.database import Database
+from passgate.ui.app import ui_mount
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -150,6 +151,8 @@ def build_app(
         *entity_routes(ctx, on_change=limits.budget_changed),
         *observability.routes,
     ]
+    if settings.ui:
+        routes.append(ui_mount(ctx, limits.budget_changed))
     admin = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error},
