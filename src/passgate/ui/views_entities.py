@@ -211,9 +211,7 @@ class EntityViews:
 
     async def _existing(self, kind: str, the_id: str) -> User | Team | EndUser:
         async with self._ui.sessions() as db:
-            row: User | Team | EndUser | None = await entities_repo.get(
-                db, ENTITIES[kind], the_id
-            )
+            row: User | Team | EndUser | None = await entities_repo.get(db, ENTITIES[kind], the_id)
         if row is None:
             raise PageError(404, "Not found", f"No {_SCOPES[kind].replace('_', ' ')} with this id.")
         return row
