@@ -251,14 +251,28 @@ def test_a_virtual_key_sees_and_changes_only_its_own(gw: GatewayProcess) -> None
     assert "theirs-only" not in overview.text
 
 
-def test_a_blocked_keys_session_ends(gw: GatewayProcess) -> None:
+def test_a_blocked_key_keeps_a_read_only_view_and_a_replaced_one_does_not(
+    gw: GatewayProcess,
+) -> None:
     key = new_key(gw, key_alias="soon-blocked")
     client = UiClient(gw.url)
     assert client.login(key["key"]).status == 303
-    assert client.get("/ui/").status == 200
     api(gw, "POST", "/key/block", {"key": key["token"]})
+    page = client.get(f"/ui/keys/{short_id(key['token'])}")
+    assert page.status == 200 and 'id="key-state">blocked' in page.text
+    assert UiClient(gw.url).login(key["key"]).status == 303
+    api(gw, "POST", "/key/regenerate", {"key": key["token"]})
+    assert client.get("/ui/").status == 303  # the session named the replaced hash id
+    assert UiClient(gw.url).login(key["key"]).status == 401
+
+
+def test_a_deleted_keys_session_ends(gw: GatewayProcess) -> None:
+    key = new_key(gw, key_alias="soon-deleted")
+    client = UiClient(gw.url)
+    assert client.login(key["key"]).status == 303
+    assert client.get("/ui/").status == 200
+    api(gw, "POST", "/key/delete", {"keys": [key["token"]]})
     assert client.get("/ui/").status == 303
-    assert client.login(key["key"]).status == 401
 
 
 def test_logout_and_expiry(fake_upstream: FakeMistral, start_gateway: GatewayFactory) -> None:

@@ -16,7 +16,6 @@ from starlette.staticfiles import StaticFiles
 
 from passgate.api.admin_auth import AdminContext
 from passgate.api.key_service import KeyService
-from passgate.auth.authenticator import KeyAuthenticator
 from passgate.auth.master import MasterKey
 from passgate.ui.context import LoginNeeded, OnBudgetChange, PageError, UiContext
 from passgate.ui.headers import SecurityHeaders
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-def build_ui(ui: UiContext, authenticator: KeyAuthenticator) -> Starlette:
+def build_ui(ui: UiContext, master: MasterKey) -> Starlette:
     """The ``/ui`` app: pages, static files, and one place that turns errors into pages."""
 
     async def login_needed(request: Request, exc: Exception) -> Response:
@@ -68,7 +67,7 @@ def build_ui(ui: UiContext, authenticator: KeyAuthenticator) -> Starlette:
 
     routes: list[BaseRoute] = [
         Mount("/static", app=StaticFiles(directory=STATIC), name="ui:static"),
-        *auth_routes(ui, authenticator),
+        *auth_routes(ui, master),
         *page_routes(ui),
         *key_routes(ui),
         *entity_routes(ui),
@@ -87,14 +86,15 @@ def build_ui(ui: UiContext, authenticator: KeyAuthenticator) -> Starlette:
 
 
 def ui_mount(ctx: AdminContext, on_budget_change: OnBudgetChange | None = None) -> Mount:
-    """``/ui``, over the admin API's context: its sessions, key service and authenticator."""
-    master = ctx.settings.master_key
+    """``/ui``, over the admin API's context: its database sessions, key cache and settings."""
+    secret = ctx.settings.master_key
+    master = MasterKey(secret.get_secret_value() if secret else None)
     keys = KeyService(
         ctx.sessions,
         ctx.cache,
-        MasterKey(master.get_secret_value() if master else None),
+        master,
         on_change=ctx.on_key_change,
         propagation_delay=2 * ctx.settings.key_change_poll_interval,
     )
     ui = UiContext(ctx.sessions, keys, ctx.settings, on_budget_change=on_budget_change)
-    return Mount("/ui", app=build_ui(ui, ctx.authenticator))
+    return Mount("/ui", app=build_ui(ui, master))

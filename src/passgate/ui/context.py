@@ -120,8 +120,8 @@ class UiContext:
         return HTMLResponse(page, status_code=status)
 
     async def viewer(self, request: Request) -> Viewer | None:
-        """The logged-in user, or None (no cookie, a forged or expired one, a key that can
-        no longer log in: blocked, expired, regenerated or deleted)."""
+        """The logged-in user, or None (no cookie, a forged or expired one, a key since
+        regenerated or deleted). A blocked or expired key keeps its read-only view."""
         if self.codec is None:
             return None
         session = self.codec.read(request.cookies.get(COOKIE))
@@ -131,7 +131,7 @@ class UiContext:
             return Viewer(MASTER, session)
         async with self.sessions() as db:
             row = await key_by_id(db, session.key_id)
-        if row is None or not key_can_log_in(row, self.clock()):
+        if row is None:
             return None
         return Viewer(principal_from_key(row), session, row)
 
@@ -159,8 +159,3 @@ class UiContext:
                 "Reload the page and try again.",
             )
         return form
-
-
-def key_can_log_in(row: Key, now: datetime) -> bool:
-    """A key that is neither blocked nor expired."""
-    return not row.blocked and (row.expires is None or row.expires > now)
