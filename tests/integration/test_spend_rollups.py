@@ -17,7 +17,7 @@ from passgate.accounting.rows import Record, call_record
 from passgate.accounting.writer import SpendWriter
 from passgate.auth.principal import Principal
 from passgate.exchange import Usage
-from passgate.storage.models import SpendHourly, SpendLog
+from passgate.storage.models import SpendLog, SpendRollup
 from tests.support.databases import fresh_postgres, migrated_engine, sqlite_url
 from tests.support.exchanges import exchange
 
@@ -57,10 +57,8 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 async def rollups(engine: AsyncEngine) -> dict[tuple[Any, ...], dict[str, Any]]:
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(SpendHourly.__table__))).mappings().all()
-    return {
-        (r["hour"], r["token"], r["end_user"], r["model"], r["route_family"]): dict(r) for r in rows
-    }
+        rows = (await conn.execute(select(SpendRollup.__table__))).mappings().all()
+    return {(r["period"], r["dimension"], r["start"], r["value"]): dict(r) for r in rows}
 
 
 async def write(engine: AsyncEngine, records: list[Record]) -> None:
@@ -83,27 +81,33 @@ async def test_rollups_add_up_the_rows_stored_in_the_same_batch(engine: AsyncEng
     await write(engine, records[:3])  # sent again: stored once, counted once
     found = await rollups(engine)
     hour = datetime.fromtimestamp(HOUR, UTC)
-    chat = "/mistral/v1/chat/completions"
-    alice = found[hour, ALICE.token, "c1", "mistral-small-latest", chat]
+    day = hour.replace(hour=0)
+    alice = found["hour", "key", hour, ALICE.token]
     assert (alice["requests"], alice["errors"], alice["priced_requests"]) == (3, 1, 2)
     assert alice["cost"] == pytest.approx(0.75)
     assert alice["prompt_tokens"] == 25 and alice["total_tokens"] == 28
-    assert (alice["user_id"], alice["team_id"]) == ("u1", "t1")
     assert alice["latency_ms"] == pytest.approx(750.0)
-    later = found[hour + timedelta(hours=1), ALICE.token, "c1", "mistral-small-latest", chat]
-    assert later["requests"] == 1 and later["cost"] == pytest.approx(1.0)
-    bob = found[hour, BOB.token, "", "mistral-small-latest", "/mistral/v1/files"]
-    assert bob["requests"] == 1 and bob["cost"] == pytest.approx(2.0)
-    anonymous = found[hour, "", "", "mistral-small-latest", chat]
-    assert (anonymous["requests"], anonymous["errors"], anonymous["cost"]) == (1, 1, 0.0)
-    assert len(found) == 4
+    assert found["hour", "key", hour + timedelta(hours=1), ALICE.token]["requests"] == 1
+    assert found["day", "key", day, ALICE.token]["requests"] == 4
+    assert found["hour", "user", hour, "u1"]["requests"] == 3
+    assert found["hour", "team", hour, "t1"]["cost"] == pytest.approx(0.75)
+    assert found["hour", "end_user", hour, "c1"]["requests"] == 3
+    assert found["hour", "route", hour, "/mistral/v1/files"]["cost"] == pytest.approx(2.0)
+    everyone = found["hour", "all", hour, ""]
+    assert (everyone["requests"], everyone["errors"]) == (5, 2)
+    assert everyone["cost"] == pytest.approx(2.75)
+    assert found["hour", "key", hour, ""]["requests"] == 1  # the call without a key
+    assert found["day", "model", day, "mistral-small-latest"]["requests"] == 6
     # the totals of the rollups are the totals of the rows
     async with engine.connect() as conn:
         rows = (
             await conn.execute(select(func.count(), func.sum(SpendLog.cost)).select_from(SpendLog))
         ).one()
-    assert sum(r["requests"] for r in found.values()) == rows[0] == 6
-    assert sum(r["cost"] for r in found.values()) == pytest.approx(rows[1])
+    for period in ("hour", "day"):
+        for dimension in ("all", "key", "user", "team", "end_user", "model", "route"):
+            same = [r for k, r in found.items() if k[:2] == (period, dimension)]
+            assert sum(r["requests"] for r in same) == rows[0] == 6
+            assert sum(r["cost"] for r in same) == pytest.approx(rows[1])
 
 
 def test_route_family_drops_ids() -> None:
@@ -129,16 +133,13 @@ async def test_retention_deletes_old_rows_in_batches_and_keeps_recent_ones(
     ancient = now - timedelta(days=500)
     async with engine.begin() as conn:
         await conn.execute(
-            insert(SpendHourly),
+            insert(SpendRollup),
             [
                 {
-                    "hour": ancient + timedelta(hours=h),
-                    "token": "",
-                    "user_id": "",
-                    "team_id": "",
-                    "end_user": "",
-                    "model": "m",
-                    "route_family": "/r",
+                    "period": "hour",
+                    "dimension": "all",
+                    "start": ancient + timedelta(hours=h),
+                    "value": "",
                     **dict.fromkeys(("requests", "errors", "priced_requests"), 1),
                     "cost": 1.0,
                     **dict.fromkeys(
@@ -163,7 +164,7 @@ async def test_retention_deletes_old_rows_in_batches_and_keeps_recent_ones(
     assert await retention.run_once() == (7, 3)
     async with engine.connect() as conn:
         left = await conn.scalar(select(func.count()).select_from(SpendLog))
-        kept = await conn.scalar(select(func.count()).select_from(SpendHourly))
+        kept = await conn.scalar(select(func.count()).select_from(SpendRollup))
     assert left == 2
     assert kept and kept > 0  # the rollups of the deleted rows stay: they are younger than 400 days
     assert await retention.run_once() == (0, 0)

@@ -204,13 +204,13 @@ def test_a_failed_action_says_why(gw: GatewayProcess, browser: webdriver.Chrome)
     WebDriverWait(browser, 15).until(staleness_of(old))
     # a 422 page is a failed request to the console: read it, then expect nothing else
     assert "Max budget: enter a number" in pages.text(".error")
-    browser.get_log("browser")
+    browser.get_log("browser")  # type: ignore[no-untyped-call]
     pages.fill({"max_budget": "10"})
     old = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
     WebDriverWait(browser, 15).until(staleness_of(old))
     assert "already used by another key" in pages.text(".error")
-    browser.get_log("browser")
+    browser.get_log("browser")  # type: ignore[no-untyped-call]
     screenshot(browser, "key-new-error")
     query = urlencode({"q": "no-such-alias"})
     pages.open(f"/ui/keys?{query}")

@@ -56,7 +56,7 @@ def chromium() -> Iterator[webdriver.Chrome]:
 
 def console_errors(driver: webdriver.Chrome) -> list[dict[str, Any]]:
     """The browser console's errors since the last call (failed requests show here too)."""
-    entries: list[dict[str, Any]] = driver.get_log("browser")
+    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
     return [entry for entry in entries if entry.get("level") == "SEVERE"]
 
 

@@ -4,7 +4,7 @@ Runs beside the spend writer, never on the request path: every ``retention_inter
 seconds it deletes rows older than ``spend_log_retention_days`` in transactions of at
 most ``retention_batch_size`` rows, handing the event loop (and the database's write
 lock) back between two, so a large backlog never blocks the writer for long. Rollups
-are kept for ``rollup_retention_days``, one hour's rows per transaction. A failed pass
+are kept for ``rollup_retention_days``, one hour's (or day's) rows per transaction. A failed pass
 is logged and tried again at the next interval.
 """
 
@@ -21,12 +21,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from passgate.config import Settings
-from passgate.storage.models import SpendHourly, SpendLog, utcnow
+from passgate.storage.models import SpendLog, SpendRollup, utcnow
 
 log = logging.getLogger("passgate.accounting")
 
 _LOGS = cast(Table, SpendLog.__table__)
-_ROLLUPS = cast(Table, SpendHourly.__table__)
+_ROLLUPS = cast(Table, SpendRollup.__table__)
 _DAY = timedelta(days=1)
 
 
@@ -117,9 +117,9 @@ class Retention:
             await asyncio.sleep(0)  # let the writer's next batch in between two
 
     async def _delete_rollups(self, cutoff: datetime) -> int:
-        hour = _ROLLUPS.c.hour
-        first = select(func.min(hour)).where(hour < cutoff).scalar_subquery()
-        statement = delete(_ROLLUPS).where(hour == first)
+        start = _ROLLUPS.c.start
+        first = select(func.min(start)).where(start < cutoff).scalar_subquery()
+        statement = delete(_ROLLUPS).where(start == first)
         total = 0
         while True:
             async with self._engine.begin() as conn:

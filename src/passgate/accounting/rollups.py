@@ -1,26 +1,38 @@
-"""Hourly rollups: a batch of stored spend rows folded into ``spend_hourly`` upserts.
+"""Rollups: a batch of stored spend rows folded into ``spend_rollups`` upserts.
 
-The spend writer runs ``RollupStatements.upserts`` in the same transaction as the rows
-(through ``SpendStatements.totals``), so a rollup never counts a row that was not stored,
-nor misses one that was. Charts and totals of the web UI read only this table.
+The spend writer runs them in the same transaction as the rows (through
+``SpendStatements.totals``), so a rollup never counts a row that was not stored, nor misses
+one that was. Each row adds to one rollup per period (hour, UTC day) and dimension (all
+rows, its key, user, team, end user, model, route family). Charts and totals of the web
+UI read only this table.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
-from passgate.storage.models import SpendHourly, SpendLog
+from passgate.storage.models import SpendLog, SpendRollup
 
-_ROLLUPS = cast(Table, SpendHourly.__table__)
+_ROLLUPS = cast(Table, SpendRollup.__table__)
 _LOGS = cast(Table, SpendLog.__table__)
-GROUP_COLUMNS = ("hour", "token", "user_id", "team_id", "end_user", "model", "route_family")
-# measures taken from one row as they are (None adds nothing)
+KEY_COLUMNS = ("period", "dimension", "start", "value")
+PERIODS = ("hour", "day")
+# dimension -> the spend_logs column it is read from ("all" counts every row once)
+DIMENSIONS = {
+    "all": None,
+    "key": "token",
+    "user": "user_id",
+    "team": "team_id",
+    "end_user": "end_user",
+    "model": "model",
+    "route": "route",
+}
 SUMMED = (
     "prompt_tokens",
     "completion_tokens",
@@ -32,18 +44,18 @@ SUMMED = (
     "characters",
 )
 MEASURES = ("requests", "errors", "priced_requests", "cost", *SUMMED, "latency_ms")
-_COLUMN_ORDER = tuple(column.name for column in _LOGS.columns)
-_AT = {name: _COLUMN_ORDER.index(name) for name in _COLUMN_ORDER}
-_SUMMED_AT = tuple(_AT[name] for name in SUMMED)
-_FAMILY_MAX = 256
 _FLOATS = ("cost", "audio_seconds", "latency_ms")  # 0.0, not 0: asyncpg binds them as float8
 _ZEROS = tuple(0.0 if name in _FLOATS else 0 for name in MEASURES)
+_AT = {column.name: i for i, column in enumerate(_LOGS.columns)}
+_SUMMED_AT = tuple(_AT[name] for name in SUMMED)
+_LATENCY = MEASURES.index("latency_ms")
+_FAMILY_MAX = 256
 # a path segment that names a thing (a file, a job, a model id) rather than an operation:
 # it holds a digit or a dot, like ids, uuids and versioned model names do
 _ID_SEGMENT = re.compile(r"[0-9.:]")
 
-if tuple(column.name for column in _ROLLUPS.columns) != (*GROUP_COLUMNS, *MEASURES):
-    raise RuntimeError("rollups: spend_hourly's columns changed; update GROUP_COLUMNS/MEASURES")
+if tuple(column.name for column in _ROLLUPS.columns) != (*KEY_COLUMNS, *MEASURES):
+    raise RuntimeError("rollups: spend_rollups's columns changed; update KEY_COLUMNS/MEASURES")
 
 
 def route_family(route: str | None) -> str:
@@ -64,23 +76,33 @@ def route_family(route: str | None) -> str:
     return ("/" + "/".join(kept))[:_FAMILY_MAX]
 
 
+# SQLAlchemy's SQLite DATETIME text is 'YYYY-MM-DD HH:MM:SS.ffffff': cut to the hour or day
 def _sqlite_hour(value: str) -> str:
-    # SQLAlchemy's SQLite DATETIME text, 'YYYY-MM-DD HH:MM:SS.ffffff', cut to its hour
     return value[:13] + ":00:00.000000"
+
+
+def _sqlite_day(value: str) -> str:
+    return value[:10] + " 00:00:00.000000"
 
 
 def _postgres_hour(value: datetime) -> datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
 
+def _postgres_day(value: datetime) -> datetime:
+    return value.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 class RollupStatements:
-    """The ``spend_hourly`` upsert for one database, and how rows fold into its parameters."""
+    """The ``spend_rollups`` upsert for one database, and how rows fold into its parameters."""
 
     def __init__(self, dialect: Dialect) -> None:
         postgres = dialect.name == "postgresql"
-        self._hour: Any = _postgres_hour if postgres else _sqlite_hour
+        self._starts: tuple[Callable[[Any], Any], Callable[[Any], Any]] = (
+            (_postgres_hour, _postgres_day) if postgres else (_sqlite_hour, _sqlite_day)
+        )
         q = dialect.identifier_preparer.quote
-        names = (*GROUP_COLUMNS, *MEASURES)
+        names = (*KEY_COLUMNS, *MEASURES)
         marks = ", ".join(f"${i + 1}" if postgres else "?" for i in range(len(names)))
         table = q(_ROLLUPS.name)
         updates = ", ".join(f"{q(m)} = {table}.{q(m)} + excluded.{q(m)}" for m in MEASURES)
@@ -88,51 +110,50 @@ class RollupStatements:
         self.sql = (
             f"INSERT INTO {table} ({', '.join(q(n) for n in names)}) "  # noqa: S608
             f"VALUES ({marks}) "
-            f"ON CONFLICT ({', '.join(q(g) for g in GROUP_COLUMNS)}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({', '.join(q(k) for k in KEY_COLUMNS)}) DO UPDATE SET {updates}"
         )
 
     def parameters(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        """One parameter set per (hour, owners, model, route family) among stored rows (their
+        """One parameter set per (period, dimension, start, value) among stored rows (their
         driver values in ``spend_logs`` column order), sorted: every process takes the
         rollup rows' locks in the same order, so two writers never deadlock."""
-        at = _AT
-        start, token, user, team = at["start_time"], at["token"], at["user_id"], at["team_id"]
-        end_user, model, route = at["end_user"], at["model"], at["route"]
-        status, cost, latency = at["status"], at["cost"], at["latency_ms"]
-        hour_of = self._hour
-        groups: dict[tuple[Any, ...], list[Any]] = {}
+        start_at, status_at, cost_at = _AT["start_time"], _AT["status"], _AT["cost"]
+        latency_at, route_at = _AT["latency_ms"], _AT["route"]
+        owners = [(name, _AT[column]) for name, column in DIMENSIONS.items() if column]
+        hour_of, day_of = self._starts
+        groups: dict[tuple[str, str, Any, str], list[Any]] = {}
         families: dict[str, str] = {}
         for row in rows:
-            path = row[route] or ""
+            path = row[route_at] or ""
             family = families.get(path)
             if family is None:
                 family = families[path] = route_family(path)
-            group = (
-                hour_of(row[start]),
-                row[token] or "",
-                row[user] or "",
-                row[team] or "",
-                row[end_user] or "",
-                row[model] or "",
-                family,
-            )
-            sums = groups.get(group)
-            if sums is None:
-                sums = groups[group] = list(_ZEROS)
-            sums[0] += 1
-            if (row[status] or 0) >= 400:
-                sums[1] += 1
-            if row[cost] is not None:
-                sums[2] += 1
-                sums[3] += row[cost]
-            for i, index in enumerate(_SUMMED_AT, 4):
-                value = row[index]
-                if value:
-                    sums[i] += value
-            if row[latency]:
-                sums[-1] += row[latency]
+            # the row's non-zero measures as (index in MEASURES, amount), added to 14 rollups
+            cost, latency = row[cost_at], row[latency_at]
+            adds = [(0, 1)]
+            if (row[status_at] or 0) >= 400:
+                adds.append((1, 1))
+            if cost is not None:
+                adds += ((2, 1), (3, cost))
+            adds += [(i, row[at]) for i, at in enumerate(_SUMMED_AT, 4) if row[at]]
+            if latency:
+                adds.append((_LATENCY, latency))
+            stamp = row[start_at]
+            starts = (("hour", hour_of(stamp)), ("day", day_of(stamp)))
+            values = [("all", "")]
+            values += [
+                (name, (family if name == "route" else row[at]) or "") for name, at in owners
+            ]
+            for period, start in starts:
+                for dimension, value in values:
+                    group = (period, dimension, start, value)
+                    sums = groups.get(group)
+                    if sums is None:
+                        sums = groups[group] = list(_ZEROS)
+                    for i, amount in adds:
+                        sums[i] += amount
         return [(*group, *sums) for group, sums in sorted(groups.items(), key=_order)]
 
 
-def _order(item: tuple[tuple[Any, ...], list[Any]]) -> tuple[str, ...]:
+def _order(item: tuple[tuple[str, str, Any, str], list[Any]]) -> tuple[str, ...]:
     return tuple(str(part) for part in item[0])

@@ -1,8 +1,8 @@
 """The UI's reads: totals and charts from the hourly rollups, key search, entity lists.
 
-Charts and totals never scan ``spend_logs``: they sum ``spend_hourly`` over whole UTC
-hours. Only a log page, and the latency of the most recent calls, read ``spend_logs``,
-each bounded by an index and a limit.
+Charts and totals never scan ``spend_logs``: they sum ``spend_rollups`` over whole UTC
+days (or hours, for a range that is not whole days). Only a log page, and the latency of
+the most recent calls, read ``spend_logs``, each bounded by an index and a limit.
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ from sqlalchemy import ColumnElement, Table, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from passgate.accounting.spend_queries import SpendFilter
-from passgate.storage.models import EndUser, Key, SpendHourly, SpendLog, Team, User
+from passgate.storage.models import EndUser, Key, SpendLog, SpendRollup, Team, User
 
 Bucket = Literal["hour", "day"]
-_ROLLUPS = cast(Table, SpendHourly.__table__)
+_ROLLUPS = cast(Table, SpendRollup.__table__)
 _LOGS = cast(Table, SpendLog.__table__)
+# the overview's "top" tables: their title and the rollup dimension they read
 TOP_GROUPS = {
-    "key": _ROLLUPS.c.token,
-    "model": _ROLLUPS.c.model,
-    "end user": _ROLLUPS.c.end_user,
-    "user": _ROLLUPS.c.user_id,
-    "team": _ROLLUPS.c.team_id,
-    "route": _ROLLUPS.c.route_family,
+    "key": "key",
+    "model": "model",
+    "end user": "end_user",
+    "user": "user",
+    "team": "team",
+    "route": "route",
 }
 TOTALS = (
     "requests",
@@ -39,6 +40,7 @@ TOTALS = (
     "audio_seconds",
 )
 LATENCY_SAMPLE = 10_000  # the most recent calls whose latency percentiles are shown
+_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +51,27 @@ class Window:
     end: datetime
     token: str | None = None
 
-    def clauses(self) -> list[ColumnElement[bool]]:
-        """The WHERE conditions on ``spend_hourly``."""
+    @property
+    def period(self) -> Bucket:
+        """Daily rollups when the range is whole UTC days (fewer rows to add), else hourly."""
+        whole_days = self.start.hour == 0 and self.end.hour == 0
+        return "day" if whole_days else "hour"
+
+    def clauses(self, dimension: str, period: Bucket | None = None) -> list[ColumnElement[bool]]:
+        """The WHERE conditions on ``spend_rollups`` for one dimension."""
         c = _ROLLUPS.c
-        found = [c.hour >= self.start, c.hour < self.end]
-        if self.token is not None:
-            found.append(c.token == self.token)
-        return found
+        return [
+            c.period == (period or self.period),
+            c.dimension == dimension,
+            c.start >= self.start,
+            c.start < self.end,
+        ]
+
+    def own(self, period: Bucket | None = None) -> list[ColumnElement[bool]]:
+        """The conditions of the window's own rows: every row, or the key's."""
+        if self.token is None:
+            return self.clauses("all", period)
+        return [*self.clauses("key", period), _ROLLUPS.c.value == self.token]
 
 
 @dataclass(slots=True)
@@ -68,35 +84,41 @@ class Overview:
     latency: dict[str, float | None] = field(default_factory=dict)
 
 
-def _sums() -> list[Any]:
+def _sums(names: tuple[str, ...] = TOTALS) -> list[Any]:
     c = _ROLLUPS.c
-    return [func.coalesce(func.sum(c[name]), 0).label(name) for name in TOTALS]
+    return [func.coalesce(func.sum(c[name]), 0).label(name) for name in names]
 
 
 async def totals(session: AsyncSession, window: Window) -> dict[str, float]:
     """Requests, errors, cost and usage summed over the window."""
-    row = (await session.execute(select(*_sums()).where(*window.clauses()))).one()
+    row = (await session.execute(select(*_sums()).where(*window.own()))).one()
     return {name: float(value or 0) for name, value in row._mapping.items()}
 
 
 async def series(session: AsyncSession, window: Window, bucket: Bucket) -> list[dict[str, Any]]:
     """One point per hour (or UTC day) of the window, empty ones included."""
     c = _ROLLUPS.c
-    query = select(c.hour, *_sums()).where(*window.clauses()).group_by(c.hour)
-    by_hour = {row.hour: row._mapping for row in await session.execute(query)}
-    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    period: Bucket = "day" if bucket == "day" and window.period == "day" else "hour"
+    query = select(c.start, *_sums()).where(*window.own(period)).group_by(c.start)
+    found = {row.start: row._mapping for row in await session.execute(query)}
+    step = timedelta(hours=1) if bucket == "hour" else _DAY
     points: list[dict[str, Any]] = []
     at = window.start if bucket == "hour" else window.start.replace(hour=0)
     while at < window.end:
         point: dict[str, Any] = {"at": at, **dict.fromkeys(TOTALS, 0.0)}
-        hour = max(at, window.start)
-        stop = min(at + step, window.end)
-        while hour < stop:
-            found = by_hour.get(hour)
-            if found is not None:
+        if period == "day":
+            stamps = [at]
+        else:
+            stamps = []
+            stamp = max(at, window.start)
+            while stamp < min(at + step, window.end):
+                stamps.append(stamp)
+                stamp += timedelta(hours=1)
+        for stamp in stamps:
+            sums = found.get(stamp)
+            if sums is not None:
                 for name in TOTALS:
-                    point[name] += float(found[name] or 0)
-            hour += timedelta(hours=1)
+                    point[name] += float(sums[name] or 0)
         points.append(point)
         at += step
     return points
@@ -105,13 +127,14 @@ async def series(session: AsyncSession, window: Window, bucket: Bucket) -> list[
 async def top(
     session: AsyncSession, window: Window, group: str, limit: int = 8
 ) -> list[dict[str, Any]]:
-    """The groups (keys, models, ...) that cost most in the window, with their requests."""
-    column = TOP_GROUPS[group]
+    """The values of a dimension (keys, models, ...) that cost most in the window."""
+    c = _ROLLUPS.c
+    cost = func.sum(c.cost)
     query = (
-        select(column.label("name"), *_sums())
-        .where(*window.clauses())
-        .group_by(column)
-        .order_by(func.sum(_ROLLUPS.c.cost).desc(), func.sum(_ROLLUPS.c.requests).desc())
+        select(c.value.label("name"), *_sums(("requests", "cost")))
+        .where(*window.clauses(TOP_GROUPS[group]))
+        .group_by(c.value)
+        .order_by(cost.desc(), func.sum(c.requests).desc())
         .limit(limit)
     )
     return [dict(row._mapping) for row in await session.execute(query)]
@@ -150,10 +173,9 @@ async def overview(session: AsyncSession, window: Window, bucket: Bucket) -> Ove
         series=await series(session, window, bucket),
         latency=await latency(session, window),
     )
-    groups = ["key", "model", "end user", "route"]
-    if window.token is None:
-        groups += ["user", "team"]
-    for group in groups:
+    if window.token is not None:
+        return found  # a key's own view: its totals; dimensions are not crossed
+    for group in TOP_GROUPS:
         found.top[group] = await top(session, window, group)
     names = await aliases(session, [row["name"] for row in found.top["key"]])
     for row in found.top["key"]:

@@ -143,7 +143,7 @@ class KeyViews:
         viewer = await self._ui.require(request)
         row = await self._key(viewer, request.path_params["key_id"])
         now = self._ui.clock()
-        end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         window = Window(end - timedelta(days=14), end, row.token)
         async with self._ui.sessions() as db:
             points = await series(db, window, "day")

@@ -59,7 +59,10 @@ def window_of(request: Request, now: datetime) -> tuple[datetime, datetime, str]
     preset = q.get("range", "24h")
     if preset not in RANGES:
         preset = "24h"
-    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if preset == "24h":
+        end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    else:  # whole UTC days, today included: the daily rollups answer them
+        end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     return end - RANGES[preset], end, preset
 
 
