@@ -54,7 +54,9 @@ _FAMILY_MAX = 256
 # it holds a digit or a dot, like ids, uuids and versioned model names do
 _ID_SEGMENT = re.compile(r"[0-9.:]")
 
-if tuple(column.name for column in _ROLLUPS.columns) != (*KEY_COLUMNS, *MEASURES):
+if tuple(column.name for column in _ROLLUPS.columns) != (*KEY_COLUMNS, *MEASURES) or tuple(
+    DIMENSIONS
+) != ("all", "key", "user", "team", "end_user", "model", "route"):
     raise RuntimeError("rollups: spend_rollups's columns changed; update KEY_COLUMNS/MEASURES")
 
 
@@ -116,19 +118,24 @@ class RollupStatements:
     def parameters(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """One parameter set per (period, dimension, start, value) among stored rows (their
         driver values in ``spend_logs`` column order), sorted: every process takes the
-        rollup rows' locks in the same order, so two writers never deadlock."""
+        rollup rows' locks in the same order, so two writers never deadlock.
+
+        Rows are added up per hour first; the day rollups are then added up from those
+        hour rollups, so each row is touched seven times, not fourteen.
+        """
         start_at, status_at, cost_at = _AT["start_time"], _AT["status"], _AT["cost"]
         latency_at, route_at = _AT["latency_ms"], _AT["route"]
-        owners = [(name, _AT[column]) for name, column in DIMENSIONS.items() if column]
+        token_at, user_at, team_at = _AT["token"], _AT["user_id"], _AT["team_id"]
+        end_user_at, model_at = _AT["end_user"], _AT["model"]
         hour_of, day_of = self._starts
-        groups: dict[tuple[str, str, Any, str], list[Any]] = {}
+        hours: dict[tuple[str, Any, str], list[Any]] = {}
         families: dict[str, str] = {}
         for row in rows:
             path = row[route_at] or ""
             family = families.get(path)
             if family is None:
                 family = families[path] = route_family(path)
-            # the row's non-zero measures as (index in MEASURES, amount), added to 14 rollups
+            # the row's non-zero measures as (index in MEASURES, amount)
             cost, latency = row[cost_at], row[latency_at]
             adds = [(0, 1)]
             if (row[status_at] or 0) >= 400:
@@ -138,22 +145,33 @@ class RollupStatements:
             adds += [(i, row[at]) for i, at in enumerate(_SUMMED_AT, 4) if row[at]]
             if latency:
                 adds.append((_LATENCY, latency))
-            stamp = row[start_at]
-            starts = (("hour", hour_of(stamp)), ("day", day_of(stamp)))
-            values = [("all", "")]
-            values += [
-                (name, (family if name == "route" else row[at]) or "") for name, at in owners
-            ]
-            for period, start in starts:
-                for dimension, value in values:
-                    group = (period, dimension, start, value)
-                    sums = groups.get(group)
-                    if sums is None:
-                        sums = groups[group] = list(_ZEROS)
-                    for i, amount in adds:
-                        sums[i] += amount
-        return [(*group, *sums) for group, sums in sorted(groups.items(), key=_order)]
-
-
-def _order(item: tuple[tuple[str, str, Any, str], list[Any]]) -> tuple[str, ...]:
-    return tuple(str(part) for part in item[0])
+            hour = hour_of(row[start_at])
+            for group in (
+                ("all", hour, ""),
+                ("key", hour, row[token_at] or ""),
+                ("user", hour, row[user_at] or ""),
+                ("team", hour, row[team_at] or ""),
+                ("end_user", hour, row[end_user_at] or ""),
+                ("model", hour, row[model_at] or ""),
+                ("route", hour, family),
+            ):
+                sums = hours.get(group)
+                if sums is None:
+                    sums = hours[group] = list(_ZEROS)
+                for i, amount in adds:
+                    sums[i] += amount
+        days: dict[tuple[str, Any, str], list[Any]] = {}
+        width = range(len(MEASURES))
+        for (dimension, hour, value), sums in hours.items():
+            group = (dimension, day_of(hour), value)
+            total = days.get(group)
+            if total is None:
+                days[group] = list(sums)
+            else:
+                for i in width:
+                    total[i] += sums[i]
+        # "day" sorts before "hour"; within a period, (dimension, start, value): the primary
+        # key's order (one batch's starts are all text, or all datetimes)
+        found = [("day", *group, *sums) for group, sums in sorted(days.items())]
+        found += [("hour", *group, *sums) for group, sums in sorted(hours.items())]
+        return found
