@@ -155,6 +155,8 @@ def test_admin_scenario_end_to_end(gw: GatewayProcess, browser: webdriver.Chrome
     # block it: the next call is refused
     browser.get(key_url)
     pages.settled("key-detail")
+    budget = pages.text("#budgets tbody tr")
+    assert "key 'browser-key'" in budget and "$10.00" in budget
     pages.click(By.ID, "toggle-block")
     assert pages.text("#key-state") == "blocked"
     assert call(gw, secret) == 401

@@ -152,7 +152,7 @@ def build_app(
         *observability.routes,
     ]
     if settings.ui:
-        routes.append(ui_mount(ctx, limits.budget_changed))
+        routes.append(ui_mount(ctx, limits))
     admin = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error},

@@ -17,7 +17,8 @@ from starlette.staticfiles import StaticFiles
 from passgate.api.admin_auth import AdminContext
 from passgate.api.key_service import KeyService
 from passgate.auth.master import MasterKey
-from passgate.ui.context import LoginNeeded, OnBudgetChange, PageError, UiContext
+from passgate.limits.runtime import Limits
+from passgate.ui.context import LoginNeeded, PageError, UiContext
 from passgate.ui.headers import SecurityHeaders
 from passgate.ui.views_auth import auth_routes
 from passgate.ui.views_entities import entity_routes
@@ -85,7 +86,7 @@ def build_ui(ui: UiContext, master: MasterKey) -> Starlette:
     )
 
 
-def ui_mount(ctx: AdminContext, on_budget_change: OnBudgetChange | None = None) -> Mount:
+def ui_mount(ctx: AdminContext, limits: Limits | None = None) -> Mount:
     """``/ui``, over the admin API's context: its database sessions, key cache and settings."""
     secret = ctx.settings.master_key
     master = MasterKey(secret.get_secret_value() if secret else None)
@@ -96,5 +97,11 @@ def ui_mount(ctx: AdminContext, on_budget_change: OnBudgetChange | None = None) 
         on_change=ctx.on_key_change,
         propagation_delay=2 * ctx.settings.key_change_poll_interval,
     )
-    ui = UiContext(ctx.sessions, keys, ctx.settings, on_budget_change=on_budget_change)
+    ui = UiContext(
+        ctx.sessions,
+        keys,
+        ctx.settings,
+        on_budget_change=limits.budget_changed if limits else None,
+        limits=limits,
+    )
     return Mount("/ui", app=build_ui(ui, master))

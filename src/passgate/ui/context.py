@@ -23,6 +23,7 @@ from passgate.auth.key_state import principal_from_key
 from passgate.auth.principal import MASTER, Principal
 from passgate.config import Settings
 from passgate.limits.backend import ScopeKind
+from passgate.limits.runtime import Limits
 from passgate.storage.models import Key, utcnow
 from passgate.ui import filters
 from passgate.ui.queries import key_by_id
@@ -91,6 +92,7 @@ class UiContext:
         settings: Settings,
         *,
         on_budget_change: OnBudgetChange | None = None,
+        limits: Limits | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         master = settings.master_key
@@ -98,6 +100,7 @@ class UiContext:
         self.keys = keys
         self.settings = settings
         self.on_budget_change = on_budget_change
+        self.limits = limits
         self.clock = clock
         self.codec = (
             SessionCodec(master.get_secret_value(), settings.ui_session_ttl) if master else None

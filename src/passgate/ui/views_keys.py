@@ -23,6 +23,7 @@ from passgate.api.key_schemas import (
 from passgate.errors import GatewayError
 from passgate.storage.models import Key
 from passgate.ui import forms
+from passgate.ui.budgets import budget_lines
 from passgate.ui.context import PageError, UiContext, Viewer, admin_only
 from passgate.ui.paging import Paging, page_number
 from passgate.ui.queries import KeySearch, Window, key_by_id, log_page, search_keys, series
@@ -148,8 +149,17 @@ class KeyViews:
         async with self._ui.sessions() as db:
             points = await series(db, window, "day")
             calls, _ = await log_page(db, SpendFilter(token=row.token), 1, 20)
+        budgets = await budget_lines(self._ui.limits, row) if self._ui.limits else None
         return self._ui.render(
-            request, "key_detail.html", viewer, key=row, points=points, calls=calls, now=now
+            request,
+            "key_detail.html",
+            viewer,
+            key=row,
+            points=points,
+            calls=calls,
+            now=now,
+            budgets=budgets,
+            shared=bool(self._ui.settings.redis_url),
         )
 
     async def edit_page(self, request: Request) -> Response:
