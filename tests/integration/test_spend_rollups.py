@@ -136,9 +136,9 @@ async def test_retention_deletes_old_rows_in_batches_and_keeps_recent_ones(
             insert(SpendRollup),
             [
                 {
-                    "period": "hour",
+                    "period": "day",
                     "dimension": "all",
-                    "start": ancient + timedelta(hours=h),
+                    "start": ancient + timedelta(days=h),
                     "value": "",
                     **dict.fromkeys(("requests", "errors", "priced_requests"), 1),
                     "cost": 1.0,
@@ -161,12 +161,17 @@ async def test_retention_deletes_old_rows_in_batches_and_keeps_recent_ones(
             ],
         )
     retention = Retention(engine, log_days=30, rollup_days=400, batch_size=3, clock=lambda: now)
-    assert await retention.run_once() == (7, 3)
+    # 7 rows; their hourly rollups (2 hours x 7 dimensions); the 3 ancient daily rollups
+    assert await retention.run_once() == (7, 14 + 3)
     async with engine.connect() as conn:
         left = await conn.scalar(select(func.count()).select_from(SpendLog))
-        kept = await conn.scalar(select(func.count()).select_from(SpendRollup))
     assert left == 2
-    assert kept and kept > 0  # the rollups of the deleted rows stay: they are younger than 400 days
+    found = await rollups(engine)
+    cutoff = now - timedelta(days=30)
+    assert not [k for k in found if k[0] == "hour" and k[2] < cutoff]
+    old_day = (now - timedelta(days=31)).replace(hour=0)
+    assert found["day", "all", old_day, ""]["requests"] == 7  # the charts keep their history
+    assert not [k for k in found if k[2] < now - timedelta(days=400)]
     assert await retention.run_once() == (0, 0)
 
 

@@ -1,10 +1,11 @@
-"""Retention: spend rows (and, much later, hourly rollups) past their age are deleted.
+"""Retention: spend rows, hourly rollups and, much later, daily rollups past their age go.
 
 Runs beside the spend writer, never on the request path: every ``retention_interval``
 seconds it deletes rows older than ``spend_log_retention_days`` in transactions of at
 most ``retention_batch_size`` rows, handing the event loop (and the database's write
-lock) back between two, so a large backlog never blocks the writer for long. Rollups
-are kept for ``rollup_retention_days``, one hour's (or day's) rows per transaction. A failed pass
+lock) back between two, so a large backlog never blocks the writer for long. Hourly
+rollups go with the rows; daily rollups are kept for ``rollup_retention_days``; both one
+hour's (or day's) rows per transaction. A failed pass
 is logged and tried again at the next interval.
 """
 
@@ -97,8 +98,12 @@ class Retention:
         now = self._clock()
         if self._log_age is not None:
             rows = await self._delete_rows(now - self._log_age)
+        # hourly rollups are as many as the distinct keys (users, ...) per hour: they go with
+        # the rows; daily ones stay for the charts' history
+        if self._log_age is not None:
+            rollups += await self._delete_rollups("hour", now - self._log_age)
         if self._rollup_age is not None:
-            rollups = await self._delete_rollups(now - self._rollup_age)
+            rollups += await self._delete_rollups("day", now - self._rollup_age)
         self.deleted_rows += rows
         self.deleted_rollups += rollups
         return rows, rollups
@@ -116,10 +121,10 @@ class Retention:
                 return total
             await asyncio.sleep(0)  # let the writer's next batch in between two
 
-    async def _delete_rollups(self, cutoff: datetime) -> int:
-        start = _ROLLUPS.c.start
-        first = select(func.min(start)).where(start < cutoff).scalar_subquery()
-        statement = delete(_ROLLUPS).where(start == first)
+    async def _delete_rollups(self, period: str, cutoff: datetime) -> int:
+        start, of_period = _ROLLUPS.c.start, _ROLLUPS.c.period == period
+        first = select(func.min(start)).where(of_period, start < cutoff).scalar_subquery()
+        statement = delete(_ROLLUPS).where(of_period, start == first)
         total = 0
         while True:
             async with self._engine.begin() as conn:
