@@ -82,6 +82,15 @@ class Settings(BaseModel):
     spend_flush_interval: float = Field(default=1.0, gt=0)
     spend_queue_max: int = Field(default=100_000, ge=1)
     accounting: bool = True
+    spend_log_retention_days: float = Field(default=30.0, ge=0)  # 0: keep every row
+    rollup_retention_days: float = Field(default=400.0, ge=0)  # 0: keep every rollup
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    retention_interval: float = Field(default=3600.0, gt=0)
+
+    ui: bool = True  # the web UI at /ui (needs master_key)
+    ui_session_ttl: float = Field(default=8 * 3600.0, gt=0)
+    ui_secure_cookies: bool = False  # always Secure; over https they are Secure anyway
+    ui_login_attempts: int = Field(default=10, ge=1)  # per minute per client address
 
     redis_fail_mode: Literal["open", "closed"] = "open"
     redis_prefix: str = Field(default="passgate:", min_length=1, max_length=64)

@@ -26,6 +26,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
+from passgate.accounting.retention import Retention
 from passgate.accounting.rows import Record, access_fields_of, end_time
 from passgate.accounting.spend_link import decode
 from passgate.accounting.writer import SpendWriter
@@ -135,6 +136,8 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
         writer.add_listener(webhook.submit)
         await webhook.start()
     writer.start()
+    retention = Retention.from_settings(engine, settings)
+    await retention.start()
     consumers: list[Callable[[Record], None]] = [writer.enqueue]
     if settings.log_requests:
         consumers.append(access_line_writer(RequestLogger()))
@@ -146,6 +149,7 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
         server.close()
         await receiver.drain(writer.stop_timeout or 30.0)
     finally:
+        await retention.stop()
         await writer.stop()
         if webhook is not None:
             await webhook.stop()

@@ -245,12 +245,17 @@ def test_totals_update_keys_users_teams_then_upsert_end_users() -> None:
     rows = stored(record(), record(end_user=None), record(token=None, user_id=None, team_id=None))
     totals = SpendStatements(SQLITE).totals(rows)
     tables = [sql.replace("INSERT INTO", "INSERT").split()[1] for sql, _ in totals]
-    assert tables == ["keys", "users", "teams", "end_users"]
+    assert tables == ["keys", "users", "teams", "end_users", "spend_rollups"]
     assert totals[0][1] == [(1.0, "ab" * 32)]
     assert totals[1][1] == [(1.0, "u")] and totals[2][1] == [(1.0, "t")]
     [(end_user, spend, blocked, metadata, created_at)] = totals[3][1]
     assert (end_user, spend, blocked, metadata) == ("alice", 1.0, False, "{}")
     assert created_at == sqlalchemy_bind("start_time", datetime.fromisoformat(created_at + "Z"))
+    rollups = totals[4][1]  # the hourly and daily rollups of every row (tests/integration)
+    assert {(period, dimension) for period, dimension, *_ in rollups} >= {
+        ("hour", "all"),
+        ("day", "key"),
+    }
     assert SpendStatements(POSTGRES).totals([]) == []
 
 

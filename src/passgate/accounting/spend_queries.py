@@ -53,6 +53,7 @@ class SpendFilter:
     request_id: str | None = None
     start: datetime | None = None  # inclusive
     end: datetime | None = None  # exclusive
+    status_class: int | None = None  # 2 for 2xx, 4 for 4xx, ...
 
     def clauses(self) -> list[ColumnElement[bool]]:
         """The WHERE conditions of this filter."""
@@ -74,6 +75,9 @@ class SpendFilter:
             found.append(c.start_time >= self.start)
         if self.end is not None:
             found.append(c.start_time < self.end)
+        if self.status_class is not None:
+            low = self.status_class * 100
+            found.extend((c.status >= low, c.status < low + 100))
         return found
 
 

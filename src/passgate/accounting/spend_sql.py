@@ -40,6 +40,7 @@ from typing import Any, cast
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Table
 from sqlalchemy.engine import Dialect
 
+from passgate.accounting.rollups import RollupStatements
 from passgate.accounting.rows import LIMITS, USAGE_FIELDS, Record, clean
 from passgate.storage.models import EndUser, Key, SpendLog, Team, User, UTCDateTime
 
@@ -297,6 +298,7 @@ class SpendStatements:
         if dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(f"spend rows cannot be written to {dialect.name}")
         self._postgres = dialect.name == "postgresql"
+        self._rollups = RollupStatements(dialect)
         self._time: Convert = _aware if self._postgres else SqliteClock()
         # sqlite3 binds exact ints, floats and strings directly; a bool (or None) goes
         # through its adaptation look-ups, ~0.3 µs each. SQLite stores booleans as 0 / 1.
@@ -377,8 +379,8 @@ class SpendStatements:
 
     def totals(self, rows: Sequence[Values]) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """(SQL, parameter sets) adding the costs of stored rows (their driver values) to
-        their key, user, team and end-user totals; an end user seen for the first time is
-        created with its spend."""
+        their key, user, team and end-user totals, and the rows to their hourly rollups; an
+        end user seen for the first time is created with its spend."""
         found: list[tuple[str, list[tuple[Any, ...]]]] = []
         for sql, field in self._updates:
             sums = owner_sums(rows, field)
@@ -389,4 +391,6 @@ class SpendStatements:
             now = self._time(time.time())
             new = [(owner, cost, False, _EMPTY_OBJECT_JSON, now) for owner, cost in sums]
             found.append((self._end_users, new))
+        if rows:
+            found.append((self._rollups.sql, self._rollups.parameters(rows)))
         return found

@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute
 
 from passgate.accounting.meter import Meter
 from passgate.accounting.pricing import load_catalog
+from passgate.accounting.retention import Retention
 from passgate.accounting.spend_link import SpendForwarder
 from passgate.accounting.writer import SpendWriter
 from passgate.api.admin_auth import AdminContext
@@ -36,6 +37,7 @@ from passgate.proxy.hooks import Observer, Pipeline
 from passgate.proxy.relay import Relay
 from passgate.proxy.upstream import Upstream
 from passgate.storage.database import Database
+from passgate.ui.app import ui_mount
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -120,6 +122,7 @@ def build_app(
     )
     observers: list[Observer] = [limits.guard]
     spend: Component | None = None
+    retention: Retention | None = None
     if forwarder is not None:
         observers.append(forwarder)
         spend = forwarder
@@ -131,6 +134,8 @@ def build_app(
         observability.metrics.watch_queue("spend", lambda: float(writer.pending))
         observers.append(writer)
         spend = _WriterComponent(writer)
+        # with a forwarder, the spend-writer process runs the retention
+        retention = Retention.from_settings(database.engine, settings)
     observers.extend(observability.observers)
     pipeline = Pipeline(
         authenticator=authenticator,
@@ -161,6 +166,8 @@ def build_app(
         *entity_routes(ctx, on_change=limits.budget_changed),
         *observability.routes,
     ]
+    if settings.ui:
+        routes.append(ui_mount(ctx, limits))
     admin = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error},
@@ -174,4 +181,6 @@ def build_app(
     ]
     if spend is not None:
         components.append(spend)
+    if retention is not None:
+        components.append(retention)
     return Gateway({b"/mistral": relay}, admin, components)

@@ -7,10 +7,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -186,3 +188,41 @@ class KeyChange(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     token: Mapped[str] = mapped_column(String(64))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class SpendRollup(Base):
+    """Totals of the spend rows per hour and per UTC day, overall and per key, user, team,
+    end user, model and route family: one row per (period, dimension, start, value).
+
+    The spend writer adds each batch's rows here in the same transaction as the rows, so
+    charts and totals read this table and never scan ``spend_logs``. The dimension ``all``
+    has the value ``''``; so has any other dimension a row does not name (never NULL: the
+    primary key is the upsert target). Dimensions are kept apart, not crossed, so a
+    dimension has at most one row per value seen in each hour or day.
+    """
+
+    __tablename__ = "spend_rollups"
+    __table_args__ = (
+        Index("ix_spend_rollups_start", "start"),  # retention's oldest first
+        # SQLite: rows stored in primary-key order, so a range of one dimension is read
+        # in one pass instead of one look-up per row
+        {"sqlite_with_rowid": False},
+    )
+
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)  # hour | day
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    value: Mapped[str] = mapped_column(String(256), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    priced_requests: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[float] = mapped_column(Float)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    pages: Mapped[int] = mapped_column(BigInteger)
+    annotated_pages: Mapped[int] = mapped_column(BigInteger)
+    audio_seconds: Mapped[float] = mapped_column(Float)
+    characters: Mapped[int] = mapped_column(BigInteger)
+    latency_ms: Mapped[float] = mapped_column(Float)  # the sum: divided by requests for a mean
