@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from passgate.accounting.writer import SpendWriter
 from passgate.api.admin_auth import AdminContext
+from passgate.api.boundary import admin_app
 from passgate.api.spend import spend_routes
 from passgate.auth.authenticator import KeyAuthenticator
 from passgate.auth.cache import KeyCache
@@ -205,7 +206,7 @@ async def _stored(engine: AsyncEngine) -> Client:
     settings = Settings(master_key=SecretStr(MASTER_KEY))
     authenticator = KeyAuthenticator(MasterKey(MASTER_KEY), cache)
     ctx = AdminContext(sessions, cache, authenticator, settings)
-    return Client(Starlette(routes=spend_routes(ctx)))
+    return Client(admin_app(spend_routes(ctx)))
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
