@@ -1,15 +1,18 @@
 """No admin input gets a 5xx: Hypothesis against a real ``passgate`` process.
 
-For every route of the admin app, requests are drawn from the route's request model
-(``tests.support.admin_inputs``) and sent over one keep-alive connection. Each answer
-must be below 500; an error must be the gateway's JSON error shape (a 422 naming a
-field); a refused request must leave the database as it was; and the connection must
-stay usable unless the answer said ``Connection: close``. Runs on SQLite and on
-PostgreSQL, whose stricter types (NUL, NaN in JSON, 32-bit integers) fail first.
+For every route of the admin app (read from a built app, so a new route is fuzzed too),
+requests are drawn from the route's request model (``tests.support.admin_inputs``):
+each field alone with hostile values while the others are valid, and whole requests
+mixing valid, hostile, unknown and raw input. They go over one keep-alive connection.
+Each answer must be below 500; an error must be the gateway's JSON error shape (a 422
+quoting a field); a refused request must leave the database as it was; the connection
+must stay usable unless the answer said ``Connection: close``; and the gateway must
+log no traceback. Runs on SQLite and on PostgreSQL, whose stricter types (NUL, NaN in
+JSON) fail where SQLite does not.
 
-The examples are derandomized (the same on every run) and bounded (``ADMIN_FUZZ_EXAMPLES=N``
-explores N fresh random ones per route instead); on a failure
-Hypothesis prints the failing request and a ``@reproduce_failure`` blob to replay it.
+The examples are bounded and derandomized (the same on every run); a failure prints
+the request and a ``@reproduce_failure`` blob. ``ADMIN_FUZZ_EXAMPLES=N`` runs N fresh
+random examples of each test instead (a failure then also prints its seed).
 """
 
 from __future__ import annotations
@@ -54,7 +57,15 @@ from passgate.api.key_schemas import (
 from passgate.api.spend import CustomerQuery, LogsQuery, ReportQuery
 from passgate.config import Settings
 from tests.conftest import PROVIDER_KEY
-from tests.support.admin_inputs import Call, Known, body_calls, query_calls
+from tests.support.admin_inputs import (
+    ANY_PAIRS,
+    Call,
+    body_calls,
+    fields,
+    one_hostile_field,
+    query_calls,
+)
+from tests.support.admin_values import Known
 from tests.support.databases import fresh_postgres
 from tests.support.gateway import GatewayProcess
 
@@ -66,9 +77,12 @@ KNOWN = Known(
     team_id="fuzz-team",
     customer_id="fuzz-customer",
 )
-# Bounded for CI; ADMIN_FUZZ_EXAMPLES=N runs N fresh (random) examples per route instead.
+# Bounded for CI: each field alone gets a few hostile values (the likeliest to break
+# first), each route a few mixed requests. ADMIN_FUZZ_EXAMPLES=N runs N fresh random
+# examples of each instead.
 DEEPER = os.environ.get("ADMIN_FUZZ_EXAMPLES", "")
-EXAMPLES = int(DEEPER) if DEEPER.isdigit() else 25
+EXAMPLES_PER_FIELD = int(DEEPER) if DEEPER.isdigit() else 4
+EXAMPLES_PER_ROUTE = int(DEEPER) if DEEPER.isdigit() else 12
 # Columns the gateway's own budget-reset task moves on by itself, between any two requests.
 MOVING_COLUMNS = frozenset({"spend", "budget_reset_at", "updated_at"})
 
@@ -283,8 +297,16 @@ def _headers(token: str | None, request_id: str | None = None) -> dict[str, str]
 
 def _calls(method: str, path: str) -> st.SearchStrategy[Call]:
     if path in BODIES:
-        return body_calls(method, path, BODIES[path], KNOWN)
-    return query_calls(method, path, QUERIES.get(path), KNOWN)
+        return body_calls(method, path, fields(BODIES[path], KNOWN))
+    model = QUERIES.get(path)
+    return query_calls(method, path, ANY_PAIRS if model is None else fields(model, KNOWN))
+
+
+def _field_calls(method: str, path: str, field: str) -> st.SearchStrategy[Call]:
+    if path in BODIES:
+        return body_calls(method, path, one_hostile_field(BODIES[path], field, KNOWN), raw=False)
+    drawn = one_hostile_field(QUERIES[path], field, KNOWN)
+    return query_calls(method, path, drawn, raw=False)
 
 
 TOKENS = st.sampled_from(
@@ -380,12 +402,10 @@ def test_every_admin_route_that_reads_input_has_its_model_here() -> None:
     assert owned <= set(BODIES) | set(QUERIES)
 
 
-@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
-def test_no_admin_input_gets_a_5xx(target: Target, method: str, path: str) -> None:
-    client = Client(target.gateway.port)
-
-    @settings(
-        max_examples=EXAMPLES,
+def bounded(examples: int) -> settings:
+    """Hypothesis settings: the same examples on every run, and a blob to replay a failure."""
+    return settings(
+        max_examples=examples,
         derandomize=not DEEPER,
         print_blob=True,
         database=None,
@@ -396,7 +416,19 @@ def test_no_admin_input_gets_a_5xx(target: Target, method: str, path: str) -> No
             HealthCheck.large_base_example,
         ],
     )
-    @given(call=_calls(method, path), token=TOKENS, request_id=REQUEST_IDS)
+
+
+def fuzz(
+    target: Target,
+    calls: st.SearchStrategy[Call],
+    tokens: st.SearchStrategy[str | None],
+    examples: int,
+) -> None:
+    """Send the drawn calls over one connection, checking each, then the gateway's log."""
+    client = Client(target.gateway.port)
+
+    @bounded(examples)
+    @given(call=calls, token=tokens, request_id=REQUEST_IDS)
     def run(call: Call, token: str | None, request_id: str | None) -> None:
         check(target, client, call, token, request_id)
 
@@ -407,3 +439,24 @@ def test_no_admin_input_gets_a_5xx(target: Target, method: str, path: str) -> No
         client.close()
     logs = target.gateway.logs()[logged_before:]
     assert "Traceback" not in logs and "Exception in ASGI application" not in logs, logs[-4000:]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+def test_no_admin_request_gets_a_5xx(target: Target, method: str, path: str) -> None:
+    fuzz(target, _calls(method, path), TOKENS, EXAMPLES_PER_ROUTE)
+
+
+FIELDS = [
+    (method, path, field)
+    for method, path in ROUTES
+    for field in sorted((BODIES.get(path) or QUERIES.get(path) or BaseModel).model_fields)
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"), FIELDS, ids=[f"{m} {p} {f}" for m, p, f in FIELDS]
+)
+def test_no_value_of_one_field_gets_a_5xx(
+    target: Target, method: str, path: str, field: str
+) -> None:
+    fuzz(target, _field_calls(method, path, field), st.just(MASTER), EXAMPLES_PER_FIELD)
