@@ -304,6 +304,11 @@ async def test_a_virtual_key_sees_only_its_own_rows(client: Client) -> None:
         {"key": "not-a-key"},
         {"size": "1001"},
         {"page": "0"},
+        {"end_time": "9999-12-31"},
+        {"end_time": "9999-12-31T23:59:59-01:00"},
+        {"start_time": "0001-01-01T00:00:00+01:00"},
+        {"start_time": "1969-12-31T23:59:59Z"},
+        {"model": "a\x00b"},
     ],
 )
 async def test_bad_queries_are_refused_by_name(client: Client, params: dict[str, str]) -> None:

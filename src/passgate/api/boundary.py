@@ -49,9 +49,10 @@ UNAVAILABLE = "The database is unavailable; try again shortly."
 
 def request_id_of(scope: Scope) -> str:
     """The caller's ``x-request-id`` when it is sane, else a fresh id."""
-    for name, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
         if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
-            return value.decode("ascii")  # type: ignore[no-any-return]
+            return value.decode("ascii")
     return new_call_id()
 
 
