@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from passgate.accounting.pricing import load_catalog
 from passgate.api.admin_auth import AdminContext
+from passgate.api.boundary import admin_app
 from passgate.api.entities import entity_routes
 from passgate.api.spend import spend_routes
 from passgate.auth.authenticator import KeyAuthenticator
@@ -105,7 +106,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
             changes.append((kind, entity_id))
             await limits.budget_changed(kind, entity_id)
 
-        app = Starlette(routes=[*entity_routes(ctx, changed), *spend_routes(ctx)])
+        app = admin_app([*entity_routes(ctx, changed), *spend_routes(ctx)])
         await limits.start()
         try:
             yield Gateway(Client(app), limits, changes)

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from passgate.accounting.writer import SpendWriter
 from passgate.api.admin_auth import AdminContext
+from passgate.api.boundary import admin_app
 from passgate.api.spend import spend_routes
 from passgate.auth.authenticator import KeyAuthenticator
 from passgate.auth.cache import KeyCache
@@ -205,7 +206,7 @@ async def _stored(engine: AsyncEngine) -> Client:
     settings = Settings(master_key=SecretStr(MASTER_KEY))
     authenticator = KeyAuthenticator(MasterKey(MASTER_KEY), cache)
     ctx = AdminContext(sessions, cache, authenticator, settings)
-    return Client(Starlette(routes=spend_routes(ctx)))
+    return Client(admin_app(spend_routes(ctx)))
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -303,6 +304,11 @@ async def test_a_virtual_key_sees_only_its_own_rows(client: Client) -> None:
         {"key": "not-a-key"},
         {"size": "1001"},
         {"page": "0"},
+        {"end_time": "9999-12-31"},
+        {"end_time": "9999-12-31T23:59:59-01:00"},
+        {"start_time": "0001-01-01T00:00:00+01:00"},
+        {"start_time": "1969-12-31T23:59:59Z"},
+        {"model": "a\x00b"},
     ],
 )
 async def test_bad_queries_are_refused_by_name(client: Client, params: dict[str, str]) -> None:

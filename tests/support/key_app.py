@@ -19,8 +19,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from passgate.api.admin_auth import AdminContext, bearer_token
+from passgate.api.boundary import admin_app
 from passgate.api.keys import key_routes
-from passgate.api.responses import guarded, json_response
+from passgate.api.responses import json_response
 from passgate.auth.authenticator import KeyAuthenticator
 from passgate.auth.cache import KeyCache
 from passgate.auth.guards import KeyAccessGuard
@@ -70,6 +71,6 @@ def key_app(url: str, master_key: str | None, cache_ttl: float = 5.0) -> Starlet
 
     routes = [
         *key_routes(ctx),
-        Route("/mistral/{path:path}", guarded(passthrough), methods=["GET", "POST"]),
+        Route("/mistral/{path:path}", passthrough, methods=["GET", "POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return admin_app(routes, lifespan=lifespan)

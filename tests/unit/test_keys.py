@@ -75,7 +75,22 @@ def test_durations(text: str, expected: timedelta) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "1", "h", "0s", "-1h", "1.5h", "1y", "1 h", "\u0661h", "999999999d", "1hh"]
+    "text",
+    [
+        "",
+        "1",
+        "h",
+        "0s",
+        "-1h",
+        "1.5h",
+        "1y",
+        "1 h",
+        "\u0661h",
+        "999999999d",
+        "999999999w",
+        "999999999mo",
+        "1hh",
+    ],
 )
 def test_bad_durations_raise_value_error(text: str) -> None:
     with pytest.raises(ValueError, match="must"):

@@ -48,6 +48,13 @@ def test_the_seeds_empty_body_is_valid() -> None:
         (b'{"key": "pk-123"}', "key"),
         (b'{"key_alias": ""}', "key_alias"),
         (b'{"surprise": 1}', "surprise"),
+        (b'{"duration": "999999999w"}', "duration"),
+        (b'{"budget_duration": "999999999mo"}', "budget_duration"),
+        (b'{"metadata": {"n": NaN}}', "metadata"),
+        (b'{"metadata": {"n": [Infinity]}}', "metadata"),
+        (b'{"metadata": {"n": 18446744073709551616}}', "metadata"),
+        (b'{"metadata": {"n\\u0000": 1}}', "metadata"),
+        (b'{"metadata": {"n": {"m": "\\u0000"}}}', "metadata"),
     ],
 )
 def test_wrong_fields_are_422_naming_the_field(body: bytes, field: str) -> None:
@@ -110,3 +117,12 @@ def test_regenerate_accepts_a_grace_period_and_a_chosen_key() -> None:
     )
     assert (req.new_key, req.grace_period) == ("sk-new", "1h")
     assert settings_columns(req, {}, NOW) == {}
+
+
+def test_metadata_keeps_what_the_database_and_the_encoder_can_hold() -> None:
+    body = b'{"metadata": {"big": 9223372036854775807, "small": -9223372036854775808, "f": 1e308}}'
+    assert parse_body(GenerateKeyRequest, body).metadata == {
+        "big": 2**63 - 1,
+        "small": -(2**63),
+        "f": 1e308,
+    }

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from passgate.accounting.meter import Meter
@@ -16,6 +12,7 @@ from passgate.accounting.retention import Retention
 from passgate.accounting.spend_link import SpendForwarder
 from passgate.accounting.writer import SpendWriter
 from passgate.api.admin_auth import AdminContext
+from passgate.api.boundary import admin_app
 from passgate.api.entities import entity_routes
 from passgate.api.gateway import Component, Gateway
 from passgate.api.health import health_routes
@@ -28,7 +25,6 @@ from passgate.auth.key_feed import KeyChangeFeed
 from passgate.auth.key_state import KeyStateLoader
 from passgate.auth.master import MasterKey
 from passgate.config import Settings
-from passgate.errors import GatewayError
 from passgate.limits.runtime import build_limits
 from passgate.observability.stack import Observability, Tracer
 from passgate.providers.mistral import mistral_provider
@@ -38,23 +34,6 @@ from passgate.proxy.relay import Relay
 from passgate.proxy.upstream import Upstream
 from passgate.storage.database import Database
 from passgate.ui.app import ui_mount
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    kind = "not_found" if exc.status_code == 404 else "http_error"
-    err = GatewayError(exc.status_code, str(exc.detail), "invalid_request_error", kind)
-    return Response(err.body(), status_code=exc.status_code, media_type="application/json")
-
-
-async def _gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
-    return Response(
-        exc.body(),
-        status_code=exc.status,
-        media_type="application/json",
-        headers={k.decode(): v.decode() for k, v in exc.headers},
-    )
 
 
 class _WriterComponent:
@@ -168,10 +147,7 @@ def build_app(
     ]
     if settings.ui:
         routes.append(ui_mount(ctx, limits))
-    admin = Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: _http_error, GatewayError: _gateway_error},
-    )
+    admin = admin_app(routes)
     components: list[Component] = [
         database,
         KeyChangeFeed(database.sessions, cache.expire, settings.key_change_poll_interval),

@@ -38,7 +38,7 @@ from passgate.api.key_schemas import (
     key_info,
 )
 from passgate.api.key_service import KeyService, conflict
-from passgate.api.responses import guarded, json_response
+from passgate.api.responses import json_response
 from passgate.api.validation import describe, invalid, parse_body, parse_query, read_body
 from passgate.auth.keys import parse_duration
 from passgate.auth.master import MasterKey
@@ -264,12 +264,12 @@ def entity_routes(ctx: AdminContext, on_change: OnChange | None = None) -> list[
     """The Starlette routes of the user, team and customer API."""
     routes = EntityRoutes(ctx, on_change)
     return [
-        Route("/user/new", guarded(routes.new_user), methods=["POST"]),
-        Route("/user/info", guarded(routes.user), methods=["GET"]),
-        Route("/user/update", guarded(routes.update_user), methods=["POST"]),
-        Route("/team/new", guarded(routes.new_team), methods=["POST"]),
-        Route("/team/info", guarded(routes.team), methods=["GET"]),
-        Route("/team/update", guarded(routes.update_team), methods=["POST"]),
-        Route("/customer/new", guarded(routes.new_customer), methods=["POST"]),
-        Route("/customer/update", guarded(routes.update_customer), methods=["POST"]),
+        Route("/user/new", routes.new_user, methods=["POST"]),
+        Route("/user/info", routes.user, methods=["GET"]),
+        Route("/user/update", routes.update_user, methods=["POST"]),
+        Route("/team/new", routes.new_team, methods=["POST"]),
+        Route("/team/info", routes.team, methods=["GET"]),
+        Route("/team/update", routes.update_team, methods=["POST"]),
+        Route("/customer/new", routes.new_customer, methods=["POST"]),
+        Route("/customer/update", routes.update_customer, methods=["POST"]),
     ]

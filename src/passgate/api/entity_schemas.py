@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from passgate.api.key_schemas import MAX_LIST, Budget, Duration, Limit, Metadata, Name
+from passgate.api.key_schemas import MAX_LIST, Budget, Duration, Limit, Metadata, Name, Route
 from passgate.storage.models import EndUser, Team, User
 
 
@@ -31,7 +31,7 @@ class UserRequest(BudgetedRequest):
     key_alias: Name | None = None
     duration: Duration | None = None
     models: list[Name] | None = Field(default=None, max_length=MAX_LIST)
-    allowed_routes: list[str] | None = Field(default=None, max_length=MAX_LIST)
+    allowed_routes: list[Route] | None = Field(default=None, max_length=MAX_LIST)
     team_id: Name | None = None
     rpm_limit: Limit | None = None
     tpm_limit: Limit | None = None

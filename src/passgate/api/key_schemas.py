@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import orjson
@@ -23,6 +24,8 @@ MAX_METADATA_BYTES = 64 * 1024
 # Limits live in INTEGER columns: 32-bit signed on PostgreSQL, and SQLite refuses
 # anything past 64 bits; a bigger value is refused here, naming the field, not by the database.
 MAX_LIMIT = 2**31 - 1
+MAX_JSON_INT = 2**63 - 1
+MIN_JSON_INT = -(2**63)
 
 
 def _duration(value: str) -> str:
@@ -42,8 +45,8 @@ def _identifier(value: str) -> str:
     return value
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL: refused here rather than failing in the database.
+def no_nul(value: str) -> str:
+    """``value``, refused when it holds a NUL (PostgreSQL text cannot)."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
@@ -55,18 +58,40 @@ def _route(value: str) -> str:
     return value
 
 
+def _storable(value: Any) -> None:
+    # JSON that the parser accepts but the database or the response encoder cannot hold:
+    # NaN and infinities (not JSON for PostgreSQL), integers past 64 bits (orjson), NUL.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            no_nul(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError("numbers must be finite")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not MIN_JSON_INT <= item <= MAX_JSON_INT:
+                raise ValueError("integers must fit in 64 bits")
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _storable(value)
     if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
         raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
     return value
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_no_nul)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(no_nul)]
 Duration = Annotated[str, StringConstraints(max_length=32), AfterValidator(_duration)]
 SecretKey = Annotated[str, StringConstraints(max_length=MAX_KEY_LENGTH), AfterValidator(_secret)]
 KeyId = Annotated[str, StringConstraints(max_length=MAX_KEY_LENGTH), AfterValidator(_identifier)]
 Route = Annotated[
-    str, StringConstraints(max_length=1024), AfterValidator(_route), AfterValidator(_no_nul)
+    str, StringConstraints(max_length=1024), AfterValidator(_route), AfterValidator(no_nul)
 ]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 Limit = Annotated[int, Field(ge=0, le=MAX_LIMIT)]

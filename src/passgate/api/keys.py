@@ -27,7 +27,7 @@ from passgate.api.key_schemas import (
     key_page,
 )
 from passgate.api.key_service import KeyService
-from passgate.api.responses import guarded, json_response
+from passgate.api.responses import json_response
 from passgate.api.validation import parse_body, parse_query, read_body
 from passgate.auth.master import MasterKey
 from passgate.storage.models import Key
@@ -122,12 +122,12 @@ def key_routes(ctx: AdminContext) -> list[Route]:
     """The Starlette routes of the key management API."""
     routes = KeyRoutes(ctx)
     return [
-        Route("/key/generate", guarded(routes.generate), methods=["POST"]),
-        Route("/key/info", guarded(routes.info), methods=["GET"]),
-        Route("/key/list", guarded(routes.list), methods=["GET"]),
-        Route("/key/update", guarded(routes.update), methods=["POST"]),
-        Route("/key/delete", guarded(routes.delete), methods=["POST"]),
-        Route("/key/regenerate", guarded(routes.regenerate), methods=["POST"]),
-        Route("/key/block", guarded(routes.block), methods=["POST"]),
-        Route("/key/unblock", guarded(routes.unblock), methods=["POST"]),
+        Route("/key/generate", routes.generate, methods=["POST"]),
+        Route("/key/info", routes.info, methods=["GET"]),
+        Route("/key/list", routes.list, methods=["GET"]),
+        Route("/key/update", routes.update, methods=["POST"]),
+        Route("/key/delete", routes.delete, methods=["POST"]),
+        Route("/key/regenerate", routes.regenerate, methods=["POST"]),
+        Route("/key/block", routes.block, methods=["POST"]),
+        Route("/key/unblock", routes.unblock, methods=["POST"]),
     ]

@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,7 +25,8 @@ from starlette.routing import Route
 from passgate import errors
 from passgate.accounting.spend_queries import SpendFilter, end_user_info, logs_page, report
 from passgate.api.admin_auth import AdminContext, caller
-from passgate.api.responses import guarded, json_response
+from passgate.api.key_schemas import no_nul
+from passgate.api.responses import json_response
 from passgate.api.validation import invalid, parse_query
 from passgate.auth.keys import token_for
 from passgate.auth.principal import Principal
@@ -38,8 +46,12 @@ _TOTALLED = (
     "characters",
 )
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(no_nul)]
 Timestamp = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# Bounds of a time filter: any real row lies within, and a bound within cannot overflow
+# a datetime when the end of its day is added or when a driver converts it to UTC.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class _Filters(BaseModel):
@@ -90,13 +102,16 @@ def parse_time(name: str, value: str | None, end: bool) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        in_utc = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise invalid(
             f"query parameter '{name}' must be an ISO 8601 date or time "
             "(for example 2025-01-31 or 2025-01-31T12:00:00Z)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST <= in_utc < LATEST:
+        raise invalid(f"query parameter '{name}' must lie between 1970-01-01 and 9998-12-31")
     if end and "T" not in value and " " not in value:
         moment += timedelta(days=1)
     return moment
@@ -178,7 +193,7 @@ def spend_routes(ctx: AdminContext) -> list[Route]:
         return json_response(info)
 
     return [
-        Route("/spend/logs", guarded(logs), methods=["GET"]),
-        Route("/spend/report", guarded(spend_report), methods=["GET"]),
-        Route("/customer/info", guarded(customer_info), methods=["GET"]),
+        Route("/spend/logs", logs, methods=["GET"]),
+        Route("/spend/report", spend_report, methods=["GET"]),
+        Route("/customer/info", customer_info, methods=["GET"]),
     ]

@@ -63,7 +63,7 @@ def parse_duration(text: str) -> timedelta:
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
         raise ValueError("must be longer than zero")
-    duration = timedelta(seconds=seconds)
-    if duration > MAX_DURATION:
+    # Compared as a number first: nine digits of weeks overflow a timedelta.
+    if seconds > MAX_DURATION.total_seconds():
         raise ValueError("must be at most 100 years")
-    return duration
+    return timedelta(seconds=seconds)
