@@ -6,6 +6,7 @@ attacker or a slow network would send; the fake upstream shows what was forwarde
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -181,6 +182,17 @@ def test_a_kept_alive_connection_bounds_its_next_head_too(bounded: GatewayProces
         sock.sendall(b"GET /health/liveliness HTTP/1.1\r\n")  # then nothing more
         reply = read_reply(sock)
     assert reply.status == 408
+
+
+def test_pipelined_requests_are_each_bounded(bounded: GatewayProcess) -> None:
+    one = b"GET /health/liveliness HTTP/1.1\r\nHost: gw\r\n\r\n"
+    received = b""
+    with connect(bounded.port, timeout=WITHIN) as sock:
+        sock.sendall(one + one + b"GET /health/liveliness HTTP/1.1\r\nHost: gw\r\n")
+        while chunk := sock.recv(65536):  # until the gateway closes
+            received += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200", b"200", b"408"]
 
 
 def test_a_body_that_stops_arriving_closes_the_connection(

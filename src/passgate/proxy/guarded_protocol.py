@@ -176,6 +176,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                     self._reject(limits, error)
                     raise _HeadRejected
             self._head_bytes = 0
+            if self._phase == _WAITING_HEAD:  # in time: a pipelined next head starts afresh
+                self._disarm()
         super().on_headers_complete()
 
     def _exact_check(self, limits: ServerLimits) -> GatewayError | None:
@@ -220,9 +222,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _answer_and_close(self, error: GatewayError) -> None:
         self._disarm()
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
             self.transport.write(closing_response(error))
-            self.transport.close()
+        # else a response is still being written (pipelining, or a body the parser
+        # refused mid-call): an answer now would corrupt it, so the close says it all
+        self.transport.close()
 
     def _arm(self, phase: int, delay: float) -> None:
         if self._timer is not None:
@@ -246,7 +253,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             limits.on_rejected(reasons.HEAD_TIMEOUT)
             if self.scope is None and self._head_bytes == 0:
                 self.transport.close()  # nothing was sent: nothing to answer
-            elif self.cycle is None or self.cycle.response_complete:
+            else:
                 self._answer_and_close(
                     _head_error(
                         408,
@@ -254,14 +261,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                         f"The request head did not arrive within {limits.head_timeout} s.",
                     )
                 )
-            else:  # a pipelined head is late while a response is still being written
-                self.transport.close()
             return
         if not self.cycle.more_body:  # the body ended since
             self._phase = 0
             return
         now = self.loop.time()
-        if self.flow.read_paused:  # the gateway is not reading: the client is not idle
+        if self.flow.read_paused or self.cycle.waiting_for_100_continue:
+            # the gateway is not reading, or the client waits for its go-ahead: not idle
             self._body_seen = now
             self._arm(_READING_BODY, min(_PAUSED_RECHECK, limits.body_idle_timeout))
             return
