@@ -87,11 +87,6 @@ class Gateway:
             return
         await self._admin_with_id(scope, receive, send)
 
-    @property
-    def calls_in_flight(self) -> int:
-        """Pass-through calls this worker is serving now."""
-        return self._in_flight
-
     async def _shed(self, scope: Scope, send: Send) -> None:
         self._on_overload()
         sent = next((value for name, value in scope["headers"] if name == HEADER), None)
