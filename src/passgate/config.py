@@ -23,8 +23,10 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
+KiB = 1024
 MiB = 1024 * 1024
 
 
@@ -73,6 +75,15 @@ class Settings(BaseModel):
     inspect_body_bytes: int = Field(default=1 * MiB, ge=0)
     upstream_pool_size: int = Field(default=0, ge=0)  # 0: unbounded
 
+    # what a client may ask of the server side, per worker (docs/server-limits.md)
+    max_header_line_bytes: int = Field(default=16 * KiB, ge=256)
+    max_head_bytes: int = Field(default=64 * KiB, ge=1 * KiB)
+    max_headers: int = Field(default=100, ge=1)
+    head_timeout: float = Field(default=10.0, gt=0)
+    body_idle_timeout: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
+    max_calls_in_flight: int = Field(default=512, ge=0)  # 0: unbounded
+
     key_cache_ttl: float = Field(default=5.0, gt=0, le=5.0)
     key_change_poll_interval: float = Field(default=0.1, gt=0, le=5.0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -111,6 +122,15 @@ class Settings(BaseModel):
         ),
     )
     pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_head_limits(self) -> Settings:
+        if self.max_header_line_bytes > self.max_head_bytes:
+            raise ValueError(
+                "max_header_line_bytes (PASSGATE_MAX_HEADER_LINE_BYTES) must not exceed "
+                "max_head_bytes (PASSGATE_MAX_HEAD_BYTES)"
+            )
+        return self
 
     @field_validator("mistral_api_base")
     @classmethod

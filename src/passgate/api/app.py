@@ -31,6 +31,7 @@ from passgate.providers.mistral import mistral_provider
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Observer, Pipeline
 from passgate.proxy.relay import Relay
+from passgate.proxy.server_limits import STATE_KEY, ServerLimits
 from passgate.proxy.upstream import Upstream
 from passgate.storage.database import Database
 from passgate.ui.app import ui_mount
@@ -159,4 +160,17 @@ def build_app(
         components.append(spend)
     if retention is not None:
         components.append(retention)
-    return Gateway({b"/mistral": relay}, admin, components)
+    metrics = observability.metrics
+    server_limits = ServerLimits.from_settings(
+        settings,
+        on_refused=metrics.count_connection_refused,
+        on_rejected=metrics.count_request_rejected,
+    )
+    return Gateway(
+        {b"/mistral": relay},
+        admin,
+        components,
+        max_calls_in_flight=settings.max_calls_in_flight,
+        on_overload=metrics.count_overloaded,
+        server_state={STATE_KEY: server_limits},
+    )

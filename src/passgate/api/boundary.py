@@ -22,7 +22,6 @@ can hold SQL parameters (key hashes), and a validation error's text the value gi
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 from collections.abc import Sequence
 
@@ -37,23 +36,21 @@ from starlette.types import Lifespan
 
 from passgate import errors
 from passgate.errors import GatewayError
-from passgate.exchange import new_call_id
+from passgate.request_id import HEADER, SCOPE_KEY, response_request_id
 from passgate.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-# The relay's rule for a caller's id: short, and nothing a log line could be forged with.
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 UNAVAILABLE = "The database is unavailable; try again shortly."
 
 
 def request_id_of(scope: Scope) -> str:
-    """The caller's ``x-request-id`` when it is sane, else a fresh id."""
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for name, value in headers:
-        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
-            return value.decode("ascii")
-    return new_call_id()
+    """The id the response carries (set by ``RequestIdHeader``), else the same rule's own."""
+    chosen: bytes | None = scope.get(SCOPE_KEY)
+    if chosen is None:
+        sent = next((value for name, value in scope["headers"] if name == HEADER), None)
+        chosen = response_request_id(sent)
+    return chosen.decode("ascii")
 
 
 def internal_error(request_id: str) -> GatewayError:

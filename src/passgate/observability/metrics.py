@@ -248,6 +248,21 @@ class Metrics:
             "Limit checks made without Redis because it failed.",
             (),
         )
+        self.connections_refused = CounterTable(
+            "passgate_connections_refused",
+            "Client connections closed at once: the worker held its maximum.",
+            (),
+        )
+        self.requests_rejected = CounterTable(
+            "passgate_requests_rejected",
+            "Client requests ended by the server before routing (head limits, timeouts).",
+            ("reason",),
+        )
+        self.overloaded = CounterTable(
+            "passgate_overloaded",
+            "Pass-through calls answered 503: the worker was at its limit of calls in flight.",
+            (),
+        )
         self.queue_depth = GaugeTable(
             "passgate_queue_depth",
             "Rows waiting in a background writer's queue.",
@@ -325,6 +340,18 @@ class Metrics:
     def count_redis_bypass(self) -> None:
         """Record one limit check that went ahead without Redis."""
         self.redis_bypass.inc(())
+
+    def count_connection_refused(self) -> None:
+        """Record one client connection refused over the worker's connection cap."""
+        self.connections_refused.inc(())
+
+    def count_request_rejected(self, reason: str) -> None:
+        """Record one request ended by a server limit, ``reason`` from a fixed set."""
+        self.requests_rejected.inc((reason,))
+
+    def count_overloaded(self) -> None:
+        """Record one pass-through call shed with 503."""
+        self.overloaded.inc(())
 
     def watch_queue(self, name: str, depth: Callable[[], float]) -> None:
         """Report ``depth()`` as ``passgate_queue_depth{queue=name}`` (this process's part)."""

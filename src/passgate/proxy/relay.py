@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from time import perf_counter, time
 
 from passgate.errors import GatewayError, bad_gateway, gateway_timeout
@@ -26,12 +25,12 @@ from passgate.proxy.response import IDLE_MESSAGE, ResponseRelay
 from passgate.proxy.transport import CLOSE_CONNECTION
 from passgate.proxy.upstream import Upstream, UpstreamResponse
 from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
+from passgate.request_id import SANE_REQUEST_ID as _REQUEST_ID
 from passgate.types import Receive, Scope, Send
 
 log = logging.getLogger("passgate.relay")
 
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 # Calls that end sooner never start the task that watches for a client disconnect.
 _WATCH_CLIENT_AFTER = 0.05
 # The request headers the relay reads (ASGI names are lowercase), each to its slot: one

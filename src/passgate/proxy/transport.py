@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from passgate.proxy.guarded_protocol import GuardedHttpToolsProtocol
 
 _HEAD = b"HTTP/1.1 "  # uvicorn starts every response head (and nothing else) with it
 CLOSE_CONNECTION = "passgate.close_connection"  # the scope extension's name
@@ -123,8 +123,9 @@ class HeadHoldingTransport(asyncio.Transport):
         self._transport.resume_reading()
 
 
-class HeadHoldingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's ``httptools`` protocol writing through a ``HeadHoldingTransport``."""
+class HeadHoldingHttpToolsProtocol(GuardedHttpToolsProtocol):
+    """uvicorn's ``httptools`` protocol, bounded (``GuardedHttpToolsProtocol``), writing
+    through a ``HeadHoldingTransport``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Wrap the connection's transport, then let uvicorn set the connection up."""
