@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from urllib.request import getproxies_environment
 
 from pydantic import (
     AliasChoices,
@@ -24,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 MiB = 1024 * 1024
@@ -73,6 +75,14 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=512 * MiB, gt=0)
     inspect_body_bytes: int = Field(default=1 * MiB, ge=0)
     upstream_pool_size: int = Field(default=0, ge=0)  # 0: unbounded
+    # Networks and TLS (docs/networks.md). The proxy URL may hold credentials: secret.
+    upstream_proxy: SecretStr | None = None
+    upstream_ca_bundle: Path | None = None
+    upstream_client_cert: Path | None = None
+    upstream_client_key: Path | None = None
+    upstream_tls_verify: bool = True
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     key_cache_ttl: float = Field(default=5.0, gt=0, le=5.0)
     key_change_poll_interval: float = Field(default=0.1, gt=0, le=5.0)
@@ -109,6 +119,14 @@ class Settings(BaseModel):
             raise ValueError("must not carry a query string or fragment")
         return value
 
+    @model_validator(mode="after")
+    def _check_tls_pairs(self) -> Settings:
+        if self.upstream_client_key is not None and self.upstream_client_cert is None:
+            raise ValueError("upstream_client_key needs upstream_client_cert")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _check_database(cls, value: str | None) -> str | None:
@@ -140,6 +158,12 @@ _ENV_NAMES = {
 def env_name(field: str) -> str:
     """The environment variable that sets a field."""
     return _ENV_NAMES.get(field, "PASSGATE_" + field.upper())
+
+
+def proxy_environment() -> dict[str, str]:
+    """The egress proxy variables (``https_proxy``, ``no_proxy``, ...) as curl and httpx read
+    them, keyed by scheme (``https``, ``http``, ``all``, ``no``): the standard library's reading."""
+    return getproxies_environment()
 
 
 SPEND_SOCKET_ENV = "PASSGATE_SPEND_SOCKET"  # set by the server for its workers, not by users

@@ -5,12 +5,15 @@ clipping, chunked encoding, write flow control) is aiohttp's; parsing the answer
 llhttp's (``passgate.proxy.connection``). What is passgate's own is the order of
 things: take a connection, write the request, wait for the head, hand the body out,
 and give the connection back only once its answer was read whole.
+
+Each origin's route (direct, or through the egress proxy ``passgate.proxy.egress``
+chooses) is settled when its pool is made; a direct route adds nothing per call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,9 +21,12 @@ from aiohttp import ClientError
 from aiohttp.http import StreamWriter
 from multidict import CIMultiDict
 
-from passgate.config import Settings
+from passgate.config import Settings, proxy_environment
 from passgate.proxy.connection import UpstreamConnection, UpstreamDisconnected
+from passgate.proxy.egress import EgressRoutes
 from passgate.proxy.pool import ConnectionPool
+from passgate.proxy.tls import upstream_tls_context
+from passgate.proxy.tunnel import EgressProxyError
 
 # Servers close idle keep-alive connections after 5 s (uvicorn) to 75 s (nginx); reusing
 # one they are closing loses the request, so passgate lets them go first.
@@ -77,12 +83,25 @@ class UpstreamResponse:
 class Upstream:
     """Owns the pools; ``start`` and ``stop`` run in the app's lifespan."""
 
-    def __init__(self, settings: Settings, keepalive: float = KEEPALIVE) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keepalive: float = KEEPALIVE,
+        proxies: Mapping[str, str] | None = None,
+    ) -> None:
+        """``proxies`` as ``urllib.request.getproxies_environment`` gives them (this
+        process's environment if None); ``settings.upstream_proxy`` overrides them."""
         self._connect_timeout = settings.connect_timeout
         self._keepalive = keepalive
         self._limit = settings.upstream_pool_size
-        self._pools: dict[str, tuple[ConnectionPool, str, asyncio.Semaphore | None]] = {}
+        self._pools: dict[str, _Route] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tls = upstream_tls_context(settings)
+        override = settings.upstream_proxy
+        self._egress = EgressRoutes(
+            override.get_secret_value() if override is not None else None,
+            proxy_environment() if proxies is None else proxies,
+        )
 
     async def start(self) -> None:
         """Bind to the running loop; connections open on first use."""
@@ -90,8 +109,8 @@ class Upstream:
 
     async def stop(self) -> None:
         """Close every idle connection."""
-        for pool, _, _ in self._pools.values():
-            pool.close()
+        for route in self._pools.values():
+            route.pool.close()
         self._pools.clear()
 
     async def request(
@@ -111,8 +130,13 @@ class Upstream:
         onto a kept-alive connection the upstream had just closed is sent once more on a
         new one, when nothing of an answer had arrived and the body was not streamed.
         """
-        pool, host, slot = self._pool(origin)
-        request = _Request(method, target, host, headers, body, length)
+        route = self._pool(origin)
+        pool, slot = route.pool, route.slot
+        if route.forward is not None:  # an http origin through a proxy: absolute form
+            target = route.forward + target
+            if route.proxy_headers:
+                headers = [*headers, *route.proxy_headers]
+        request = _Request(method, target, route.host, headers, body, length)
         if slot is not None:
             await slot.acquire()
         try:
@@ -124,6 +148,10 @@ class Upstream:
                     raise
                 conn = await pool.acquire(fresh=True)
                 await self._exchange(conn, request)
+            if route.forward is not None and conn.status == 407:
+                # the proxy's answer, not the upstream's: the caller gets a gateway error
+                conn.abort()
+                raise EgressProxyError("the egress proxy refused the request with status 407")
         except BaseException:
             if slot is not None:
                 slot.release()
@@ -151,19 +179,41 @@ class Upstream:
             raise RuntimeError("upstream client used before start()")
         return self._loop
 
-    def _pool(self, origin: str) -> tuple[ConnectionPool, str, asyncio.Semaphore | None]:
-        entry = self._pools.get(origin)
-        if entry is None:
+    def _pool(self, origin: str) -> _Route:
+        route = self._pools.get(origin)
+        if route is None:
+            parts = urlsplit(origin)
+            if parts.hostname is None:
+                raise ValueError(f"upstream origin without a host: {origin!r}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            proxy = self._egress.proxy_for(parts.scheme, parts.hostname, port)
             pool = ConnectionPool(
                 origin,
                 self._loop_now(),
                 connect_timeout=self._connect_timeout,
                 keepalive=self._keepalive,
+                tls=self._tls,
+                proxy=proxy,
             )
             slot = asyncio.Semaphore(self._limit) if self._limit else None
-            entry = (pool, urlsplit(origin).netloc, slot)
-            self._pools[origin] = entry
-        return entry
+            forward = origin.rstrip("/") if proxy is not None and parts.scheme == "http" else None
+            proxy_headers: tuple[tuple[str, str], ...] = ()
+            if forward is not None and proxy is not None and proxy.authorization is not None:
+                proxy_headers = (("Proxy-Authorization", proxy.authorization.decode("ascii")),)
+            route = _Route(pool, parts.netloc, slot, forward, proxy_headers)
+            self._pools[origin] = route
+        return route
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """One origin's pool, and how requests to it are written."""
+
+    pool: ConnectionPool
+    host: str  # the Host header
+    slot: asyncio.Semaphore | None
+    forward: str | None  # "http://host:port" when requests go to a proxy in absolute form
+    proxy_headers: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
