@@ -26,10 +26,12 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from passgate.config import Settings, export_spend_socket, worker_settings
+from passgate.networks import uvicorn_tls_options
 from passgate.process import setup_process_logging
 from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
 from passgate.spend_launcher import SpendWriterProcess
@@ -41,7 +43,8 @@ SPEND_STOP_TIMEOUT = 45.0
 TRACED_APP_FACTORY = "passgate.api.traced:worker_app"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
     if host == "localhost":
         return True
     try:
@@ -65,7 +68,7 @@ def worker_count(settings: Settings) -> int:
 def bind_refusal(settings: Settings) -> str | None:
     """Why these settings must not be served (an open gateway on a public address), or None."""
     host = resolve_host(settings)
-    if settings.master_key is None and not _is_loopback(host) and not settings.allow_open:
+    if settings.master_key is None and not is_loopback(host) and not settings.allow_open:
         return (
             f"refusing to bind {host} without a master key; set "
             "PASSGATE_MASTER_KEY, bind 127.0.0.1, or pass --allow-open"
@@ -127,11 +130,20 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _serve(settings: Settings) -> None:
-    serve(app_factory(settings), resolve_host(settings), settings.port, worker_count(settings))
+    serve(
+        app_factory(settings),
+        resolve_host(settings),
+        settings.port,
+        worker_count(settings),
+        tls=uvicorn_tls_options(settings),
+    )
 
 
-def serve(factory: str, host: str, port: int, workers: int) -> None:
-    """Run the app factory named by ``factory`` under uvicorn as passgate runs its own."""
+def serve(
+    factory: str, host: str, port: int, workers: int, tls: dict[str, Any] | None = None
+) -> None:
+    """Run the app factory named by ``factory`` under uvicorn as passgate runs its own
+    (over HTTPS with ``tls``, the options ``networks.uvicorn_tls_options`` gives)."""
     uvicorn.run(
         factory,
         factory=True,
@@ -148,6 +160,7 @@ def serve(factory: str, host: str, port: int, workers: int) -> None:
         proxy_headers=False,
         date_header=False,
         timeout_graceful_shutdown=30,
+        **(tls or {}),
     )
 
 

@@ -19,6 +19,7 @@ import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
+
 # public since Python 2, though typeshed does not declare it
 from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
