@@ -14,7 +14,6 @@ call; ``bench/PROFILE.md``). This connection holds one reusable parser and a deq
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import deque
 from collections.abc import Callable
 
@@ -172,8 +171,6 @@ class UpstreamConnection(BaseProtocol):
             if self.head_received and exc is None and not _framed(self.headers):
                 self.complete = True  # no Content-Length, not chunked: the body ends at close
                 self._wake_body()
-            elif isinstance(exc, ssl.SSLError):  # a TLS alert: a client certificate refused, say
-                self._fail(UpstreamDisconnected(f"TLS failed: {exc.reason or type(exc).__name__}"))
             else:
                 self._fail(UpstreamDisconnected("the upstream closed the connection"))
         self._on_lost(self)
