@@ -365,7 +365,7 @@ async def test_a_cancelled_request_drops_its_connection(upstream: Upstream) -> N
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        pool = upstream._pool(silent.origin).pool
+        pool, _, _, _ = upstream._pool(silent.origin)
         assert pool._idle == []  # the half-used connection is not kept for the next request
     finally:
         await silent.stop()

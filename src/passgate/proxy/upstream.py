@@ -7,7 +7,7 @@ things: take a connection, write the request, wait for the head, hand the body o
 and give the connection back only once its answer was read whole.
 
 Each origin's route (direct, or through the egress proxy ``passgate.proxy.egress``
-chooses) is settled when its pool is made; a direct route adds nothing per call.
+chooses) is settled when its pool is made; a direct call pays two ``is None`` checks.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Upstream:
         self._connect_timeout = settings.connect_timeout
         self._keepalive = keepalive
         self._limit = settings.upstream_pool_size
-        self._pools: dict[str, _Route] = {}
+        self._pools: dict[str, _Route] = {}  # origin -> (pool, Host, slot, forward)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tls = upstream_tls_context(settings)
         override = settings.upstream_proxy
@@ -109,8 +109,8 @@ class Upstream:
 
     async def stop(self) -> None:
         """Close every idle connection."""
-        for route in self._pools.values():
-            route.pool.close()
+        for pool, _, _, _ in self._pools.values():
+            pool.close()
         self._pools.clear()
 
     async def request(
@@ -130,13 +130,10 @@ class Upstream:
         onto a kept-alive connection the upstream had just closed is sent once more on a
         new one, when nothing of an answer had arrived and the body was not streamed.
         """
-        route = self._pool(origin)
-        pool, slot = route.pool, route.slot
-        if route.forward is not None:  # an http origin through a proxy: absolute form
-            target = route.forward + target
-            if route.proxy_headers:
-                headers = [*headers, *route.proxy_headers]
-        request = _Request(method, target, route.host, headers, body, length)
+        pool, host, slot, forward = self._pool(origin)
+        if forward is not None:  # an http origin through a proxy: absolute form
+            target, headers = forward.rewrite(target, headers)
+        request = _Request(method, target, host, headers, body, length)
         if slot is not None:
             await slot.acquire()
         try:
@@ -148,7 +145,7 @@ class Upstream:
                     raise
                 conn = await pool.acquire(fresh=True)
                 await self._exchange(conn, request)
-            if route.forward is not None and conn.status == 407:
+            if forward is not None and conn.status == 407:
                 # the proxy's answer, not the upstream's: the caller gets a gateway error
                 conn.abort()
                 raise EgressProxyError("the egress proxy refused the request with status 407")
@@ -196,24 +193,36 @@ class Upstream:
                 proxy=proxy,
             )
             slot = asyncio.Semaphore(self._limit) if self._limit else None
-            forward = origin.rstrip("/") if proxy is not None and parts.scheme == "http" else None
-            proxy_headers: tuple[tuple[str, str], ...] = ()
-            if forward is not None and proxy is not None and proxy.authorization is not None:
-                proxy_headers = (("Proxy-Authorization", proxy.authorization.decode("ascii")),)
-            route = _Route(pool, parts.netloc, slot, forward, proxy_headers)
+            forward = None
+            if proxy is not None and parts.scheme == "http":
+                forward = _Forward.to(origin, proxy.authorization)
+            route = (pool, parts.netloc, slot, forward)
             self._pools[origin] = route
         return route
 
 
 @dataclass(frozen=True, slots=True)
-class _Route:
-    """One origin's pool, and how requests to it are written."""
+class _Forward:
+    """How requests to an http origin are written for the proxy that forwards them."""
 
-    pool: ConnectionPool
-    host: str  # the Host header
-    slot: asyncio.Semaphore | None
-    forward: str | None  # "http://host:port" when requests go to a proxy in absolute form
-    proxy_headers: tuple[tuple[str, str], ...]
+    prefix: str  # "http://host:port", put before the path: the absolute form
+    headers: tuple[tuple[str, str], ...]  # Proxy-Authorization, when the proxy URL has one
+
+    @classmethod
+    def to(cls, origin: str, authorization: bytes | None) -> _Forward:
+        headers = (
+            () if authorization is None else (("Proxy-Authorization", authorization.decode()),)
+        )
+        return cls(origin.rstrip("/"), headers)
+
+    def rewrite(
+        self, target: str, headers: list[tuple[str, str]]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The request's target in absolute form, and its headers with the proxy's."""
+        return self.prefix + target, [*headers, *self.headers] if self.headers else headers
+
+
+_Route = tuple[ConnectionPool, str, asyncio.Semaphore | None, _Forward | None]
 
 
 @dataclass(frozen=True, slots=True)
