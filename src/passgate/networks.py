@@ -42,7 +42,7 @@ def network_refusal(settings: Settings) -> str | None:
     URL), or None."""
     try:
         upstream_tls_context(settings)
-        egress_routes(settings)
+        upstream_route(settings)  # parses the proxy the upstream will use
     except (TlsSettingError, ProxySettingError) as exc:
         return str(exc)
     if settings.ssl_certfile is not None:

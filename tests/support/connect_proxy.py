@@ -9,8 +9,9 @@ gateway's llhttp). Every request line it receives is kept in ``log`` (``"CONNECT
         proxy.url_with("user", "pa:ss")   # http://user:pa%3Ass@127.0.0.1:PORT
         proxy.log, proxy.tunnels          # what it saw, tunnels it opened
 
-``refuse=403`` answers every request with that status; with ``credentials``, a request
-without the matching ``Proxy-Authorization: Basic`` gets ``407``.
+``refuse=403`` (or setting ``proxy.refuse`` later) answers every request with that
+status; with ``credentials``, a request without the matching ``Proxy-Authorization:
+Basic`` gets ``407``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class ConnectProxy:
         self, *, credentials: tuple[str, str] | None = None, refuse: int | None = None
     ) -> None:
         self._credentials = credentials
-        self._refuse = refuse
+        self.refuse = refuse
         self.log: list[str] = []
         self.heads: list[list[tuple[bytes, bytes]]] = []
         self.tunnels = 0
@@ -125,8 +126,8 @@ class ConnectProxy:
             writer.transport.abort()
 
     def _verdict(self, request: h11.Request) -> int | None:
-        if self._refuse is not None:
-            return self._refuse
+        if self.refuse is not None:
+            return self.refuse
         if self._credentials is None:
             return None
         expected = b"Basic " + base64.b64encode(":".join(self._credentials).encode())

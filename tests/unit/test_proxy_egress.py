@@ -92,10 +92,18 @@ def test_a_bare_host_and_port_is_an_http_proxy_and_ipv6_is_bracketed() -> None:
         ("http://user:secret@:3128", "no host"),
     ],
 )
-def test_an_unusable_proxy_is_refused_at_start_without_its_secret(url: str, message: str) -> None:
+def test_an_unusable_proxy_is_refused_without_its_secret(url: str, message: str) -> None:
+    routes = EgressRoutes(None, {"https": url})  # parsed when an upstream needs it
     with pytest.raises(ProxySettingError, match=message) as caught:
-        EgressRoutes(None, {"https": url})
+        routes.proxy_for("https", "api.mistral.ai", 443)
     assert str(caught.value).startswith("https_proxy: ")
     assert "secret" not in str(caught.value)
     with pytest.raises(ProxySettingError, match="PASSGATE_UPSTREAM_PROXY: "):
         EgressRoutes(url, {})
+
+
+def test_a_socks_all_proxy_for_other_programs_does_not_matter_here() -> None:
+    routes = EgressRoutes(None, {"all": "socks5://localhost:1080", "https": "http://p:3128"})
+    assert _via(routes, "https", "api.mistral.ai", 443) == "http://p:3128"
+    with pytest.raises(ProxySettingError, match=r"^all_proxy: only http://"):
+        routes.proxy_for("http", "vllm.internal", 80)

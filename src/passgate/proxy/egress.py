@@ -81,20 +81,22 @@ class EgressRoutes:
         self._override = (
             parse_proxy(override, "PASSGATE_UPSTREAM_PROXY") if override is not None else None
         )
+        # Variables are parsed only for an upstream that uses them: an ALL_PROXY of
+        # socks5:// meant for other programs does not stop passgate.
         self._environment = dict(environment)
-        for scheme in ("https", "http", "all"):  # refuse a bad variable at start, not per call
-            if scheme in self._environment:
-                parse_proxy(self._environment[scheme], f"{scheme}_proxy")
 
     def proxy_for(self, scheme: str, host: str, port: int) -> EgressProxy | None:
-        """The proxy a call to ``scheme://host:port`` goes through, or None to go direct."""
+        """The proxy a call to ``scheme://host:port`` goes through, or None to go direct.
+
+        Raises ``ProxySettingError`` when that proxy's URL cannot be used.
+        """
         if self._override is not None:
             return self._override
         env = self._environment
         url = env.get(scheme) or env.get("all")
         if not url or proxy_bypass_environment(_authority(host, port), env):
             return None
-        return parse_proxy(url, f"{scheme}_proxy")
+        return parse_proxy(url, f"{scheme if env.get(scheme) else 'all'}_proxy")
 
 
 def _authority(host: str, port: int) -> str:

@@ -13,6 +13,7 @@ chooses) is settled when its pool is made; a direct call pays two ``is None`` ch
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -96,7 +97,9 @@ class Upstream:
         self._limit = settings.upstream_pool_size
         self._pools: dict[str, _Route] = {}  # origin -> (pool, Host, slot, forward)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tls = upstream_tls_context(settings)
+        self._settings = settings
+        # built with the first https pool: the system's trust store costs a worker ~2 MiB
+        self._tls: ssl.SSLContext | None = None
         override = settings.upstream_proxy
         self._egress = EgressRoutes(
             override.get_secret_value() if override is not None else None,
@@ -184,6 +187,8 @@ class Upstream:
                 raise ValueError(f"upstream origin without a host: {origin!r}")
             port = parts.port or (443 if parts.scheme == "https" else 80)
             proxy = self._egress.proxy_for(parts.scheme, parts.hostname, port)
+            if parts.scheme == "https" and self._tls is None:
+                self._tls = upstream_tls_context(self._settings)
             pool = ConnectionPool(
                 origin,
                 self._loop_now(),
