@@ -20,7 +20,8 @@ from passgate.accounting.pricing import PricingError, load_catalog
 from passgate.cli_keys import add_subcommands
 from passgate.config import Settings, SettingsError, export_worker_settings
 from passgate.limits.runtime import limits_warning
-from passgate.networks import network_refusal, serves_tls, start_notes, upstream_route
+from passgate.listen_tls import serves_tls
+from passgate.networks import network_refusal, start_notes, upstream_route
 from passgate.observability.logs import shutdown_logging
 from passgate.process import setup_process_logging
 from passgate.server import bind_refusal, is_loopback, resolve_host, server_argv, worker_count

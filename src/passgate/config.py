@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
-from urllib.request import getproxies_environment
 
 from pydantic import (
     AliasChoices,
@@ -163,6 +162,10 @@ def env_name(field: str) -> str:
 def proxy_environment() -> dict[str, str]:
     """The egress proxy variables (``https_proxy``, ``no_proxy``, ...) as curl and httpx read
     them, keyed by scheme (``https``, ``http``, ``all``, ``no``): the standard library's reading."""
+    # Imported here: urllib.request (with http.client) would cost every process that reads
+    # settings ~0.6 MiB, the server's supervisor included, which never calls this.
+    from urllib.request import getproxies_environment
+
     return getproxies_environment()
 
 

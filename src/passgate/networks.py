@@ -1,4 +1,4 @@
-"""What ``passgate`` checks and says about its networks at start, and how uvicorn serves TLS.
+"""What ``passgate`` checks and says about its networks at start.
 
 The checks load every TLS file and parse every proxy URL once, in the command, so that
 a bad setting stops ``passgate`` with one line naming it instead of failing in each
@@ -10,17 +10,12 @@ plain HTTP beyond loopback.
 from __future__ import annotations
 
 import ssl
-from typing import Any
 from urllib.parse import urlsplit
 
 from passgate.config import Settings, proxy_environment
+from passgate.listen_tls import serves_tls
 from passgate.proxy.egress import EgressRoutes, ProxySettingError
 from passgate.proxy.tls import TlsSettingError, upstream_tls_context
-
-# TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3's are all of that and are
-# not set by this string). uvicorn's own default, "TLSv1", would allow CBC and RSA key
-# exchange; with this list no TLS 1.0 or 1.1 handshake can succeed either.
-MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 BANNER_NO_VERIFY = (
     "\n!!! PASSGATE_UPSTREAM_TLS_VERIFY=false: upstream certificates are NOT verified.\n"
@@ -55,22 +50,6 @@ def network_refusal(settings: Settings) -> str | None:
             reason = exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror
             return f"PASSGATE_SSL_CERTFILE: cannot load {what}: {reason or type(exc).__name__}"
     return None
-
-
-def serves_tls(settings: Settings) -> bool:
-    """Whether the gateway serves HTTPS (a web UI's cookies are ``Secure`` then)."""
-    return settings.ssl_certfile is not None
-
-
-def uvicorn_tls_options(settings: Settings) -> dict[str, Any]:
-    """The ``uvicorn.run`` options that serve HTTPS, or none for plain HTTP."""
-    if settings.ssl_certfile is None:
-        return {}
-    return {
-        "ssl_certfile": str(settings.ssl_certfile),
-        "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-        "ssl_ciphers": MODERN_CIPHERS,
-    }
 
 
 def upstream_route(settings: Settings) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import uvicorn
 
 from passgate.config import Settings, export_spend_socket, worker_settings
-from passgate.networks import uvicorn_tls_options
+from passgate.listen_tls import uvicorn_tls_options
 from passgate.process import setup_process_logging
 from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
 from passgate.spend_launcher import SpendWriterProcess
@@ -143,7 +143,7 @@ def serve(
     factory: str, host: str, port: int, workers: int, tls: dict[str, Any] | None = None
 ) -> None:
     """Run the app factory named by ``factory`` under uvicorn as passgate runs its own
-    (over HTTPS with ``tls``, the options ``networks.uvicorn_tls_options`` gives)."""
+    (over HTTPS with ``tls``, the options ``listen_tls.uvicorn_tls_options`` gives)."""
     uvicorn.run(
         factory,
         factory=True,
