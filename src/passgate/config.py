@@ -23,8 +23,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 MiB = 1024 * 1024
@@ -118,13 +118,15 @@ class Settings(BaseModel):
             raise ValueError("must not carry a query string or fragment")
         return value
 
-    @model_validator(mode="after")
-    def _check_tls_pairs(self) -> Settings:
-        if self.upstream_client_key is not None and self.upstream_client_cert is None:
-            raise ValueError("upstream_client_key needs upstream_client_cert")
-        if self.ssl_keyfile is not None and self.ssl_certfile is None:
-            raise ValueError("ssl_keyfile needs ssl_certfile")
-        return self
+    @field_validator("upstream_client_key", "ssl_keyfile")
+    @classmethod
+    def _check_key_has_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        cert = (
+            "upstream_client_cert" if info.field_name == "upstream_client_key" else "ssl_certfile"
+        )
+        if value is not None and info.data.get(cert) is None:
+            raise ValueError(f"a key needs its certificate: set {env_name(cert)} too")
+        return value
 
     @field_validator("database_url")
     @classmethod
