@@ -21,9 +21,11 @@ from passgate.cli_keys import add_subcommands
 from passgate.config import Settings, SettingsError
 from passgate.handover import hand_over, secret_free_environ
 from passgate.limits.runtime import limits_warning
+from passgate.listen_tls import serves_tls
+from passgate.networks import network_refusal, start_notes, upstream_route
 from passgate.observability.logs import shutdown_logging
 from passgate.process import setup_process_logging
-from passgate.server import bind_refusal, resolve_host, server_argv, worker_count
+from passgate.server import bind_refusal, is_loopback, resolve_host, server_argv, worker_count
 from passgate.settings_env import load_settings
 from passgate.storage.db import DatabaseUrlError, database_url, redacted
 from passgate.storage.migrate import upgrade
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="allow binding a non-loopback address without a master key",
     )
+    parser.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key (PEM)")
     parser.set_defaults(handler=None)
     add_subcommands(parser.add_subparsers(title="commands", metavar="{keys,db}"))
     return parser
@@ -82,8 +86,15 @@ def serve(settings: Settings) -> int:
     if refusal is not None:
         print(f"passgate: {refusal}", file=sys.stderr)
         return 2
+    refusal = network_refusal(settings)
+    if refusal is not None:
+        print(f"passgate: {refusal}", file=sys.stderr)
+        return 2
     if settings.master_key is None:
         print(BANNER_OPEN, file=sys.stderr)
+    host = resolve_host(settings)
+    for note in start_notes(settings, host, is_loopback(host)):
+        print(note, file=sys.stderr)
     setup_process_logging(settings)
     warning = limits_warning(settings)
     if warning:
@@ -91,9 +102,10 @@ def serve(settings: Settings) -> int:
     code = migrate(settings)
     if code != 0:
         return code
+    scheme = "https" if serves_tls(settings) else "http"
     print(
-        f"passgate {__version__} on http://{resolve_host(settings)}:{settings.port} "
-        f"({worker_count(settings)} worker(s)), upstream {settings.mistral_api_base}",
+        f"passgate {__version__} on {scheme}://{host}:{settings.port} "
+        f"({worker_count(settings)} worker(s)), {upstream_route(settings)}",
         file=sys.stderr,
     )
     shutdown_logging()  # every queued line written before the exec drops the writer thread
@@ -116,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
             allow_open=args.allow_open,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
         )
         load_catalog(settings.pricing)
     except (SettingsError, PricingError) as exc:

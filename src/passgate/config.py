@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -74,6 +75,14 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=512 * MiB, gt=0)
     inspect_body_bytes: int = Field(default=1 * MiB, ge=0)
     upstream_pool_size: int = Field(default=0, ge=0)  # 0: unbounded
+    # Networks and TLS (docs/networks.md). The proxy URL may hold credentials: secret.
+    upstream_proxy: SecretStr | None = None
+    upstream_ca_bundle: Path | None = None
+    upstream_client_cert: Path | None = None
+    upstream_client_key: Path | None = None
+    upstream_tls_verify: bool = True
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     # what a client may ask of the server side, per worker (docs/server-limits.md)
     max_header_line_bytes: int = Field(default=16 * KiB, ge=256)
@@ -142,6 +151,16 @@ class Settings(BaseModel):
             raise ValueError("must not carry a query string or fragment")
         return value
 
+    @field_validator("upstream_client_key", "ssl_keyfile")
+    @classmethod
+    def _check_key_has_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        cert = (
+            "upstream_client_cert" if info.field_name == "upstream_client_key" else "ssl_certfile"
+        )
+        if value is not None and info.data.get(cert) is None:
+            raise ValueError(f"a key needs its certificate: set {env_name(cert)} too")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database(cls, value: str | None) -> str | None:
@@ -173,6 +192,16 @@ _ENV_NAMES = {
 def env_name(field: str) -> str:
     """The environment variable that sets a field."""
     return _ENV_NAMES.get(field, "PASSGATE_" + field.upper())
+
+
+def proxy_environment() -> dict[str, str]:
+    """The egress proxy variables (``https_proxy``, ``no_proxy``, ...) as curl and httpx read
+    them, keyed by scheme (``https``, ``http``, ``all``, ``no``): the standard library's reading."""
+    # Imported here: urllib.request (with http.client) would cost every process that reads
+    # settings ~0.6 MiB, the server's supervisor included, which never calls this.
+    from urllib.request import getproxies_environment
+
+    return getproxies_environment()
 
 
 def settings_json(settings: Settings) -> str:

@@ -32,7 +32,14 @@ from passgate.config import Settings, SettingsError, settings_json
 
 SETTINGS_FD_OPTION = "--settings-fd"
 # settings whose values may carry a credential: a key, or a URL with a password in it
-_SECRET_FIELDS = ("master_key", "mistral_api_key", "database_url", "redis_url", "webhook_url")
+_SECRET_FIELDS = (
+    "master_key",
+    "mistral_api_key",
+    "database_url",
+    "redis_url",
+    "webhook_url",
+    "upstream_proxy",
+)
 
 
 def hand_over_text(text: str) -> int:

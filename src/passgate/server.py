@@ -48,6 +48,7 @@ from uvicorn.supervisors import Multiprocess
 from passgate.config import Settings, SettingsError
 from passgate.handover import SETTINGS_FD_OPTION, WorkerApp, handed_settings
 from passgate.limits_launcher import LimitsProcess, limits_process_needed
+from passgate.listen_tls import uvicorn_tls_options
 from passgate.process import setup_process_logging
 from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
 from passgate.spend_launcher import SpendWriterProcess
@@ -60,7 +61,8 @@ TRACED_APP_FACTORY = "passgate.api.traced:worker_app"
 LIMITS_STOP_TIMEOUT = 5.0  # the limits process has nothing to store
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
     if host == "localhost":
         return True
     try:
@@ -84,7 +86,7 @@ def worker_count(settings: Settings) -> int:
 def bind_refusal(settings: Settings) -> str | None:
     """Why these settings must not be served (an open gateway on a public address), or None."""
     host = resolve_host(settings)
-    if settings.master_key is None and not _is_loopback(host) and not settings.allow_open:
+    if settings.master_key is None and not is_loopback(host) and not settings.allow_open:
         return (
             f"refusing to bind {host} without a master key; set "
             "PASSGATE_MASTER_KEY, bind 127.0.0.1, or pass --allow-open"
@@ -138,7 +140,13 @@ def run(settings: Settings) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated)
     terminated = False
     try:
-        serve(handed, resolve_host(settings), settings.port, worker_count(settings))
+        serve(
+            handed,
+            resolve_host(settings),
+            settings.port,
+            worker_count(settings),
+            tls=uvicorn_tls_options(settings),
+        )
     except _Terminated:
         terminated = True
     finally:
@@ -161,9 +169,16 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-def serve(factory: str | Callable[[], Any], host: str, port: int, workers: int) -> None:
+def serve(
+    factory: str | Callable[[], Any],
+    host: str,
+    port: int,
+    workers: int,
+    tls: dict[str, Any] | None = None,
+) -> None:
     """Run the app factory (an import string, or a picklable callable such as ``WorkerApp``)
-    under uvicorn as passgate runs its own."""
+    under uvicorn as passgate runs its own (over HTTPS with ``tls``, the options
+    ``listen_tls.uvicorn_tls_options`` gives)."""
     config = uvicorn.Config(
         factory,
         factory=True,
@@ -180,6 +195,7 @@ def serve(factory: str | Callable[[], Any], host: str, port: int, workers: int) 
         proxy_headers=False,
         date_header=False,
         timeout_graceful_shutdown=30,
+        **(tls or {}),
     )
     server = uvicorn.Server(config)
     try:

@@ -13,9 +13,11 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -25,12 +27,28 @@ from tests.support.fake_mistral_app import FakeApp
 from tests.support.fake_mistral_routes import route
 from tests.support.fake_mistral_state import Canned, FakeState, Knobs, Recorded, StoredFile
 
-__all__ = ["FakeMistral", "Knobs", "Recorded", "closed_port"]
+__all__ = ["FakeMistral", "Knobs", "Recorded", "TlsServing", "closed_port"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
 # uvicorn reports a response cut on purpose (cut_stream_after) as an application error.
 _EXPECTED_ERRORS = ("ASGI callable returned without completing response.",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsServing:
+    """Serve HTTPS with this certificate; with ``client_ca``, demand a client certificate."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The uvicorn settings for it."""
+        options: dict[str, Any] = {"ssl_certfile": self.cert, "ssl_keyfile": self.key}
+        if self.client_ca is not None:
+            options |= {"ssl_ca_certs": str(self.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        return options
 
 
 class _QuietThread(logging.Filter):
@@ -49,15 +67,16 @@ class _QuietThread(logging.Filter):
 class FakeMistral:
     """The fake upstream. Use as a context manager, or call start() and stop()."""
 
-    def __init__(self, **knobs: Any) -> None:
+    def __init__(self, *, tls: TlsServing | None = None, **knobs: Any) -> None:
         self._state = FakeState(dataclasses.replace(Knobs(), **knobs))
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             FakeApp(self._state, route),
+            **(tls.uvicorn_options() if tls is not None else {}),
             loop="asyncio",
             http="httptools",
             ws="none",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from types import TracebackType
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSGATE = Path(sys.executable).with_name("passgate")
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 def free_port() -> int:
@@ -35,15 +37,20 @@ class GatewayProcess:
         args: tuple[str, ...] = (),
         data_dir: Path | None = None,
         port: int | None = None,
+        https_ca: Path | None = None,
     ) -> None:
+        """``https_ca``: the gateway serves HTTPS with a certificate this CA signed."""
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if https_ca else 'http'}://127.0.0.1:{self.port}"
+        self._ssl = ssl.create_default_context(cafile=https_ca) if https_ca else None
         self._tmp = tempfile.TemporaryDirectory(prefix="passgate-test-")
         self.data_dir = data_dir or Path(self._tmp.name) / "data"
         self.log_path = Path(self._tmp.name) / "gateway.log"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PASSGATE_", "LITELLM_"))}
         for name in ("MISTRAL_API_KEY", "MISTRAL_API_BASE", "DATABASE_URL", "REDIS_URL"):
             base.pop(name, None)
+        for name in [k for k in base if k.lower() in _PROXY_VARIABLES]:
+            base.pop(name)  # the gateway honours them: a test names the proxy it means
         base["PASSGATE_DATA_DIR"] = str(self.data_dir)
         base.update(env)
         self._env = base
@@ -73,7 +80,9 @@ class GatewayProcess:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"passgate exited with {self._proc.returncode}:\n{self.logs()}")
             try:
-                with urllib.request.urlopen(self.url + "/health/liveliness", timeout=1) as resp:
+                with urllib.request.urlopen(
+                    self.url + "/health/liveliness", timeout=1, context=self._ssl
+                ) as resp:
                     if resp.status == 200:
                         return self
             except OSError:

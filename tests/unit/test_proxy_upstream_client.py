@@ -365,17 +365,15 @@ async def test_a_cancelled_request_drops_its_connection(upstream: Upstream) -> N
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        pool, _, _ = upstream._pool(silent.origin)
+        pool, _, _, _ = upstream._pool(silent.origin)
         assert pool._idle == []  # the half-used connection is not kept for the next request
     finally:
         await silent.stop()
 
 
-async def test_an_https_origin_is_verified_and_served_over_tls(
-    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_https_origin_is_verified_and_served_over_tls(tmp_path: Path) -> None:
     # The real MISTRAL_API_BASE is https: the certificate must verify against the trust
-    # store (here a self-signed one put there through SSL_CERT_FILE) and name the host.
+    # store (here a self-signed one added through upstream_ca_bundle) and name the host.
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -391,22 +389,21 @@ async def test_an_https_origin_is_verified_and_served_over_tls(
     server = ScriptedServer(lambda _: (OK, False))
     server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=context)
     origin = server.origin.replace("http://", "https://")
+    trusting = Upstream(Settings(upstream_ca_bundle=cert), proxies={})
+    other = Upstream(Settings(), proxies={})
+    await trusting.start()
+    await other.start()
     try:
-        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-        response = await upstream.request(origin, "POST", "/v1/chat/completions", [], b"{}")
+        response = await trusting.request(origin, "POST", "/v1/chat/completions", [], b"{}")
         assert await response.read() == b"{}"
         response.close()
         assert server.received[0].body == b"{}"
         # Without the certificate in the trust store, nothing is sent.
-        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
-        other = Upstream(Settings())
-        await other.start()
-        try:
-            with pytest.raises(UpstreamConnectError, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
-                await other.request(origin, "POST", "/v1/chat/completions", [], b"{}")
-        finally:
-            await other.stop()
+        with pytest.raises(UpstreamConnectError, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
+            await other.request(origin, "POST", "/v1/chat/completions", [], b"{}")
     finally:
+        await trusting.stop()
+        await other.stop()
         await server.stop()
     assert len(server.received) == 1
 

@@ -1,4 +1,10 @@
-"""Keep-alive connections to one upstream origin: reused newest first, dropped when stale."""
+"""Keep-alive connections to one upstream origin: reused newest first, dropped when stale.
+
+A connection goes straight to the origin, or through an egress proxy: a ``CONNECT``
+tunnel with TLS inside it for an https origin (the tunnel is pooled like any other
+connection), a plain connection to the proxy for an http one (``upstream`` then writes
+its requests in absolute form).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ import ssl
 from urllib.parse import urlsplit
 
 from passgate.proxy.connection import UpstreamConnectError, UpstreamConnection
+from passgate.proxy.egress import EgressProxy
+from passgate.proxy.tunnel import EgressProxyError, connect_to_proxy, open_tunnel
 
 
 class ConnectionPool:
@@ -29,6 +37,7 @@ class ConnectionPool:
         "_keepalive",
         "_loop",
         "_port",
+        "_proxy",
         "_ssl",
         "_sweep",
     )
@@ -40,14 +49,20 @@ class ConnectionPool:
         *,
         connect_timeout: float,
         keepalive: float,
+        tls: ssl.SSLContext | None = None,
+        proxy: EgressProxy | None = None,
     ) -> None:
+        """``tls`` is the context for an https origin (the system's defaults if None)."""
         parts = urlsplit(origin)
         if parts.hostname is None:
             raise ValueError(f"upstream origin without a host: {origin!r}")
-        tls = parts.scheme == "https"
+        https = parts.scheme == "https"
         self._host = parts.hostname
-        self._port = parts.port or (443 if tls else 80)
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if tls else None
+        self._port = parts.port or (443 if https else 80)
+        self._ssl: ssl.SSLContext | None = None
+        if https:
+            self._ssl = tls if tls is not None else ssl.create_default_context()
+        self._proxy = proxy
         self._loop = loop
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive
@@ -112,22 +127,12 @@ class ConnectionPool:
             self._idle.remove(conn)
 
     async def _connect(self) -> UpstreamConnection:
-        def protocol() -> UpstreamConnection:
-            return UpstreamConnection(self._loop, self._lost)
-
         try:
-            _, conn = await asyncio.wait_for(
-                self._loop.create_connection(
-                    protocol,
-                    self._host,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl is not None else None,
-                ),
-                self._connect_timeout,
-            )
+            return await asyncio.wait_for(self._open(), self._connect_timeout)
         except TimeoutError as exc:
             raise UpstreamConnectError("connect timed out") from exc
+        except UpstreamConnectError:
+            raise
         except ssl.SSLError as exc:  # before OSError: its errno says nothing here
             raise UpstreamConnectError(f"TLS failed: {exc.reason or type(exc).__name__}") from exc
         except OSError as exc:
@@ -135,4 +140,32 @@ class ConnectionPool:
             # address is not the client's business.
             reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
             raise UpstreamConnectError(reason) from exc
+
+    async def _open(self) -> UpstreamConnection:
+        def protocol() -> UpstreamConnection:
+            return UpstreamConnection(self._loop, self._lost)
+
+        proxy, tls, host = self._proxy, self._ssl, self._host
+        if proxy is None:
+            _, conn = await self._loop.create_connection(
+                protocol,
+                host,
+                self._port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
+            )
+            return conn
+        if tls is None:  # an http origin: requests go to the proxy in absolute form
+            _, conn = await connect_to_proxy(self._loop, proxy, protocol)
+            return conn
+        tunnel = await open_tunnel(self._loop, proxy, host, self._port)
+        conn = protocol()
+        try:
+            transport = await self._loop.start_tls(tunnel, conn, tls, server_hostname=host)
+        except BaseException:
+            tunnel.abort()
+            raise
+        if transport is None:  # the proxy closed the tunnel during the handshake
+            raise EgressProxyError("the egress proxy closed the tunnel")
+        conn.connection_made(transport)  # start_tls hands the protocol over without calling it
         return conn

@@ -5,12 +5,16 @@ clipping, chunked encoding, write flow control) is aiohttp's; parsing the answer
 llhttp's (``passgate.proxy.connection``). What is passgate's own is the order of
 things: take a connection, write the request, wait for the head, hand the body out,
 and give the connection back only once its answer was read whole.
+
+Each origin's route (direct, or through the egress proxy ``passgate.proxy.egress``
+chooses) is settled when its pool is made; a direct call pays two ``is None`` checks.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,9 +22,12 @@ from aiohttp import ClientError
 from aiohttp.http import StreamWriter
 from multidict import CIMultiDict
 
-from passgate.config import Settings
+from passgate.config import Settings, proxy_environment
 from passgate.proxy.connection import UpstreamConnection, UpstreamDisconnected
+from passgate.proxy.egress import EgressRoutes
 from passgate.proxy.pool import ConnectionPool
+from passgate.proxy.tls import upstream_tls_context
+from passgate.proxy.tunnel import EgressProxyError
 
 # Servers close idle keep-alive connections after 5 s (uvicorn) to 75 s (nginx); reusing
 # one they are closing loses the request, so passgate lets them go first.
@@ -77,12 +84,27 @@ class UpstreamResponse:
 class Upstream:
     """Owns the pools; ``start`` and ``stop`` run in the app's lifespan."""
 
-    def __init__(self, settings: Settings, keepalive: float = KEEPALIVE) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keepalive: float = KEEPALIVE,
+        proxies: Mapping[str, str] | None = None,
+    ) -> None:
+        """``proxies`` as ``urllib.request.getproxies_environment`` gives them (this
+        process's environment if None); ``settings.upstream_proxy`` overrides them."""
         self._connect_timeout = settings.connect_timeout
         self._keepalive = keepalive
         self._limit = settings.upstream_pool_size
-        self._pools: dict[str, tuple[ConnectionPool, str, asyncio.Semaphore | None]] = {}
+        self._pools: dict[str, _Route] = {}  # origin -> (pool, Host, slot, forward)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._settings = settings
+        # built with the first https pool: the system's trust store costs a worker ~2 MiB
+        self._tls: ssl.SSLContext | None = None
+        override = settings.upstream_proxy
+        self._egress = EgressRoutes(
+            override.get_secret_value() if override is not None else None,
+            proxy_environment() if proxies is None else proxies,
+        )
 
     async def start(self) -> None:
         """Bind to the running loop; connections open on first use."""
@@ -90,7 +112,7 @@ class Upstream:
 
     async def stop(self) -> None:
         """Close every idle connection."""
-        for pool, _, _ in self._pools.values():
+        for pool, _, _, _ in self._pools.values():
             pool.close()
         self._pools.clear()
 
@@ -111,7 +133,9 @@ class Upstream:
         onto a kept-alive connection the upstream had just closed is sent once more on a
         new one, when nothing of an answer had arrived and the body was not streamed.
         """
-        pool, host, slot = self._pool(origin)
+        pool, host, slot, forward = self._pool(origin)
+        if forward is not None:  # an http origin through a proxy: absolute form
+            target, headers = forward.rewrite(target, headers)
         request = _Request(method, target, host, headers, body, length)
         if slot is not None:
             await slot.acquire()
@@ -124,6 +148,10 @@ class Upstream:
                     raise
                 conn = await pool.acquire(fresh=True)
                 await self._exchange(conn, request)
+            if forward is not None and conn.status == 407:
+                # the proxy's answer, not the upstream's: the caller gets a gateway error
+                conn.abort()
+                raise EgressProxyError("the egress proxy refused the request with status 407")
         except BaseException:
             if slot is not None:
                 slot.release()
@@ -151,19 +179,55 @@ class Upstream:
             raise RuntimeError("upstream client used before start()")
         return self._loop
 
-    def _pool(self, origin: str) -> tuple[ConnectionPool, str, asyncio.Semaphore | None]:
-        entry = self._pools.get(origin)
-        if entry is None:
+    def _pool(self, origin: str) -> _Route:
+        route = self._pools.get(origin)
+        if route is None:
+            parts = urlsplit(origin)
+            if parts.hostname is None:
+                raise ValueError(f"upstream origin without a host: {origin!r}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            proxy = self._egress.proxy_for(parts.scheme, parts.hostname, port)
+            if parts.scheme == "https" and self._tls is None:
+                self._tls = upstream_tls_context(self._settings)
             pool = ConnectionPool(
                 origin,
                 self._loop_now(),
                 connect_timeout=self._connect_timeout,
                 keepalive=self._keepalive,
+                tls=self._tls,
+                proxy=proxy,
             )
             slot = asyncio.Semaphore(self._limit) if self._limit else None
-            entry = (pool, urlsplit(origin).netloc, slot)
-            self._pools[origin] = entry
-        return entry
+            forward = None
+            if proxy is not None and parts.scheme == "http":
+                forward = _Forward.to(origin, proxy.authorization)
+            route = (pool, parts.netloc, slot, forward)
+            self._pools[origin] = route
+        return route
+
+
+@dataclass(frozen=True, slots=True)
+class _Forward:
+    """How requests to an http origin are written for the proxy that forwards them."""
+
+    prefix: str  # "http://host:port", put before the path: the absolute form
+    headers: tuple[tuple[str, str], ...]  # Proxy-Authorization, when the proxy URL has one
+
+    @classmethod
+    def to(cls, origin: str, authorization: bytes | None) -> _Forward:
+        headers = (
+            () if authorization is None else (("Proxy-Authorization", authorization.decode()),)
+        )
+        return cls(origin.rstrip("/"), headers)
+
+    def rewrite(
+        self, target: str, headers: list[tuple[str, str]]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The request's target in absolute form, and its headers with the proxy's."""
+        return self.prefix + target, [*headers, *self.headers] if self.headers else headers
+
+
+_Route = tuple[ConnectionPool, str, asyncio.Semaphore | None, _Forward | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from passgate.auth.keys import hash_key, looks_like_key
 from passgate.auth.master import MasterKey
+from passgate.listen_tls import serves_tls
 from passgate.storage import keys_repo
 from passgate.ui.context import UiContext
 from passgate.ui.session import COOKIE, LOGIN_COOKIE, key_id
@@ -20,7 +21,8 @@ _WRONG = "That key was not accepted. Check it and try again."
 
 
 def _secure(request: Request, ui: UiContext) -> bool:
-    return ui.settings.ui_secure_cookies or request.url.scheme == "https"
+    settings = ui.settings
+    return settings.ui_secure_cookies or serves_tls(settings) or request.url.scheme == "https"
 
 
 class AuthViews:
