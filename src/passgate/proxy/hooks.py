@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
+from passgate.principal import Principal
 
 
 class Authenticator(Protocol):
