@@ -119,7 +119,7 @@ class Upstream:
         self._pools: dict[str, _Route] = {}  # origin -> (pool, Host, slot, forward)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tls_options = options.tls
-        # built with the first https pool: the system's trust store costs a worker ~2 MiB
+        # built with the first https pool: loading the system's trust store costs a worker memory
         self._tls: ssl.SSLContext | None = None
         self._egress = EgressRoutes(
             options.proxy, proxy_environment() if proxies is None else proxies
