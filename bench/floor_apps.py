@@ -22,7 +22,7 @@ import sys
 from bench.payloads import CHAT_RESPONSE
 from passgate.providers.mistral import mistral_provider
 from passgate.proxy.headers import client_response_headers, upstream_request_headers
-from passgate.proxy.upstream import Upstream
+from passgate.proxy.upstream import Upstream, UpstreamOptions
 from passgate.server import serve
 from passgate.settings_env import load_settings
 from passgate.types import ASGIApp, Receive, Scope, Send
@@ -76,7 +76,7 @@ def relay_app() -> ASGIApp:
     """The server + client floor: every request forwarded as is to ``MISTRAL_API_BASE``."""
     settings = load_settings(None)
     provider = mistral_provider(settings)
-    upstream = Upstream(settings)
+    upstream = Upstream(UpstreamOptions.from_settings(settings))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

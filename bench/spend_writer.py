@@ -37,8 +37,8 @@ from sqlalchemy.pool import NullPool
 
 from passgate.accounting.rows import Record, call_record
 from passgate.accounting.writer import SpendWriter
-from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
+from passgate.principal import Principal
 from passgate.storage.db import create_engine
 from passgate.storage.migrate import upgrade
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from passgate.auth.principal import Principal
+from passgate.principal import Principal
 
 
 def new_call_id() -> str:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from passgate.config import Settings, proxy_environment
 from passgate.listen_tls import serves_tls
 from passgate.proxy.egress import EgressRoutes, ProxySettingError
-from passgate.proxy.tls import TlsSettingError, upstream_tls_context
+from passgate.proxy.tls import TlsSettingError, UpstreamTls, upstream_tls_context
 
 BANNER_NO_VERIFY = (
     "\n!!! PASSGATE_UPSTREAM_TLS_VERIFY=false: upstream certificates are NOT verified.\n"
@@ -36,7 +36,7 @@ def network_refusal(settings: Settings) -> str | None:
     """Why the network settings cannot be used (a file that does not load, a bad proxy
     URL), or None."""
     try:
-        upstream_tls_context(settings)
+        upstream_tls_context(UpstreamTls.from_settings(settings))
         upstream_route(settings)  # parses the proxy the upstream will use
     except (TlsSettingError, ProxySettingError) as exc:
         return str(exc)

@@ -54,10 +54,10 @@ from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
 from passgate.spend_launcher import SpendWriterProcess
 
 MODULE = "passgate.server"
-APP_FACTORY = "passgate.api.factory:worker_app"
+APP_FACTORY = "passgate.worker:worker_app"
 # the spend writer's own stop timeout (30 s while the database is down) plus the webhook's
 SPEND_STOP_TIMEOUT = 45.0
-TRACED_APP_FACTORY = "passgate.api.traced:worker_app"
+TRACED_APP_FACTORY = "passgate.worker_traced:worker_app"
 LIMITS_STOP_TIMEOUT = 5.0  # the limits process has nothing to store
 
 

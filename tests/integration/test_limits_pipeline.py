@@ -40,7 +40,7 @@ from passgate.providers.mistral import mistral_provider
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.relay import Relay
-from passgate.proxy.upstream import Upstream
+from passgate.proxy.upstream import Upstream, UpstreamOptions
 from passgate.storage.db import session_factory
 from passgate.storage.models import EndUser, Key
 from passgate.types import Message
@@ -87,7 +87,7 @@ async def start_instance(
         prefix=prefix,
     )
     writer = SpendWriter(engine, flush_interval=0.05)
-    upstream = Upstream(settings)
+    upstream = Upstream(UpstreamOptions.from_settings(settings))
     pipeline = Pipeline(
         authenticator=KeyAuthenticator(MasterKey(MASTER), cache),
         guards=[KeyAccessGuard(), limits.guard],

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from passgate.accounting.pricing import load_catalog
-from passgate.auth.principal import Principal
 from passgate.config import Settings
 from passgate.errors import GatewayError
 from passgate.exchange import Exchange
 from passgate.limits.runtime import build_limits, limits_warning
 from passgate.limits.store import SqlBudgetStore, to_datetime
+from passgate.principal import Principal
 from passgate.storage.db import session_factory
 from passgate.storage.models import EndUser, Key, Team, User
 from tests.support.databases import fresh_postgres, migrated_engine, sqlite_url

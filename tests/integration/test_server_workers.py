@@ -99,7 +99,7 @@ def loaded(modules: list[str], packages: tuple[str, ...]) -> list[str]:
 
 def test_a_default_worker_imports_no_migrations_tracing_or_redis(tmp_path: Path) -> None:
     worker = worker_modules(tmp_path)
-    assert worker["factory"] == "passgate.api.factory:worker_app"
+    assert worker["factory"] == "passgate.worker:worker_app"
     modules = worker["modules"]
     assert "passgate.api.app" in modules  # the app was built
     assert loaded(modules, NEVER_IN_A_WORKER) == []
@@ -108,7 +108,7 @@ def test_a_default_worker_imports_no_migrations_tracing_or_redis(tmp_path: Path)
 
 def test_a_traced_worker_imports_the_exporter_but_no_migrations(tmp_path: Path) -> None:
     worker = worker_modules(tmp_path, PASSGATE_OTLP_ENDPOINT="http://127.0.0.1:9")
-    assert worker["factory"] == "passgate.api.traced:worker_app"
+    assert worker["factory"] == "passgate.worker_traced:worker_app"
     modules = worker["modules"]
     assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in modules
     assert loaded(modules, NEVER_IN_A_WORKER) == []

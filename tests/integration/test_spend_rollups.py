@@ -15,8 +15,8 @@ from passgate.accounting.retention import Retention
 from passgate.accounting.rollups import route_family
 from passgate.accounting.rows import Record, call_record
 from passgate.accounting.writer import SpendWriter
-from passgate.auth.principal import Principal
 from passgate.exchange import Usage
+from passgate.principal import Principal
 from passgate.storage.models import SpendLog, SpendRollup
 from tests.support.databases import fresh_postgres, migrated_engine, sqlite_url
 from tests.support.exchanges import exchange

@@ -26,9 +26,9 @@ from passgate.auth.cache import KeyCache
 from passgate.auth.key_state import KeyStateLoader
 from passgate.auth.keys import generate_key, hash_key
 from passgate.auth.master import MasterKey
-from passgate.auth.principal import MASTER, Principal
 from passgate.config import Settings
 from passgate.exchange import Exchange, Usage
+from passgate.principal import MASTER, Principal
 from passgate.storage.db import session_factory
 from passgate.storage.models import Key
 from tests.support.databases import fresh_postgres, migrated_engine, sqlite_url

@@ -28,8 +28,8 @@ from passgate.accounting.rows import RECORD_FIELDS, Record, call_record, row_fro
 from passgate.accounting.spend_queries import SpendFilter, logs_page
 from passgate.accounting.spend_sql import CHUNK, COLUMNS
 from passgate.accounting.writer import SpendWriter
-from passgate.auth.principal import MASTER, Principal
 from passgate.exchange import Exchange, Usage
+from passgate.principal import MASTER, Principal
 from passgate.storage.db import create_engine, session_factory, sqlite_file_twin
 from passgate.storage.migrate import upgrade
 from passgate.storage.models import EndUser, Key, SpendLog, Team, User

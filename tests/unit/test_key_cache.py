@@ -8,7 +8,7 @@ import pytest
 
 from passgate.auth.cache import KeyCache
 from passgate.auth.key_state import KeyState
-from passgate.auth.principal import Principal
+from passgate.principal import Principal
 
 
 class Clock:

@@ -13,9 +13,9 @@ from passgate.auth.keys import (
     hash_key,
     looks_like_key,
     looks_like_token,
-    parse_duration,
     token_for,
 )
+from passgate.durations import parse_duration
 
 
 def test_generated_keys_are_sk_and_32_or_more_url_safe_random_chars() -> None:

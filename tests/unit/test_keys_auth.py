@@ -10,9 +10,9 @@ from passgate.auth.guards import KeyAccessGuard, model_allowed, route_allowed
 from passgate.auth.key_state import KeyState
 from passgate.auth.keys import generate_key, hash_key
 from passgate.auth.master import MasterKey
-from passgate.auth.principal import MASTER, OPEN, Principal
 from passgate.errors import GatewayError
 from passgate.exchange import Exchange, RequestInfo
+from passgate.principal import MASTER, OPEN, Principal
 
 MASTER_KEY = "sk-master-0123456789"
 NOW = 1_700_000_000.0

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from passgate.accounting.pricing import Price
-from passgate.auth.principal import MASTER, Principal
 from passgate.errors import GatewayError
 from passgate.exchange import Exchange, RequestInfo, Usage
 from passgate.limits.backend import LimitsUnavailable, ScopeKind, to_nano
@@ -17,6 +16,7 @@ from passgate.limits.estimate import Estimator
 from passgate.limits.guard import LimitsGuard
 from passgate.limits.local import LocalCounters
 from passgate.limits.store import BudgetRow
+from passgate.principal import MASTER, Principal
 from tests.unit.test_limits_backends import Clock
 
 TOKEN = "f" * 64  # a key's hash id: must never appear in a message

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from passgate.auth.principal import Principal
 from passgate.errors import GatewayError
 from passgate.exchange import Exchange, Usage
 from passgate.limits.backend import (
@@ -36,6 +35,7 @@ from passgate.limits.events import KeyEvents
 from passgate.limits.guard import FailMode, LimitsGuard
 from passgate.limits.redis_backend import RedisCounters, redis_client
 from passgate.limits.store import BudgetRow
+from passgate.principal import Principal
 from tests.support.services import REDIS_URL, require_redis
 from tests.unit.test_limits_backends import T0, Clock, Seeds
 

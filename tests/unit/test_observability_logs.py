@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from passgate.accounting.rows import access_fields_of, call_record, end_time
-from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
 from passgate.observability.logs import (
     JsonFormatter,
@@ -22,6 +21,7 @@ from passgate.observability.logs import (
     shutdown_logging,
 )
 from passgate.observability.stack import Observability
+from passgate.principal import Principal
 from passgate.settings_env import load_settings
 from tests.support.exchanges import exchange
 

@@ -9,7 +9,6 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from passgate.auth.principal import MASTER, Principal
 from passgate.exchange import Exchange, Usage
 from passgate.observability.metrics import (
     LATENCY_BUCKETS,
@@ -21,6 +20,7 @@ from passgate.observability.metrics import (
 )
 from passgate.observability.series import SeriesDirectory, SeriesFile
 from passgate.observability.tables import HistogramTable, SummedTables
+from passgate.principal import MASTER, Principal
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

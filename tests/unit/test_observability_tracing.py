@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, RequestInfo, Usage
 from passgate.observability.tracing import Tracing, otlp_traces_url
+from passgate.principal import Principal
 from passgate.settings_env import load_settings
 
 START_TIME = 1_700_000_000.25

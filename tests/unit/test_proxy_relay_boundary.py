@@ -22,7 +22,7 @@ from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Guard, Pipeline
 from passgate.proxy.relay import Relay
 from passgate.proxy.transport import CLOSE_CONNECTION
-from passgate.proxy.upstream import Upstream
+from passgate.proxy.upstream import Upstream, UpstreamOptions
 from passgate.types import Message
 from tests.support.fake_mistral import FakeMistral
 
@@ -79,7 +79,7 @@ class Client:
 @pytest.fixture
 async def upstream_client(upstream: FakeMistral) -> AsyncIterator[tuple[Upstream, Settings]]:
     settings = Settings(mistral_api_base=upstream.url, mistral_api_key=SecretStr("k"))
-    client = Upstream(settings)
+    client = Upstream(UpstreamOptions.from_settings(settings))
     await client.start()
     yield client, settings
     await client.stop()

@@ -21,7 +21,7 @@ from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.relay import Relay
 from passgate.proxy.transport import CLOSE_CONNECTION
-from passgate.proxy.upstream import Upstream
+from passgate.proxy.upstream import Upstream, UpstreamOptions
 from passgate.types import Message
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
@@ -112,7 +112,7 @@ async def relay_for() -> AsyncIterator[Callable[[str], Awaitable[tuple[Relay, Re
             first_byte_timeout=0.3,
             idle_timeout=0.3,
         )
-        upstream = Upstream(settings)
+        upstream = Upstream(UpstreamOptions.from_settings(settings))
         await upstream.start()
         upstreams.append(upstream)
         recorder = Recorder()

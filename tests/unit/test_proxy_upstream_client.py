@@ -17,14 +17,14 @@ from pathlib import Path
 import h11
 import pytest
 
-from passgate.config import Settings
 from passgate.proxy.connection import (
     HIGH_WATER,
     UpstreamConnectError,
     UpstreamDisconnected,
     UpstreamProtocolError,
 )
-from passgate.proxy.upstream import Upstream
+from passgate.proxy.tls import UpstreamTls
+from passgate.proxy.upstream import Upstream, UpstreamOptions
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -112,7 +112,7 @@ class ScriptedServer:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
-    client = Upstream(Settings(upstream_pool_size=0))
+    client = Upstream(UpstreamOptions(connect_timeout=10.0, pool_size=0))
     await client.start()
     yield client
     await client.stop()
@@ -126,7 +126,7 @@ async def serve(script: Callable[[int], Step]) -> ScriptedServer:
 
 async def test_a_small_json_answer_and_the_request_as_framed() -> None:
     server = await serve(lambda _: (OK, False))
-    client = Upstream(Settings())
+    client = Upstream(UpstreamOptions(connect_timeout=10.0))
     await client.start()
     host = server.origin.removeprefix("http://").encode()
     try:
@@ -338,7 +338,7 @@ async def test_a_slow_reader_stops_the_socket_being_read(upstream: Upstream) -> 
 
 
 async def test_the_pool_limit_makes_a_second_request_wait() -> None:
-    client = Upstream(Settings(upstream_pool_size=1))
+    client = Upstream(UpstreamOptions(connect_timeout=10.0, pool_size=1))
     await client.start()
     server = await serve(lambda _: (OK, False))
     try:
@@ -389,8 +389,10 @@ async def test_an_https_origin_is_verified_and_served_over_tls(tmp_path: Path) -
     server = ScriptedServer(lambda _: (OK, False))
     server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=context)
     origin = server.origin.replace("http://", "https://")
-    trusting = Upstream(Settings(upstream_ca_bundle=cert), proxies={})
-    other = Upstream(Settings(), proxies={})
+    trusting = Upstream(
+        UpstreamOptions(connect_timeout=10.0, tls=UpstreamTls(ca_bundle=cert)), proxies={}
+    )
+    other = Upstream(UpstreamOptions(connect_timeout=10.0), proxies={})
     await trusting.start()
     await other.start()
     try:
@@ -410,7 +412,7 @@ async def test_an_https_origin_is_verified_and_served_over_tls(tmp_path: Path) -
 
 async def test_idle_connections_close_once_stale_with_no_further_call() -> None:
     server = await serve(lambda _: (OK, False))  # keeps every connection open
-    client = Upstream(Settings(), keepalive=0.05)
+    client = Upstream(UpstreamOptions(connect_timeout=10.0, keepalive=0.05))
     await client.start()
     try:
         responses = await asyncio.gather(

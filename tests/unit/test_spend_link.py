@@ -25,9 +25,9 @@ from passgate.accounting.rows import (
     spend_row,
 )
 from passgate.accounting.spend_link import SpendForwarder, decode, encode
-from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
 from passgate.observability.logs import RequestLogger
+from passgate.principal import Principal
 from passgate.spend_process import Receiver, access_line_writer
 
 

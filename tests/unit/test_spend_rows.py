@@ -8,8 +8,8 @@ from datetime import UTC
 import pytest
 
 from passgate.accounting.rows import clean, spend_row
-from passgate.auth.principal import OPEN, Principal
 from passgate.exchange import Exchange, Usage
+from passgate.principal import OPEN, Principal
 from tests.support.exchanges import exchange
 
 

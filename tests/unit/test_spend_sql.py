@@ -23,8 +23,8 @@ from passgate.accounting.spend_sql import (
     owner_sums,
     sizes,
 )
-from passgate.auth.principal import Principal
 from passgate.exchange import Usage
+from passgate.principal import Principal
 from passgate.storage.models import SpendLog
 from tests.support.exchanges import exchange
 

@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Callable
 
+from passgate.accounting.decoding import decoded
 from passgate.accounting.pricing import Catalog
 from passgate.accounting.sse import SseUsageReader
 from passgate.accounting.usage import FixedUsageReader, JsonUsageReader
@@ -79,8 +80,15 @@ class Meter:
         self.unpriced_total = 0
         self._warned: set[str | None] = set()
 
-    def reader(self, ex: Exchange, content_type: bytes) -> UsageReader | None:
-        """A reader for this response, or None when it carries no usage."""
+    def reader(
+        self, ex: Exchange, content_type: bytes, content_encoding: bytes | None = None
+    ) -> UsageReader | None:
+        """A reader for this response, or None when it carries no usage; a compressed
+        body is read through its inflated copy (``decoded``)."""
+        reader = self._reader(ex, content_type)
+        return decoded(reader, content_encoding) if content_encoding else reader
+
+    def _reader(self, ex: Exchange, content_type: bytes) -> UsageReader | None:
         if ex.status >= 400:
             return None
         family = route_family(ex.method, ex.api_path)

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from passgate import errors
 from passgate.auth.authenticator import KeyAuthenticator
 from passgate.auth.cache import KeyCache
-from passgate.auth.principal import Principal
 from passgate.config import Settings
+from passgate.principal import Principal
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Observer, Pipeline
 from passgate.proxy.relay import Relay
 from passgate.proxy.server_limits import STATE_KEY, ServerLimits
-from passgate.proxy.upstream import Upstream
+from passgate.proxy.upstream import Upstream, UpstreamOptions
 from passgate.storage.database import Database
 from passgate.ui.app import ui_mount
 
@@ -73,7 +73,7 @@ def build_app(
     """
     master = MasterKey(settings.master_key.get_secret_value() if settings.master_key else None)
     database = Database(settings)
-    upstream = Upstream(settings)
+    upstream = Upstream(UpstreamOptions.from_settings(settings))
     forwarder = (
         SpendForwarder(spend_socket, queue_max=settings.spend_queue_max)
         if spend_socket and settings.accounting

@@ -40,8 +40,8 @@ from passgate.api.key_schemas import (
 from passgate.api.key_service import KeyService, conflict
 from passgate.api.responses import json_response
 from passgate.api.validation import describe, invalid, parse_body, parse_query, read_body
-from passgate.auth.keys import parse_duration
 from passgate.auth.master import MasterKey
+from passgate.durations import parse_duration
 from passgate.limits.backend import ScopeKind
 from passgate.storage import entities_repo, keys_repo
 from passgate.storage.models import EndUser, Team, User, utcnow

@@ -15,8 +15,9 @@ from pydantic import (
     model_validator,
 )
 
-from passgate.auth.keys import MAX_KEY_LENGTH, looks_like_key, parse_duration
+from passgate.auth.keys import MAX_KEY_LENGTH, looks_like_key
 from passgate.auth.keys import looks_like_token as _looks_like_token
+from passgate.durations import parse_duration
 from passgate.storage.models import Key
 
 MAX_LIST = 1000

@@ -26,8 +26,9 @@ from passgate.api.key_schemas import (
 )
 from passgate.auth.cache import KeyCache
 from passgate.auth.key_feed import record_changes
-from passgate.auth.keys import generate_key, hash_key, parse_duration, token_for
+from passgate.auth.keys import generate_key, hash_key, token_for
 from passgate.auth.master import MasterKey
+from passgate.durations import parse_duration
 from passgate.errors import GatewayError
 from passgate.storage import keys_repo
 from passgate.storage.models import Key, utcnow

@@ -29,7 +29,7 @@ from passgate.api.key_schemas import no_nul
 from passgate.api.responses import json_response
 from passgate.api.validation import invalid, parse_query
 from passgate.auth.keys import token_for
-from passgate.auth.principal import Principal
+from passgate.principal import Principal
 
 MAX_PAGE_SIZE = 1000
 _TOTALLED = (

@@ -18,8 +18,8 @@ from passgate.auth.cache import KeyCache
 from passgate.auth.key_state import KeyState
 from passgate.auth.keys import hash_key, looks_like_key
 from passgate.auth.master import MISSING, MasterKey
-from passgate.auth.principal import MASTER, OPEN, Principal
 from passgate.exchange import Exchange
+from passgate.principal import MASTER, OPEN, Principal
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from passgate.auth.principal import Principal
+from passgate.principal import Principal
 from passgate.storage import keys_repo
 from passgate.storage.models import Key
 

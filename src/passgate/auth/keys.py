@@ -1,4 +1,4 @@
-"""Virtual key secrets and durations (pure functions).
+"""Virtual key secrets (pure functions).
 
 A key is ``sk-`` followed by 43 URL-safe random characters (32 random bytes). Only its
 SHA-256 hex digest is stored; that digest is the key's ``token`` id.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import timedelta
 
 KEY_PREFIX = "sk-"
 KEY_RANDOM_BYTES = 32
@@ -18,10 +17,6 @@ MAX_KEY_LENGTH = 256
 KEY_PATTERN = r"^sk-[\x21-\x7e]{1,253}$"
 _KEY_RE = re.compile(KEY_PATTERN)
 _TOKEN_RE = re.compile(r"[0-9a-f]{64}")
-_DURATION_RE = re.compile(r"([0-9]{1,9})(s|m|h|d|w|mo)")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "mo": 30 * 86400}
-# Far enough for any real key, close enough that now + duration cannot overflow a datetime.
-MAX_DURATION = timedelta(days=100 * 365)
 
 
 def generate_key() -> str:
@@ -51,19 +46,3 @@ def token_for(value: str) -> str | None:
     if looks_like_token(value):
         return value
     return None
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse ``30s``, ``15m``, ``1h``, ``7d``, ``2w``, ``1mo`` (30 days); ValueError otherwise."""
-    match = _DURATION_RE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(
-            "must be a number followed by s, m, h, d, w or mo (for example 30s, 1h, 7d, 30d)"
-        )
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    # Compared as a number first: nine digits of weeks overflow a timedelta.
-    if seconds > MAX_DURATION.total_seconds():
-        raise ValueError("must be at most 100 years")
-    return timedelta(seconds=seconds)

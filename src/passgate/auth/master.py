@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hmac
 
-from passgate.auth.principal import MASTER, OPEN, Principal
 from passgate.errors import unauthorized
+from passgate.principal import MASTER, OPEN, Principal
 
 MISSING = "missing API key: send 'Authorization: Bearer <key>'"
 WRONG = "invalid API key"

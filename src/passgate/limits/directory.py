@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from passgate.auth.principal import Principal
 from passgate.limits.backend import BudgetScope, LimitsUnavailable, ScopeKind, Seed, to_nano
 from passgate.limits.periods import period_seconds
 from passgate.limits.store import BudgetRow
+from passgate.principal import Principal
 
 log = logging.getLogger("passgate.limits")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from passgate.auth.keys import parse_duration
+from passgate.durations import parse_duration
 
 
 def period_seconds(duration: str) -> float:

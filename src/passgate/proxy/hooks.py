@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from passgate.auth.principal import Principal
 from passgate.exchange import Exchange, Usage
+from passgate.principal import Principal
 
 
 class Authenticator(Protocol):
@@ -38,8 +38,11 @@ class UsageReader(Protocol):
 
 
 class Metering(Protocol):
-    def reader(self, ex: Exchange, content_type: bytes) -> UsageReader | None:
-        """A usage reader for this response, or None when the route has no usage."""
+    def reader(
+        self, ex: Exchange, content_type: bytes, content_encoding: bytes | None
+    ) -> UsageReader | None:
+        """A usage reader for this response (its body as relayed, still in its
+        ``Content-Encoding``), or None when the route has no usage."""
         ...
 
     def settle(self, ex: Exchange) -> None:

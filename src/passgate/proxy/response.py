@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
-from passgate.accounting.decoding import decoded
 from passgate.errors import GatewayError, gateway_timeout, upstream_interrupted
 from passgate.exchange import Exchange, Usage
 from passgate.proxy.connection import UpstreamError
@@ -83,7 +82,7 @@ class ResponseRelay:
             ex.upstream_request_id = upstream_id.decode("latin-1")
         reader: UsageReader | None = None
         if self._metering is not None and response.status < 400:
-            reader = decoded(self._metering.reader(ex, content_type), encoding)
+            reader = self._metering.reader(ex, content_type, encoding)
         if length is not None and (
             length <= _BUFFER_SMALL
             or (reader is not None and b"json" in content_type and length <= _BUFFER_JSON)

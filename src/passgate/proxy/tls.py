@@ -10,18 +10,40 @@ certificate for upstreams that demand one. Verification is off only when
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
+from pathlib import Path
 
 from passgate.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """What the upstream TLS context adds to OpenSSL's defaults."""
+
+    ca_bundle: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    verify: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamTls:
+        """The upstream TLS options ``settings`` set."""
+        return cls(
+            ca_bundle=settings.upstream_ca_bundle,
+            client_cert=settings.upstream_client_cert,
+            client_key=settings.upstream_client_key,
+            verify=settings.upstream_tls_verify,
+        )
 
 
 class TlsSettingError(ValueError):
     """A TLS file setting cannot be loaded; the message names the setting and the file."""
 
 
-def upstream_tls_context(settings: Settings) -> ssl.SSLContext:
-    """The client context for https upstreams described by ``settings``."""
+def upstream_tls_context(tls: UpstreamTls) -> ssl.SSLContext:
+    """The client context for https upstreams described by ``tls``."""
     context = ssl.create_default_context()
-    bundle = settings.upstream_ca_bundle
+    bundle = tls.ca_bundle
     if bundle is not None:
         try:
             context.load_verify_locations(cafile=str(bundle))
@@ -29,7 +51,7 @@ def upstream_tls_context(settings: Settings) -> ssl.SSLContext:
             raise TlsSettingError(
                 f"PASSGATE_UPSTREAM_CA_BUNDLE: cannot load {bundle}: {_reason(exc)}"
             ) from None
-    cert, key = settings.upstream_client_cert, settings.upstream_client_key
+    cert, key = tls.client_cert, tls.client_key
     if cert is not None:
         try:
             context.load_cert_chain(str(cert), str(key) if key is not None else None)
@@ -38,7 +60,7 @@ def upstream_tls_context(settings: Settings) -> ssl.SSLContext:
                 f"PASSGATE_UPSTREAM_CLIENT_CERT: cannot load {cert}"
                 f"{f' with {key}' if key is not None else ''}: {_reason(exc)}"
             ) from None
-    if not settings.upstream_tls_verify:
+    if not tls.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError
@@ -26,7 +26,7 @@ from passgate.config import Settings, proxy_environment
 from passgate.proxy.connection import UpstreamConnection, UpstreamDisconnected
 from passgate.proxy.egress import EgressRoutes
 from passgate.proxy.pool import ConnectionPool
-from passgate.proxy.tls import upstream_tls_context
+from passgate.proxy.tls import UpstreamTls, upstream_tls_context
 from passgate.proxy.tunnel import EgressProxyError
 
 # Servers close idle keep-alive connections after 5 s (uvicorn) to 75 s (nginx); reusing
@@ -81,29 +81,48 @@ class UpstreamResponse:
             self._slot = None
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamOptions:
+    """What the upstream client is told: timeouts, pool bound, egress proxy and TLS."""
+
+    connect_timeout: float
+    pool_size: int = 0  # concurrent requests per origin; 0: unbounded
+    keepalive: float = KEEPALIVE
+    proxy: str | None = field(default=None, repr=False)  # may carry the proxy's credentials
+    tls: UpstreamTls = field(default_factory=UpstreamTls)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamOptions:
+        """The upstream options ``settings`` set."""
+        proxy = settings.upstream_proxy
+        return cls(
+            connect_timeout=settings.connect_timeout,
+            pool_size=settings.upstream_pool_size,
+            proxy=proxy.get_secret_value() if proxy is not None else None,
+            tls=UpstreamTls.from_settings(settings),
+        )
+
+
 class Upstream:
     """Owns the pools; ``start`` and ``stop`` run in the app's lifespan."""
 
     def __init__(
         self,
-        settings: Settings,
-        keepalive: float = KEEPALIVE,
+        options: UpstreamOptions,
         proxies: Mapping[str, str] | None = None,
     ) -> None:
         """``proxies`` as ``urllib.request.getproxies_environment`` gives them (this
-        process's environment if None); ``settings.upstream_proxy`` overrides them."""
-        self._connect_timeout = settings.connect_timeout
-        self._keepalive = keepalive
-        self._limit = settings.upstream_pool_size
+        process's environment if None); ``options.proxy`` overrides them."""
+        self._connect_timeout = options.connect_timeout
+        self._keepalive = options.keepalive
+        self._limit = options.pool_size
         self._pools: dict[str, _Route] = {}  # origin -> (pool, Host, slot, forward)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._settings = settings
-        # built with the first https pool: the system's trust store costs a worker ~2 MiB
+        self._tls_options = options.tls
+        # built with the first https pool: loading the system's trust store costs a worker memory
         self._tls: ssl.SSLContext | None = None
-        override = settings.upstream_proxy
         self._egress = EgressRoutes(
-            override.get_secret_value() if override is not None else None,
-            proxy_environment() if proxies is None else proxies,
+            options.proxy, proxy_environment() if proxies is None else proxies
         )
 
     async def start(self) -> None:
@@ -188,7 +207,7 @@ class Upstream:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             proxy = self._egress.proxy_for(parts.scheme, parts.hostname, port)
             if parts.scheme == "https" and self._tls is None:
-                self._tls = upstream_tls_context(self._settings)
+                self._tls = upstream_tls_context(self._tls_options)
             pool = ConnectionPool(
                 origin,
                 self._loop_now(),

@@ -20,10 +20,10 @@ from starlette.responses import HTMLResponse
 
 from passgate.api.key_service import KeyService
 from passgate.auth.key_state import principal_from_key
-from passgate.auth.principal import MASTER, Principal
 from passgate.config import Settings
 from passgate.limits.backend import ScopeKind
 from passgate.limits.runtime import Limits
+from passgate.principal import MASTER, Principal
 from passgate.storage.models import Key, utcnow
 from passgate.ui import filters
 from passgate.ui.queries import key_by_id

@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from passgate.api.entity_schemas import CustomerRequest, TeamRequest, UserRequest
-from passgate.auth.keys import parse_duration
+from passgate.durations import parse_duration
 from passgate.limits.backend import ScopeKind
 from passgate.storage import entities_repo
 from passgate.storage.models import EndUser, Team, User, utcnow

@@ -1,7 +1,7 @@
 """Entry point for server workers: build the app from what the server handed the worker.
 
 ``passgate.server`` names this module's ``worker_app`` to uvicorn when tracing is off,
-and ``passgate.api.traced``'s when it is on: the module chosen is the whole difference,
+and ``passgate.worker_traced``'s when it is on: the module chosen is the whole difference,
 so a worker without tracing never imports the OpenTelemetry SDK or its exporter.
 """
 
