@@ -6,8 +6,8 @@ service. ``passgate.server`` binds the Unix socket and starts this module with t
 socket's file descriptor (``limits_launcher``), then the workers; a holder that dies
 is replaced on the same socket and the workers reconnect (``InstanceCounters``).
 
-Like the spend-writer process it ignores SIGINT and SIGTERM and exits when its stdin
-closes: the server closes it once the workers have exited.
+Like the spend-writer process (``child_process``) it ignores SIGINT and SIGTERM and
+exits when its stdin closes: the server closes it once the workers have exited.
 """
 
 from __future__ import annotations
