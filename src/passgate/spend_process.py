@@ -17,10 +17,8 @@ reads every connection to its end, flushes the writer and the webhook, and exits
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 import socket
 import sqlite3
 import sys
@@ -30,11 +28,12 @@ from passgate.accounting.retention import Retention
 from passgate.accounting.rows import Record, access_fields_of, end_time
 from passgate.accounting.spend_link import decode
 from passgate.accounting.writer import SpendWriter
-from passgate.config import Settings, SettingsError
-from passgate.handover import SETTINGS_FD_OPTION, handed_settings
-from passgate.observability.logs import RequestLogger, shutdown_logging
+from passgate.child_process import run_child, stdin_closed
+from passgate.config import Settings
+from passgate.lines import LineSplitter
+from passgate.observability.logs import RequestLogger
 from passgate.observability.webhook import WebhookExporter
-from passgate.process import collect_seldom, setup_process_logging
+from passgate.process import collect_seldom
 from passgate.storage.db import create_engine, database_url
 
 log = logging.getLogger("passgate.accounting")
@@ -58,18 +57,16 @@ class Receiver:
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
-        rest = b""
+        lines = LineSplitter()
         try:
             while chunk := await reader.read(_READ_SIZE):
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                for line in lines:
+                for line in lines.feed(chunk):
                     self._take(line)
         except OSError as exc:
             log.warning("spend connection from a worker failed: %s", type(exc).__name__)
         finally:
-            if rest:
-                self._take(rest)  # a worker that died mid-line: the piece is refused below
+            if lines.rest:
+                self._take(lines.rest)  # a worker that died mid-line: the piece is refused below
             stream.close()
             if task is not None:
                 self._connections.discard(task)
@@ -110,14 +107,6 @@ def _same(value: None) -> None:
     return value
 
 
-async def _stdin_closed() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while await reader.read(_READ_SIZE):
-        pass
-
-
 def access_line_writer(logger: RequestLogger) -> Callable[[Record], None]:
     """A consumer that writes each record's access line, stamped with the call's end."""
 
@@ -145,7 +134,7 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     server = await asyncio.start_unix_server(receiver.handle, sock=listener)
     collect_seldom()
     try:
-        await _stdin_closed()
+        await stdin_closed()
         server.close()
         await receiver.drain(writer.stop_timeout or 30.0)
     finally:
@@ -158,30 +147,11 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run until stdin closes; ``--fd`` is the listening socket the server bound."""
-    options = argparse.ArgumentParser(prog=f"python -m {MODULE}")
-    options.add_argument("--fd", type=int, required=True)
-    options.add_argument(SETTINGS_FD_OPTION, type=int, dest="settings_fd", required=True)
-    args = options.parse_args(argv)
-    # The server decides when to stop (after its workers): signals sent to the whole
-    # process group (Ctrl-C in a terminal) must not end this process before them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        settings = handed_settings(args.settings_fd)
-    except SettingsError as exc:
-        print(f"passgate spend writer: {exc}", file=sys.stderr)
-        return 2
-    setup_process_logging(settings)
     # sqlite3 binds None through its generic adaptation look-ups (~0.3 µs per value; a
     # spend row holds a dozen NULLs); with an adapter registered for it the look-up finds
     # one at once and the value is still bound as NULL: -2 µs of CPU per stored row.
     sqlite3.register_adapter(type(None), _same)
-    listener = socket.socket(fileno=args.fd)
-    try:
-        asyncio.run(serve(settings, listener))
-    finally:
-        shutdown_logging()  # the log thread is a daemon: write what it holds before exit
-    return 0
+    return run_child("passgate spend writer", MODULE, serve, argv)
 
 
 if __name__ == "__main__":

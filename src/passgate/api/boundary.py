@@ -35,9 +35,10 @@ from starlette.routing import BaseRoute
 from starlette.types import Lifespan
 
 from passgate import errors
+from passgate.asgi import HttpMiddleware, on_response_start
 from passgate.errors import GatewayError
 from passgate.request_id import HEADER, SCOPE_KEY, response_request_id
-from passgate.types import ASGIApp, Message, Receive, Scope, Send
+from passgate.types import Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -103,26 +104,20 @@ def _log_failure(scope: Scope, exc: Exception, what: str) -> str:
     return request_id
 
 
-class ErrorBoundary:
+class ErrorBoundary(HttpMiddleware):
     """ASGI middleware: no exception from the app below escapes it (see the module doc)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request behind the boundary (see the module doc)."""
         started = False
 
-        async def watched(message: Message) -> None:
+        def note_start(message: Message) -> Message:
             nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            started = True
+            return message
 
         try:
-            await self._app(scope, receive, watched)
+            await self._app(scope, receive, on_response_start(send, note_start))
             return
         except ClientDisconnect:
             return  # nobody is left to answer

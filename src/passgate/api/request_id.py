@@ -6,20 +6,16 @@ The pass-through relay sets its own; this wraps the rest, with the same rule
 
 from __future__ import annotations
 
+from passgate.asgi import HttpMiddleware, on_response_start
 from passgate.request_id import HEADER, SCOPE_KEY, response_request_id
-from passgate.types import ASGIApp, Message, Receive, Scope, Send
+from passgate.types import Message, Receive, Scope, Send
 
 
-class RequestIdHeader:
+class RequestIdHeader(HttpMiddleware):
     """Raw ASGI middleware adding ``x-request-id`` to each HTTP response of ``app``."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request, its id in its scope and on its response."""
         sent = None
         for name, value in scope["headers"]:
             if name == HEADER:
@@ -28,11 +24,9 @@ class RequestIdHeader:
         request_id = response_request_id(sent)
         scope[SCOPE_KEY] = request_id
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(n, v) for n, v in message.get("headers", ()) if n.lower() != HEADER]
-                headers.append((HEADER, request_id))
-                message = {**message, "headers": headers}
-            await send(message)
+        def with_id(message: Message) -> Message:
+            headers = [(n, v) for n, v in message.get("headers", ()) if n.lower() != HEADER]
+            headers.append((HEADER, request_id))
+            return {**message, "headers": headers}
 
-        await self._app(scope, receive, send_with_id)
+        await self._app(scope, receive, on_response_start(send, with_id))

@@ -29,6 +29,7 @@ from passgate.limits.backend import (
 )
 from passgate.limits.local import LocalCounters
 from passgate.limits.wire import Message, budgets_of, key_of
+from passgate.lines import LineSplitter
 
 log = logging.getLogger("passgate.limits")
 
@@ -51,17 +52,16 @@ class CounterHolder:
     async def handle(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
         """One worker's connection, served until it ends; then its tickets are given back."""
         tickets: dict[str, Ticket] = {}
-        rest = b""
+        lines = LineSplitter()
         try:
             # every message read at once is served, and its replies written, in one go:
             # under load a worker's messages arrive in runs, and so leave its replies
             while chunk := await reader.read(_READ_SIZE):
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                if len(rest) > LINE_LIMIT:
+                whole = lines.feed(chunk)
+                if len(lines.rest) > LINE_LIMIT:
                     raise ValueError("a message over the line limit")
                 replies = []
-                for line in lines:
+                for line in whole:
                     reply = await self.serve(orjson.loads(line), tickets)
                     if reply is not None:
                         replies.append(orjson.dumps(reply))

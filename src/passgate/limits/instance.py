@@ -35,6 +35,7 @@ from passgate.limits.backend import (
     Ticket,
 )
 from passgate.limits.wire import Message, budget_fields, key_fields
+from passgate.lines import LineSplitter
 
 log = logging.getLogger("passgate.limits")
 
@@ -213,12 +214,10 @@ class InstanceCounters:
         self._watchdog = asyncio.get_running_loop().call_later(self._timeout / 4, self._watch)
 
     async def _read(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
-        rest = b""
+        lines = LineSplitter()
         try:
             while chunk := await reader.read(_READ_SIZE):
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                for line in lines:
+                for line in lines.feed(chunk):
                     reply: Any = orjson.loads(line)
                     waiting = self._replies.get(reply[0])
                     if waiting is not None and not waiting[0].done():

@@ -3,7 +3,9 @@ caching (pages show keys' settings and a new key's plaintext)."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from passgate.asgi import HttpMiddleware, on_response_start
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -18,22 +20,16 @@ _HEADERS = [
 ]
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """ASGI middleware adding ``_HEADERS`` to every response of the app it wraps."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request, its response with the headers added."""
+        await self._app(scope, receive, on_response_start(send, _with_headers))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
 
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                names = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(n, v) for n, v in _HEADERS if n not in names]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self._app(scope, receive, with_headers)
+def _with_headers(message: Message) -> Message:
+    names = {name.lower() for name, _ in message.get("headers", [])}
+    extra = [(n, v) for n, v in _HEADERS if n not in names]
+    message["headers"] = [*message.get("headers", []), *extra]
+    return message
