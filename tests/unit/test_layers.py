@@ -23,10 +23,12 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset(
         {
             PACKAGE,
+            "asgi",
             "config",
             "durations",
             "errors",
             "exchange",
+            "lines",
             "listen_tls",
             "principal",
             "providers",
@@ -44,6 +46,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     # the processes: the command, the server and its workers, the side processes
     frozenset(
         {
+            "child_process",
             "cli",
             "cli_keys",
             "handover",
