@@ -18,6 +18,7 @@ from passgate.limits.backend import (
     BudgetScope,
     Counters,
     KeyLimits,
+    RateState,
     Seed,
     Ticket,
     to_nano,
@@ -305,3 +306,25 @@ async def test_finish_without_cost_releases_the_reservation(make: Make) -> None:
     state = await counters.budget_state(scope)
     assert state is not None
     assert (state.spent, state.reserved) == (0, 0)
+
+
+async def test_rate_state_reads_what_admission_counts(make: Make) -> None:
+    clock = Clock()
+    counters = make(clock)
+    key = KeyLimits("k-state", rpm=5, tpm=1000, parallel=3)
+    assert await counters.rate_state(key.counter) == RateState(0, 0, 0)
+    first = await counters.admit(AdmitRequest(key=key))
+    clock.advance(30.0)
+    second = await counters.admit(AdmitRequest(key=key))
+    assert first.ticket is not None and second.ticket is not None
+    assert await counters.rate_state(key.counter) == RateState(2, 0, 2)
+    await counters.finish(first.ticket, 120, 0)
+    assert await counters.rate_state(key.counter) == RateState(2, 120, 1)
+    clock.advance(30.0)  # the first request leaves the sliding window, a new tpm window starts
+    assert await counters.rate_state(key.counter) == RateState(1, 0, 1)
+    await counters.finish(second.ticket, 0, 0)
+    assert await counters.rate_state(key.counter) == RateState(1, 0, 0)
+    # reading changed nothing: admission still sees the one request in the window
+    third = await counters.admit(AdmitRequest(key=key))
+    assert third.requests_used == 1
+    assert await counters.rate_state("k-never-used") == RateState(0, 0, 0)

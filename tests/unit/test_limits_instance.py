@@ -132,3 +132,19 @@ async def test_an_admission_nobody_waits_for_any_more_is_given_back(holder: Hold
     assert state is not None and state.reserved == 0
     assert (await counters.admit(AdmitRequest(KEY))).ticket is not None  # the slot is free
     await counters.stop()
+
+
+async def test_rate_state_is_the_holders_for_every_worker(holder: Holder) -> None:
+    first = InstanceCounters(holder.path, Seeds())
+    other = InstanceCounters(holder.path, Seeds())
+    admitted = await first.admit(AdmitRequest(KEY))
+    assert admitted.ticket is not None
+    assert (await other.rate_state(KEY.counter)).parallel == 1
+    await first.stop()  # the worker went away with the call in flight: its slot is freed
+    for _ in range(100):
+        state = await other.rate_state(KEY.counter)
+        if state.parallel == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert state.parallel == 0
+    await other.stop()

@@ -24,6 +24,7 @@ from passgate.limits.backend import (
     BudgetScope,
     KeyLimits,
     LimitsUnavailable,
+    RateState,
     ScopeKind,
     Seed,
     Ticket,
@@ -487,3 +488,23 @@ async def test_a_repeated_delivery_counts_nothing_twice(prefix: str, connect: Co
     assert state is not None and (state.spent, state.reserved) == (400, 0)
     admitted = await counters.admit(request)
     assert (admitted.requests_used, admitted.tokens_used) == (1, 7)
+
+
+async def test_rate_state_writes_nothing_and_skips_expired_leases(
+    prefix: str, connect: Connect
+) -> None:
+    clock = Clock()
+    client = connect(REDIS_URL)
+    crashed = RedisCounters(client, Seeds(), prefix, clock, lease_ttl=30.0)
+    key = KeyLimits("k-read", rpm=10, parallel=2)
+    assert (await crashed.admit(AdmitRequest(key))).ticket is not None  # never finished
+    names = sorted([name async for name in client.scan_iter(match=prefix + "*")])
+    assert await crashed.rate_state("k-unknown") == RateState(0, 0, 0)
+    assert (await crashed.rate_state(key.counter)).parallel == 1
+    clock.advance(30.0)  # the lease ran out: the slot is free though still stored
+    assert await crashed.rate_state(key.counter) == RateState(1, 0, 0)
+    clock.advance(30.0)  # the request left the window: not counted, not trimmed
+    assert await crashed.rate_state(key.counter) == RateState(0, 0, 0)
+    assert sorted([name async for name in client.scan_iter(match=prefix + "*")]) == names
+    assert await client.zcard(f"{prefix}rpm:{key.counter}") == 1
+    assert await client.zcard(f"{prefix}par:{key.counter}") == 1

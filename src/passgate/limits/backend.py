@@ -134,6 +134,15 @@ class BudgetState:
     reset_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class RateState:
+    """A key's rate counters as the store holds them now (for the UI and diagnostics)."""
+
+    requests: int  # admitted in the sliding rpm window that ends now
+    tokens: int  # counted in the current fixed tpm window
+    parallel: int  # slots held by calls in flight
+
+
 class Counters(Protocol):
     """A counter store: in-process (``LocalCounters``) or shared (``RedisCounters``)."""
 
@@ -147,6 +156,10 @@ class Counters(Protocol):
 
     async def budget_state(self, scope: BudgetScope) -> BudgetState | None:
         """The counter of one budget scope, or None when the store has none yet."""
+        ...
+
+    async def rate_state(self, counter: str) -> RateState:
+        """A key's rate counters now (zero where it has none); reads only, creates nothing."""
         ...
 
     async def start(self) -> None:

@@ -110,6 +110,9 @@ class CounterHolder:
             if state is None:
                 return [rid, None]
             return [rid, state.spent, state.reserved, state.reset_at]
+        if op == "r":
+            rate = await self.counters.rate_state(str(message[2]))
+            return [rid, rate.requests, rate.tokens, rate.parallel]
         raise ValueError(f"unknown operation {op!r}")
 
     async def _admit(self, rid: object, message: Message, tickets: dict[str, Ticket]) -> Message:

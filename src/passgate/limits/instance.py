@@ -30,6 +30,7 @@ from passgate.limits.backend import (
     BudgetScope,
     BudgetState,
     LimitsUnavailable,
+    RateState,
     SeedLoader,
     SharedSeeds,
     Ticket,
@@ -137,6 +138,11 @@ class InstanceCounters:
         if reply[1] is None:
             return None
         return BudgetState(reply[1], reply[2], reply[3])
+
+    async def rate_state(self, counter: str) -> RateState:
+        """The key's rate counters as the holder keeps them."""
+        reply = await self._ask(["r", 0, counter])
+        return RateState(int(reply[1]), int(reply[2]), int(reply[3]))
 
     async def _seed_missing(self, scopes: list[BudgetScope]) -> None:
         seeds = await asyncio.gather(*(self._seed(scope) for scope in scopes))

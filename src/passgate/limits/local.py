@@ -20,6 +20,7 @@ from passgate.limits.backend import (
     AdmitRequest,
     BudgetScope,
     BudgetState,
+    RateState,
     Seed,
     SeedLoader,
     SharedSeeds,
@@ -151,6 +152,14 @@ class LocalCounters:
             return None
         state = self._current(scope, self._clock())
         return BudgetState(state.spent, state.reserved, state.reset_at)
+
+    async def rate_state(self, counter: str) -> RateState:
+        """The key's counters now, read without trimming or creating anything."""
+        now = self._clock()
+        horizon = now - self._window
+        # the log is in time order and holds at most rpm entries
+        requests = sum(1 for at in self._requests.get(counter, ()) if at > horizon)
+        return RateState(requests, self._tokens_used(counter, now), self._parallel.get(counter, 0))
 
     def _index(self, now: float) -> int:
         return math.floor(now / self._window)

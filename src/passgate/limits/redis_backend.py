@@ -36,6 +36,7 @@ from passgate.limits.backend import (
     BudgetScope,
     BudgetState,
     LimitsUnavailable,
+    RateState,
     SeedLoader,
     SharedSeeds,
     Ticket,
@@ -178,6 +179,18 @@ class RedisCounters:
         if due is not None and scope.period is not None and now >= due:
             return BudgetState(0, int(reserved or 0), next_reset(due, scope.period, now))
         return BudgetState(int(spent), int(reserved or 0), due)
+
+    async def rate_state(self, counter: str) -> RateState:
+        """The key's rate counters in one transaction of reads: the entries the admission
+        script would keep (it trims them only when it runs), and nothing is written."""
+        now = self._clock()
+        index = math.floor(now / self._window)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zcount(self._key("rpm", counter), f"({now - self._window!r}", "+inf")
+        pipe.get(self._key("tpm", f"{counter}:{index}"))
+        pipe.zcount(self._key("par", counter), f"({now!r}", "+inf")
+        requests, tokens, parallel = await self._call(pipe.execute())
+        return RateState(int(requests), int(_text(tokens) or 0), int(parallel))
 
     async def maintain(self) -> None:
         """Retry queued finishes, then extend the leases of the calls still in flight."""

@@ -6,6 +6,7 @@ Worker to holder (``rid`` numbers a request; its reply starts with it)::
                                        budgets = [[counter, max_budget, period], ...]
     ["s", rid, [[counter, spend, reset_at], ...]]   seed counters (the first seed wins)
     ["b", rid, counter, period]        a budget counter's state
+    ["r", rid, counter]                a key's rate counters
     ["f", ticket, tokens, cost]        finish a ticket this connection holds (no reply)
     ["c", key, budgets, tokens, cost]  count tokens and cost only (no reply): a ticket of
                                        an earlier connection, or a call served unchecked
@@ -17,6 +18,7 @@ Holder to worker::
     [rid, "seed", [positions of the budgets without a counter]]
     [rid, "ok"]                                                 seeded
     [rid, spent, reserved, reset_at] or [rid, null]             a budget's state
+    [rid, requests, tokens, parallel]                           a key's rate counters
 
 Money is in integer nano-dollars, as everywhere in ``limits``.
 """

@@ -27,6 +27,7 @@ from passgate.ui.budgets import budget_lines
 from passgate.ui.context import PageError, UiContext, Viewer, admin_only
 from passgate.ui.paging import Paging, page_number
 from passgate.ui.queries import KeySearch, Window, key_by_id, log_page, search_keys, series
+from passgate.ui.rates import counted_by, rate_lines
 from passgate.ui.session import key_id
 
 PAGE_SIZE = 25
@@ -140,7 +141,8 @@ class KeyViews:
         return response
 
     async def detail(self, request: Request) -> Response:
-        """GET /ui/keys/{id}: spend over the last 14 days, budget, limits, recent calls."""
+        """GET /ui/keys/{id}: spend over the last 14 days, budget, rate limits in use,
+        recent calls."""
         viewer = await self._ui.require(request)
         row = await self._key(viewer, request.path_params["key_id"])
         now = self._ui.clock()
@@ -150,6 +152,7 @@ class KeyViews:
             points = await series(db, window, "day")
             calls, _ = await log_page(db, SpendFilter(token=row.token), 1, 20)
         budgets = await budget_lines(self._ui.limits, row) if self._ui.limits else None
+        rates = await rate_lines(self._ui.limits, row) if self._ui.limits else None
         return self._ui.render(
             request,
             "key_detail.html",
@@ -159,7 +162,9 @@ class KeyViews:
             calls=calls,
             now=now,
             budgets=budgets,
+            rates=rates,
             shared=bool(self._ui.settings.redis_url),
+            counted_by=counted_by(self._ui.limits) if self._ui.limits else None,
         )
 
     async def edit_page(self, request: Request) -> Response:
