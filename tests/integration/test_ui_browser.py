@@ -82,6 +82,12 @@ class Pages:
     def text(self, css: str) -> str:
         return str(self.driver.find_element(By.CSS_SELECTOR, css).text)
 
+    def text_appears(self, css: str, timeout: float = 5.0) -> str:
+        """The element's text once a script has written some (a promise may resolve late)."""
+        element = self.driver.find_element(By.CSS_SELECTOR, css)
+        WebDriverWait(self.driver, timeout).until(lambda _: element.text)
+        return str(element.text)
+
     def fill(self, fields: dict[str, str]) -> None:
         for name, value in fields.items():
             box = self.driver.find_element(By.NAME, name)
@@ -134,7 +140,7 @@ def test_admin_scenario_end_to_end(gw: GatewayProcess, browser: webdriver.Chrome
     secret = browser.find_element(By.ID, "secret").get_attribute("value")
     assert secret and secret.startswith("sk-")
     browser.find_element(By.CSS_SELECTOR, "button[data-copy]").click()
-    assert pages.text("[data-copied-for=secret]")  # copied, or selected for Ctrl+C
+    assert pages.text_appears("[data-copied-for=secret]")  # copied, or selected for Ctrl+C
     pages.settled("key-created")
     pages.click(By.LINK_TEXT, "Go to the key")
     key_url = browser.current_url
