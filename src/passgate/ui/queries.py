@@ -202,17 +202,24 @@ async def latency(session: AsyncSession, window: Window) -> dict[str, float | No
     return {"p50": rank(0.50), "p95": rank(0.95), "sample": float(len(values))}
 
 
+_POSTGRES_READS = text(
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+    "set_config('jit', 'off', true)"
+)
+
+
 async def custom_plans(session: AsyncSession) -> None:
-    """On PostgreSQL, plan this transaction's queries for their actual parameters.
+    """On PostgreSQL, plan this transaction's queries for their actual parameters, without JIT.
 
     The driver prepares each statement once per connection, and after five runs
     PostgreSQL may switch it to a generic plan chosen without the parameters. The same
     statement reads seven rows of one dimension or every key's rows of another, an hour
     or many weeks: a generic plan fit for the costly cases scans the whole table for
-    the cheap ones.
+    the cheap ones. JIT compiles a query whose estimated cost is high, which a sum over
+    tens of thousands of rows can be, and the compiling takes longer than it saves.
     """
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        await session.execute(_POSTGRES_READS)
 
 
 async def overview(session: AsyncSession, window: Window, bucket: Bucket) -> Overview:
