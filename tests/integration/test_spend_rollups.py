@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from passgate.accounting.retention import Retention
@@ -18,7 +18,7 @@ from passgate.accounting.writer import SpendWriter
 from passgate.auth.principal import Principal
 from passgate.exchange import Usage
 from passgate.storage.models import SpendLog, SpendRollup
-from passgate.ui.queries import Window, top
+from passgate.ui.queries import Window, custom_plans, top
 from tests.support.databases import fresh_postgres, migrated_engine, sqlite_url
 from tests.support.exchanges import exchange
 
@@ -222,3 +222,21 @@ async def test_top_over_weeks_and_days_agrees_with_the_rows(engine: AsyncEngine)
         async with AsyncSession(engine) as session:
             found = await top(session, window, group, limit=20)
         assert [(r["name"], r["requests"], r["cost"]) for r in found] == rows
+
+
+@pytest.mark.postgres
+async def test_ui_reads_on_postgres_plan_for_their_parameters_in_their_transaction() -> None:
+    names = ("plan_cache_mode", "jit", "max_parallel_workers_per_gather")
+    async with (
+        fresh_postgres() as url,
+        migrated_engine(url) as engine,
+        AsyncSession(engine) as session,
+    ):
+        before = [await session.scalar(text(f"SHOW {name}")) for name in names]
+        await session.commit()
+        await custom_plans(session)
+        during = [await session.scalar(text(f"SHOW {name}")) for name in names]
+        await session.commit()
+        after = [await session.scalar(text(f"SHOW {name}")) for name in names]
+    assert during == ["force_custom_plan", "off", "0"]
+    assert after == before != during  # the pooled connection is left as it was

@@ -202,21 +202,24 @@ async def latency(session: AsyncSession, window: Window) -> dict[str, float | No
     return {"p50": rank(0.50), "p95": rank(0.95), "sample": float(len(values))}
 
 
+# each setting for the transaction only (set_config's third argument)
 _POSTGRES_READS = text(
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
-    "set_config('jit', 'off', true)"
+    "set_config('jit', 'off', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
 )
 
 
 async def custom_plans(session: AsyncSession) -> None:
-    """On PostgreSQL, plan this transaction's queries for their actual parameters, without JIT.
+    """On PostgreSQL, plan this transaction's queries for their actual parameters, and run
+    them in one process without JIT.
 
     The driver prepares each statement once per connection, and after five runs
     PostgreSQL may switch it to a generic plan chosen without the parameters. The same
     statement reads seven rows of one dimension or every key's rows of another, an hour
     or many weeks: a generic plan fit for the costly cases scans the whole table for
-    the cheap ones. JIT compiles a query whose estimated cost is high, which a sum over
-    tens of thousands of rows can be, and the compiling takes longer than it saves.
+    the cheap ones. These reads add up tens of thousands of rows at most: compiling
+    them (JIT) or starting parallel workers for them takes longer than it saves.
     """
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(_POSTGRES_READS)
