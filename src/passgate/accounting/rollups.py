@@ -5,7 +5,7 @@ The spend writer runs them in the same transaction as the rows (through
 one that was. Each row adds to one rollup per period (hour, UTC day, UTC week from Monday)
 and dimension (all rows, its key, user, team, end user, model, route family). Charts and
 totals of the web UI read only this table; its "top" tables read whole weeks of a long
-range from the weekly rollups, which hold about seven times fewer rows than the daily ones.
+range from the weekly rollups, which hold up to seven times fewer rows than the daily ones.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
-"""Weekly rollups (UTC weeks from Monday), added up from the daily rollups already stored.
+"""Weekly rollups (UTC weeks from Monday), added up from the daily rollups already stored;
+retention's index on (period, start) instead of start alone.
 
 The overview's "top" tables read a long range's whole weeks from them. From this revision
 on the spend writer keeps them with the hourly and daily ones; here the weeks of the
 rows written before it are filled in, so a range over old data reads the same figures.
-No schema change: ``week`` is a new value of ``spend_rollups.period``.
+``week`` is a new value of ``spend_rollups.period``. An index on start alone looked cheap
+to PostgreSQL's planner for a range of one dimension, and read every period's and
+dimension's rows of that range; retention needs (period, start), which it does not prefer
+over the primary key.
 
 Revision ID: 0005
 Revises: 0004
@@ -43,6 +47,8 @@ _WEEK = {
 
 
 def upgrade() -> None:
+    op.drop_index("ix_spend_rollups_start", table_name="spend_rollups")
+    op.create_index("ix_spend_rollups_period_start", "spend_rollups", ["period", "start"])
     week = _WEEK[op.get_bind().dialect.name]
     sums = ", ".join(f"sum({name})" for name in _MEASURES)
     op.execute(
@@ -54,3 +60,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DELETE FROM spend_rollups WHERE period = 'week'")
+    op.drop_index("ix_spend_rollups_period_start", table_name="spend_rollups")
+    op.create_index("ix_spend_rollups_start", "spend_rollups", ["start"])
