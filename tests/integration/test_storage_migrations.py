@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,16 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.pool import NullPool
 
+from passgate.accounting.rows import Record, call_record
+from passgate.accounting.writer import SpendWriter
 from passgate.config import Settings
+from passgate.exchange import Usage
+from passgate.principal import Principal
 from passgate.storage.db import create_engine, database_url, normalize_url
 from passgate.storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from passgate.storage.models import Base
 from tests.support.databases import fresh_postgres, sqlite_url
+from tests.support.exchanges import exchange
 
 # Each process imports everything first, then waits for the go signal on stdin, so the
 # upgrades really start together.
@@ -143,3 +149,49 @@ async def test_spend_rows_move_to_call_ids_on_sqlite(tmp_path: Path) -> None:
 async def test_spend_rows_move_to_call_ids_on_postgres() -> None:
     async with fresh_postgres() as url:
         await check_call_id_migration(url)
+
+
+def spend_record(when: datetime, token: str, cost: float) -> Record:
+    ex = exchange(start_time=when.timestamp(), start=0.0, cost=cost, request_id=token)
+    ex.principal = Principal(kind="virtual", token=token * 32, key_alias=token)
+    ex.end = 0.5
+    ex.usage = Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7)
+    return call_record(ex)
+
+
+async def check_weekly_rollups_migration(url: str) -> None:
+    """0005 fills in the weeks of rollups written before it, as the spend writer adds them."""
+    engine = create_engine(normalize_url(url), poolclass=NullPool)
+    monday = datetime(2026, 3, 2, tzinfo=UTC)
+    # a Sunday, the Monday after it, and a Wednesday: two weeks, three days
+    at = [monday - timedelta(hours=1), monday + timedelta(hours=5), monday + timedelta(days=2)]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, "0004")
+        writer = SpendWriter(engine, batch_size=2, flush_interval=0.05)
+        for i, when in enumerate(at):
+            writer.enqueue(spend_record(when, f"k{i % 2}", cost=0.5 + i))
+        await writer.stop()
+        weeks = "SELECT dimension, start, value, requests, cost, total_tokens, latency_ms "
+        weeks += "FROM spend_rollups WHERE period = 'week' ORDER BY dimension, start, value"
+        async with engine.begin() as conn:
+            written = [tuple(r) for r in await conn.execute(text(weeks))]
+            await conn.execute(text("DELETE FROM spend_rollups WHERE period = 'week'"))
+        await upgrade(url)
+        async with engine.begin() as conn:
+            filled = [tuple(r) for r in await conn.execute(text(weeks))]
+            assert await conn.run_sync(_schema_diff) == []
+        assert len(written) == 2 * 7 + 1  # two weeks of every dimension; two keys in the 2nd
+        assert filled == written
+    finally:
+        await engine.dispose()
+
+
+async def test_weekly_rollups_are_filled_in_on_sqlite(tmp_path: Path) -> None:
+    await check_weekly_rollups_migration(sqlite_url(tmp_path))
+
+
+@pytest.mark.postgres
+async def test_weekly_rollups_are_filled_in_on_postgres() -> None:
+    async with fresh_postgres() as url:
+        await check_weekly_rollups_migration(url)

@@ -4,8 +4,9 @@ Runs beside the spend writer, never on the request path: every ``retention_inter
 seconds it deletes rows older than ``spend_log_retention_days`` in transactions of at
 most ``retention_batch_size`` rows, handing the event loop (and the database's write
 lock) back between two, so a large backlog never blocks the writer for long. Hourly
-rollups go with the rows; daily rollups are kept for ``rollup_retention_days``; both one
-hour's (or day's) rows per transaction. A failed pass
+rollups go with the rows; daily rollups are kept for ``rollup_retention_days``, and a weekly
+rollup as long as one of its days is; all one hour's (or day's, week's) rows per
+transaction. A failed pass
 is logged and tried again at the next interval.
 """
 
@@ -29,6 +30,7 @@ log = logging.getLogger("passgate.accounting")
 _LOGS = cast(Table, SpendLog.__table__)
 _ROLLUPS = cast(Table, SpendRollup.__table__)
 _DAY = timedelta(days=1)
+_WEEK_TAIL = 6 * _DAY  # a week's last day starts six days after the week
 
 
 class Retention:
@@ -104,6 +106,8 @@ class Retention:
             rollups += await self._delete_rollups("hour", now - self._log_age)
         if self._rollup_age is not None:
             rollups += await self._delete_rollups("day", now - self._rollup_age)
+            # a week goes with its last day, so a week's rollup never outlives all its days
+            rollups += await self._delete_rollups("week", now - self._rollup_age - _WEEK_TAIL)
         self.deleted_rows += rows
         self.deleted_rollups += rollups
         return rows, rollups

@@ -2,16 +2,17 @@
 
 The spend writer runs them in the same transaction as the rows (through
 ``SpendStatements.totals``), so a rollup never counts a row that was not stored, nor misses
-one that was. Each row adds to one rollup per period (hour, UTC day) and dimension (all
-rows, its key, user, team, end user, model, route family). Charts and totals of the web
-UI read only this table.
+one that was. Each row adds to one rollup per period (hour, UTC day, UTC week from Monday)
+and dimension (all rows, its key, user, team, end user, model, route family). Charts and
+totals of the web UI read only this table; its "top" tables read whole weeks of a long
+range from the weekly rollups, which hold up to seven times fewer rows than the daily ones.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table
@@ -22,7 +23,7 @@ from passgate.storage.models import SpendLog, SpendRollup
 _ROLLUPS = cast(Table, SpendRollup.__table__)
 _LOGS = cast(Table, SpendLog.__table__)
 KEY_COLUMNS = ("period", "dimension", "start", "value")
-PERIODS = ("hour", "day")
+PERIODS = ("hour", "day", "week")
 # dimension -> the spend_logs column it is read from ("all" counts every row once)
 DIMENSIONS = {
     "all": None,
@@ -87,6 +88,17 @@ def _sqlite_day(value: str) -> str:
     return value[:10] + " 00:00:00.000000"
 
 
+def _sqlite_week(value: str) -> str:
+    day = date.fromisoformat(value[:10])
+    return (day - timedelta(days=day.weekday())).isoformat() + " 00:00:00.000000"
+
+
+def week_start(value: datetime) -> datetime:
+    """The start of the UTC week (Monday, 00:00) that ``value`` (an aware UTC time) falls in."""
+    day = value.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday())
+
+
 def _postgres_hour(value: datetime) -> datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
@@ -100,8 +112,10 @@ class RollupStatements:
 
     def __init__(self, dialect: Dialect) -> None:
         postgres = dialect.name == "postgresql"
-        self._starts: tuple[Callable[[Any], Any], Callable[[Any], Any]] = (
-            (_postgres_hour, _postgres_day) if postgres else (_sqlite_hour, _sqlite_day)
+        self._starts: tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[Any], Any]] = (
+            (_postgres_hour, _postgres_day, week_start)
+            if postgres
+            else (_sqlite_hour, _sqlite_day, _sqlite_week)
         )
         q = dialect.identifier_preparer.quote
         names = (*KEY_COLUMNS, *MEASURES)
@@ -121,13 +135,14 @@ class RollupStatements:
         rollup rows' locks in the same order, so two writers never deadlock.
 
         Rows are added up per hour first; the day rollups are then added up from those
-        hour rollups, so each row is touched seven times, not fourteen.
+        hour rollups, and the week rollups from the day rollups, so each row is touched
+        seven times, not twenty-one.
         """
         start_at, status_at, cost_at = _AT["start_time"], _AT["status"], _AT["cost"]
         latency_at, route_at = _AT["latency_ms"], _AT["route"]
         token_at, user_at, team_at = _AT["token"], _AT["user_id"], _AT["team_id"]
         end_user_at, model_at = _AT["end_user"], _AT["model"]
-        hour_of, day_of = self._starts
+        hour_of, day_of, week_of = self._starts
         hours: dict[tuple[str, Any, str], list[Any]] = {}
         families: dict[str, str] = {}
         for row in rows:
@@ -160,18 +175,32 @@ class RollupStatements:
                     sums = hours[group] = list(_ZEROS)
                 for i, amount in adds:
                     sums[i] += amount
-        days: dict[tuple[str, Any, str], list[Any]] = {}
-        width = range(len(MEASURES))
-        for (dimension, hour, value), sums in hours.items():
-            group = (dimension, day_of(hour), value)
-            total = days.get(group)
-            if total is None:
-                days[group] = list(sums)
-            else:
-                for i in width:
-                    total[i] += sums[i]
-        # "day" sorts before "hour"; within a period, (dimension, start, value): the primary
+        days = _coarser(hours, day_of)
+        weeks = _coarser(days, week_of)
+        # "day" < "hour" < "week"; within a period, (dimension, start, value): the primary
         # key's order (one batch's starts are all text, or all datetimes)
         found = [("day", *group, *sums) for group, sums in sorted(days.items())]
         found += [("hour", *group, *sums) for group, sums in sorted(hours.items())]
+        found += [("week", *group, *sums) for group, sums in sorted(weeks.items())]
         return found
+
+
+def _coarser(
+    finer: dict[tuple[str, Any, str], list[Any]], start_of: Callable[[Any], Any]
+) -> dict[tuple[str, Any, str], list[Any]]:
+    """Rollups of a finer period added up into the period that ``start_of`` gives."""
+    found: dict[tuple[str, Any, str], list[Any]] = {}
+    starts: dict[Any, Any] = {}  # a batch spans few periods: compute each start once
+    width = range(len(MEASURES))
+    for (dimension, at, value), sums in finer.items():
+        start = starts.get(at)
+        if start is None:
+            start = starts[at] = start_of(at)
+        group = (dimension, start, value)
+        total = found.get(group)
+        if total is None:
+            found[group] = list(sums)
+        else:
+            for i in width:
+                total[i] += sums[i]
+    return found

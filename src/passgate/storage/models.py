@@ -191,8 +191,9 @@ class KeyChange(Base):
 
 
 class SpendRollup(Base):
-    """Totals of the spend rows per hour and per UTC day, overall and per key, user, team,
-    end user, model and route family: one row per (period, dimension, start, value).
+    """Totals of the spend rows per hour, UTC day and UTC week (from Monday), overall and per
+    key, user, team, end user, model and route family: one row per (period, dimension,
+    start, value).
 
     The spend writer adds each batch's rows here in the same transaction as the rows, so
     charts and totals read this table and never scan ``spend_logs``. The dimension ``all``
@@ -203,13 +204,17 @@ class SpendRollup(Base):
 
     __tablename__ = "spend_rollups"
     __table_args__ = (
-        Index("ix_spend_rollups_start", "start"),  # retention's oldest first
+        # retention's oldest first, one period at a time. Not on start alone: PostgreSQL
+        # judges such an index cheap to read in order and picked it for a range of one
+        # dimension, reading every period's and dimension's rows of the range instead of
+        # the primary key's one range
+        Index("ix_spend_rollups_period_start", "period", "start"),
         # SQLite: rows stored in primary-key order, so a range of one dimension is read
         # in one pass instead of one look-up per row
         {"sqlite_with_rowid": False},
     )
 
-    period: Mapped[str] = mapped_column(String(8), primary_key=True)  # hour | day
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)  # hour | day | week
     dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
     start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     value: Mapped[str] = mapped_column(String(256), primary_key=True)

@@ -1,8 +1,10 @@
 """The UI's reads: totals and charts from the hourly rollups, key search, entity lists.
 
 Charts and totals never scan ``spend_logs``: they sum ``spend_rollups`` over whole UTC
-days (or hours, for a range that is not whole days). Only a log page, and the latency of
-the most recent calls, read ``spend_logs``, each bounded by an index and a limit.
+days (or hours, for a range that is not whole days); the "top" tables read a long range's
+whole weeks from the weekly rollups and only its edges from the daily ones. Only a log
+page, and the latency of the most recent calls, read ``spend_logs``, each bounded by an
+index and a limit.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, Table, func, or_, select
+from sqlalchemy import ColumnElement, Table, func, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from passgate.accounting.rollups import week_start
 from passgate.accounting.spend_queries import SpendFilter
 from passgate.storage.models import EndUser, Key, SpendLog, SpendRollup, Team, User
 
 Bucket = Literal["hour", "day"]
+Period = Literal["hour", "day", "week"]
 _ROLLUPS = cast(Table, SpendRollup.__table__)
 _LOGS = cast(Table, SpendLog.__table__)
 # the overview's "top" tables: their title and the rollup dimension they read
@@ -56,6 +60,23 @@ class Window:
         """Daily rollups when the range is whole UTC days (fewer rows to add), else hourly."""
         whole_days = self.start.hour == 0 and self.end.hour == 0
         return "day" if whole_days else "hour"
+
+    def spans(self) -> list[tuple[Period, datetime, datetime]]:
+        """The window cut into the coarsest rollups that tile it exactly: its whole UTC
+        weeks from the weekly rollups, the days before and after them from the daily ones
+        (or every hour from the hourly ones, for a range that is not whole days)."""
+        if self.period == "hour":
+            return [("hour", self.start, self.end)]
+        first = week_start(self.start + 6 * _DAY)  # the first Monday on or after start
+        last = week_start(self.end)
+        if first >= last:
+            return [("day", self.start, self.end)]
+        found: list[tuple[Period, datetime, datetime]] = [("week", first, last)]
+        if self.start < first:
+            found.append(("day", self.start, first))
+        if last < self.end:
+            found.append(("day", last, self.end))
+        return found
 
     def clauses(self, dimension: str, period: Bucket | None = None) -> list[ColumnElement[bool]]:
         """The WHERE conditions on ``spend_rollups`` for one dimension."""
@@ -127,14 +148,29 @@ async def series(session: AsyncSession, window: Window, bucket: Bucket) -> list[
 async def top(
     session: AsyncSession, window: Window, group: str, limit: int = 8
 ) -> list[dict[str, Any]]:
-    """The values of a dimension (keys, models, ...) that cost most in the window."""
+    """The values of a dimension (keys, models, ...) that cost most in the window.
+
+    Every value's sums are needed to rank them, so the rows read are what costs: whole
+    weeks come from the weekly rollups (one row per value and week, not seven).
+    """
     c = _ROLLUPS.c
-    cost = func.sum(c.cost)
+    dimension = TOP_GROUPS[group]
+    parts = [
+        select(c.value, c.requests, c.cost).where(
+            c.period == period, c.dimension == dimension, c.start >= start, c.start < end
+        )
+        for period, start, end in window.spans()
+    ]
+    rows = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    cost, requests = func.sum(rows.c.cost), func.sum(rows.c.requests)
     query = (
-        select(c.value.label("name"), *_sums(("requests", "cost")))
-        .where(*window.clauses(TOP_GROUPS[group]))
-        .group_by(c.value)
-        .order_by(cost.desc(), func.sum(c.requests).desc())
+        select(
+            rows.c.value.label("name"),
+            func.coalesce(requests, 0).label("requests"),
+            func.coalesce(cost, 0).label("cost"),
+        )
+        .group_by(rows.c.value)
+        .order_by(cost.desc(), requests.desc())
         .limit(limit)
     )
     return [dict(row._mapping) for row in await session.execute(query)]
@@ -166,8 +202,32 @@ async def latency(session: AsyncSession, window: Window) -> dict[str, float | No
     return {"p50": rank(0.50), "p95": rank(0.95), "sample": float(len(values))}
 
 
+# each setting for the transaction only (set_config's third argument)
+_POSTGRES_READS = text(
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+    "set_config('jit', 'off', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
+
+
+async def custom_plans(session: AsyncSession) -> None:
+    """On PostgreSQL, plan this transaction's queries for their actual parameters, and run
+    them in one process without JIT.
+
+    The driver prepares each statement once per connection, and after five runs
+    PostgreSQL may switch it to a generic plan chosen without the parameters. The same
+    statement reads seven rows of one dimension or every key's rows of another, an hour
+    or many weeks: a generic plan fit for the costly cases scans the whole table for
+    the cheap ones. These reads add up tens of thousands of rows at most: compiling
+    them (JIT) or starting parallel workers for them takes longer than it saves.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_POSTGRES_READS)
+
+
 async def overview(session: AsyncSession, window: Window, bucket: Bucket) -> Overview:
     """Everything the overview page shows."""
+    await custom_plans(session)
     found = Overview(
         totals=await totals(session, window),
         series=await series(session, window, bucket),

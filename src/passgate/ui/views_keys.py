@@ -26,7 +26,15 @@ from passgate.ui import forms
 from passgate.ui.budgets import budget_lines
 from passgate.ui.context import PageError, UiContext, Viewer, admin_only
 from passgate.ui.paging import Paging, page_number
-from passgate.ui.queries import KeySearch, Window, key_by_id, log_page, search_keys, series
+from passgate.ui.queries import (
+    KeySearch,
+    Window,
+    custom_plans,
+    key_by_id,
+    log_page,
+    search_keys,
+    series,
+)
 from passgate.ui.rates import counted_by, rate_lines
 from passgate.ui.session import key_id
 
@@ -149,6 +157,7 @@ class KeyViews:
         end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         window = Window(end - timedelta(days=14), end, row.token)
         async with self._ui.sessions() as db:
+            await custom_plans(db)
             points = await series(db, window, "day")
             calls, _ = await log_page(db, SpendFilter(token=row.token), 1, 20)
         budgets = await budget_lines(self._ui.limits, row) if self._ui.limits else None
