@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
+from passgate.accounting.spend_queries import SUMMED
 from passgate.storage.models import SpendLog, SpendRollup
 
 _ROLLUPS = cast(Table, SpendRollup.__table__)
@@ -34,16 +35,6 @@ DIMENSIONS = {
     "model": "model",
     "route": "route",
 }
-SUMMED = (
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "total_tokens",
-    "pages",
-    "annotated_pages",
-    "audio_seconds",
-    "characters",
-)
 MEASURES = ("requests", "errors", "priced_requests", "cost", *SUMMED, "latency_ms")
 _FLOATS = ("cost", "audio_seconds", "latency_ms")  # 0.0, not 0: asyncpg binds them as float8
 _ZEROS = tuple(0.0 if name in _FLOATS else 0 for name in MEASURES)

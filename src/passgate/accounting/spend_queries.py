@@ -27,7 +27,8 @@ _GROUP_COLUMNS = {
     "model": _LOGS.c.model,
     "route": _LOGS.c.route,
 }
-_SUMMED = (
+# the usage columns a report adds up, as spend rows and rollups both hold them
+SUMMED = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
@@ -116,7 +117,7 @@ async def report(session: AsyncSession, flt: SpendFilter, group_by: str) -> list
         func.count(c.cost).label("priced_requests"),
         func.coalesce(func.sum(c.cost), 0.0).label("cost"),
     ]
-    columns += [func.coalesce(func.sum(c[name]), 0).label(name) for name in _SUMMED]
+    columns += [func.coalesce(func.sum(c[name]), 0).label(name) for name in SUMMED]
     if group_by == "key":
         columns.append(func.max(c.key_alias).label("key_alias"))
     query = select(*columns).where(*flt.clauses()).group_by(group)

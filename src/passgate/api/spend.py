@@ -23,7 +23,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from passgate import errors
-from passgate.accounting.spend_queries import SpendFilter, end_user_info, logs_page, report
+from passgate.accounting.spend_queries import (
+    SUMMED,
+    SpendFilter,
+    end_user_info,
+    logs_page,
+    report,
+)
 from passgate.api.admin_auth import AdminContext, caller
 from passgate.api.key_schemas import no_nul
 from passgate.api.responses import json_response
@@ -36,14 +42,7 @@ _TOTALLED = (
     "requests",
     "unpriced_requests",
     "cost",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "total_tokens",
-    "pages",
-    "annotated_pages",
-    "audio_seconds",
-    "characters",
+    *SUMMED,
 )
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(no_nul)]
