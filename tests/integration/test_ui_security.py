@@ -319,3 +319,23 @@ def test_no_secret_is_rendered(gw: GatewayProcess, admin: UiClient) -> None:
     settings = admin.get("/ui/settings").text
     assert "master_key" in settings and "mistral_api_key" in settings
     assert secret not in gw.logs() and MASTER_KEY not in gw.logs()
+
+
+def test_a_team_budget_set_in_the_ui_is_the_admin_apis(admin: UiClient, gw: GatewayProcess) -> None:
+    created = admin.post(
+        "/ui/teams", {"id": "ui-budget-team", "max_budget": "12.5", "budget_duration": "7d"}
+    )
+    assert created.status == 303
+    info = api(gw, "GET", "/team/info?team_id=ui-budget-team")
+    team = info["team_info"]
+    assert team["max_budget"] == 12.5
+    assert team["budget_duration"] == "7d"
+    assert team["budget_reset_at"] is not None  # the period starts with the budget
+
+    edited = admin.post("/ui/teams/ui-budget-team/edit", {"max_budget": "", "budget_duration": ""})
+    assert edited.status == 303
+    info = api(gw, "GET", "/team/info?team_id=ui-budget-team")
+    team = info["team_info"]
+    assert team["max_budget"] is None
+    assert team["budget_duration"] is None
+    assert team["budget_reset_at"] is None

@@ -62,7 +62,7 @@ _KEY_FIELDS = (
 )
 
 
-def _budget_columns(req: BudgetedRequest) -> dict[str, Any]:
+def budget_columns(req: BudgetedRequest) -> dict[str, Any]:
     """Columns set by the budget fields present in the request (absent ones stay as they are)."""
     given = req.model_fields_set
     values: dict[str, Any] = {}
@@ -104,7 +104,7 @@ class EntityRoutes:
         extra = {"user_email": req.user_email, "user_role": req.user_role}
         values = {
             "user_alias": req.user_alias,
-            **_budget_columns(req),
+            **budget_columns(req),
             "metadata_": _metadata(req, {}, extra),
         }
         row = await self._create(User, user_id, values, "user_id")
@@ -156,7 +156,7 @@ class EntityRoutes:
         req = parse_body(TeamRequest, await read_body(request))
         values = {
             "team_alias": req.team_alias,
-            **_budget_columns(req),
+            **budget_columns(req),
             "metadata_": _metadata(req, {}, {}),
         }
         row = await self._create(Team, req.team_id or str(uuid.uuid4()), values, "team_id")
@@ -194,7 +194,7 @@ class EntityRoutes:
         await require_admin(request, self._ctx)
         req = parse_body(CustomerRequest, await read_body(request))
         values = {
-            **_budget_columns(req),
+            **budget_columns(req),
             "blocked": bool(req.blocked),
             "metadata_": _metadata(req, {}, {"alias": req.alias}),
         }
@@ -219,7 +219,7 @@ class EntityRoutes:
     ) -> Any:
         async with self._ctx.sessions.begin() as session:
             row = await _existing(session, model, entity_id)
-            values = {**_budget_columns(req), **named}
+            values = {**budget_columns(req), **named}
             values["metadata_"] = _metadata(req, row.metadata_ or {}, extra)
             await entities_repo.update_fields(session, model, entity_id, values)
         await self._changed(_KINDS[model], entity_id)

@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from passgate.api.entities import budget_columns
 from passgate.api.entity_schemas import CustomerRequest, TeamRequest, UserRequest
-from passgate.durations import parse_duration
 from passgate.limits.backend import ScopeKind
 from passgate.storage import entities_repo
-from passgate.storage.models import EndUser, Team, User, utcnow
+from passgate.storage.models import EndUser, Team, User
 from passgate.ui import forms
 from passgate.ui.context import PageError, UiContext
 from passgate.ui.paging import Paging, page_number
@@ -187,14 +187,7 @@ class EntityViews:
     @staticmethod
     def _columns(kind: str, req: Any, metadata: dict[str, Any]) -> dict[str, Any]:
         given = req.model_fields_set
-        values: dict[str, Any] = {}
-        if "max_budget" in given:
-            values["max_budget"] = req.max_budget
-        if "budget_duration" in given:
-            values["budget_duration"] = req.budget_duration
-            values["budget_reset_at"] = (
-                utcnow() + parse_duration(req.budget_duration) if req.budget_duration else None
-            )
+        values = budget_columns(req)
         if kind == "end-users":
             updated = dict(metadata)
             if "alias" in given:
