@@ -4,7 +4,8 @@
 is ``passgate.settings_env``'s job (pydantic-settings), done once by the ``passgate``
 command, which hands the validated settings to the server, its workers and its spend
 writer (``passgate.handover``, never through the environment): a worker never imports
-pydantic-settings or PyYAML (2.2 MiB less per worker, measured). This module and
+pydantic-settings or PyYAML, which would stay in every worker's memory for nothing
+(docs/performance.md). This module and
 ``settings_env`` are the only ones that read ``os.environ``.
 """
 
@@ -198,7 +199,7 @@ def proxy_environment() -> dict[str, str]:
     """The egress proxy variables (``https_proxy``, ``no_proxy``, ...) as curl and httpx read
     them, keyed by scheme (``https``, ``http``, ``all``, ``no``): the standard library's reading."""
     # Imported here: urllib.request (with http.client) would cost every process that reads
-    # settings ~0.6 MiB, the server's supervisor included, which never calls this.
+    # settings memory, the server's supervisor included, which never calls this.
     from urllib.request import getproxies_environment
 
     return getproxies_environment()

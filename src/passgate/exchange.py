@@ -18,8 +18,8 @@ from passgate.principal import Principal
 def new_call_id() -> str:
     """A fresh 32-hex-digit id for one call: nanoseconds since the epoch, then 64 random bits."""
     # Time first, so ids sort by creation: the spend_logs key (and request_id) indexes
-    # grow at their end instead of dirtying a random page per row, which halved the CPU
-    # per stored row on SQLite (18.8 -> 9.1 µs at 50,000 rows) and grows with the table.
+    # grow at their end instead of dirtying a random page per row, whose cost per stored
+    # row on SQLite is large and grows with the table (docs/performance.md).
     # Unique, not secret: the Mersenne Twister (reseeded after fork) costs no system
     # call, where uuid4 reads the OS's random source on every request.
     # 16 bytes as hex: a third of the f-string's cost (each ``:016x`` is a format call).

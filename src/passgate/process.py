@@ -26,9 +26,8 @@ def collect_seldom() -> None:
     call's objects (or a batch's rows) when it ends; the collector is only needed for
     cycles. At the default threshold (700 allocations) it ran thousands of times per
     second under load, promoting in-flight objects and queued rows to the old generations,
-    whose full collections took ~9% of a worker's CPU and set the p99 (48-66 ms at 64
-    clients; 16-18 ms with these thresholds). In the spend-writer process: 41 -> 30 µs of
-    CPU per stored row.
+    whose full collections took a large share of a worker's CPU and set the p99; the same
+    holds for the spend-writer process's rows (figures: ``docs/performance.md``).
     """
     gc.collect()
     gc.freeze()

@@ -8,7 +8,7 @@ once), on to the webhook when one is configured, and, with ``log_requests``, bec
 call's JSON access line. A worker that sends records formats no log line: the record
 already carries every field of it, and here lines are made in runs, back to back, where
 a worker made each one between two calls (and handed it to a log thread that took the
-GIL from its event loop): +8% throughput at 64 clients (``docs/performance.md``).
+GIL from its event loop), which cost the workers throughput (``docs/performance.md``).
 
 The process ignores SIGINT and SIGTERM: the server stops it by closing its stdin once the
 workers have exited, so the calls they sent while shutting down are recorded too. It then
@@ -147,9 +147,9 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run until stdin closes; ``--fd`` is the listening socket the server bound."""
-    # sqlite3 binds None through its generic adaptation look-ups (~0.3 µs per value; a
-    # spend row holds a dozen NULLs); with an adapter registered for it the look-up finds
-    # one at once and the value is still bound as NULL: -2 µs of CPU per stored row.
+    # sqlite3 binds None through its generic adaptation look-ups, and a spend row holds a
+    # dozen NULLs; with an adapter registered for it the look-up finds one at once and the
+    # value is still bound as NULL (docs/performance.md).
     sqlite3.register_adapter(type(None), _same)
     return run_child("passgate spend writer", MODULE, serve, argv)
 

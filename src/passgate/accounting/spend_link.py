@@ -1,11 +1,10 @@
 """Spend rows from a server worker to its instance's spend-writer process, over a Unix socket.
 
 Why a process of its own: a spend writer thread inside a worker made the worker's event
-loop slower by ~30 µs per call (1 worker at 64 clients: 282 µs of loop CPU per call with the
-thread writing SQLite, 250 µs with the same writes done by another process), because the
-two threads take the GIL from each other hundreds of times per batch. In a worker, a call
-now costs a list of its raw values (``call_record``, ~1 µs with its ``orjson`` line) and
-a share of one ``write`` per ~10 ms; the process (``passgate.spend_process``) turns lines
+loop measurably slower per call (``docs/performance.md``), because the two threads take
+the GIL from each other hundreds of times per batch. In a worker, a call now costs a list of
+its raw values (``call_record``, with its ``orjson`` line) and a share of one ``write`` per
+batching interval; the process (``passgate.spend_process``) turns lines
 into call records and stores them with the same ``SpendWriter``, for every worker of the
 instance.
 

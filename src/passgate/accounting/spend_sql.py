@@ -1,11 +1,11 @@
 """The spend writer's statements at driver level: pre-built SQL, plain values, fixed shapes.
 
-Through SQLAlchemy's compiled statements a spend row cost ~25 µs of event-loop CPU (a type
-processor per value, parameter dictionaries, insertmanyvalues) and each batch's totals
-another ~1 ms. Here a call record (``rows.call_record``, as a worker sends it) becomes
-driver values in one pass, without the row dictionary in between (making it cost more than
-storing it, by callgrind), in exactly the form the ORM's column types store, so
-``SpendLog`` reads them back unchanged:
+Through SQLAlchemy's compiled statements a spend row cost more than twice the event-loop CPU
+(a type processor per value, parameter dictionaries, insertmanyvalues), and each batch's
+totals more again (``docs/performance.md``). Here a call record (``rows.call_record``, as a
+worker sends it) becomes driver values in one pass, without the row dictionary in between
+(making it cost more than storing it, by callgrind), in exactly the form the ORM's column
+types store, so ``SpendLog`` reads them back unchanged:
 
 - timestamps (``UTCDateTime``), from seconds since the epoch: PostgreSQL gets the aware UTC
   ``datetime`` (``timestamptz``); SQLite gets SQLAlchemy's DATETIME text of the naive UTC
@@ -301,7 +301,7 @@ class SpendStatements:
         self._rollups = RollupStatements(dialect)
         self._time: Convert = _aware if self._postgres else SqliteClock()
         # sqlite3 binds exact ints, floats and strings directly; a bool (or None) goes
-        # through its adaptation look-ups, ~0.3 µs each. SQLite stores booleans as 0 / 1.
+        # through its slower adaptation look-ups. SQLite stores booleans as 0 / 1.
         self._values = _record_values(self._time, bool if self._postgres else int)
         self._sql: dict[tuple[int, bool], str] = {}
         # sqlite3 reports how many rows an INSERT stored; asyncpg's row count through

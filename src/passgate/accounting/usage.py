@@ -65,7 +65,7 @@ def token_usage(usage: Any) -> Usage | None:
         return None
     if len(usage) == 3:
         # Most answers (chat, FIM, embeddings): three counts and nothing else, so nothing
-        # cached and no audio. Read at once: the general path below costs ~3.5 µs of it.
+        # cached and no audio. Read at once, without the general path below, which costs more.
         prompt = usage.get("prompt_tokens")
         completion = usage.get("completion_tokens")
         total = usage.get("total_tokens")

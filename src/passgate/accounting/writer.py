@@ -328,7 +328,7 @@ class SpendWriter:
         """Insert the new rows and add their cost to the totals; the records inserted.
 
         ``counted``: insert without RETURNING and check the count instead (SQLite: fetching
-        a returned id per row cost ~1 µs of the ~10 a row takes); when some rows turn out to
+        a returned id per row costs about a tenth of what a row takes); when some rows turn out to
         be stored already, raise ``_AlreadyStored`` to roll back and redo with RETURNING.
         """
         values: list[Values] = []

@@ -145,7 +145,8 @@ def build_limits(
     events = client = None
     if settings.redis_url:
         # Imported only with REDIS_URL set: redis.asyncio (with the OpenTelemetry metrics
-        # SDK it loads when installed) costs ~9 MiB in every worker, for nothing without it.
+        # SDK it loads when installed) is large, and every worker would hold it for nothing
+        # without Redis (figures: docs/performance.md).
         from passgate.limits.events import KeyEvents
         from passgate.limits.redis_backend import RedisCounters, redis_client
 

@@ -6,8 +6,8 @@ an aiohttp ``BaseProtocol`` for its write flow control. What is written here is 
 what a protocol must do itself: keep the parsed head, queue body bytes for one reader,
 and stop reading the socket while that reader is behind.
 
-Why not aiohttp's client: under load it cost ~100 µs of the ~200 µs of CPU a relayed call
-takes (a ``ClientRequest``, a ``ClientResponse``, multidicts, timer contexts, a task per
+Why not aiohttp's client: under load it cost about half of the CPU a relayed call takes
+(a ``ClientRequest``, a ``ClientResponse``, multidicts, timer contexts, a task per
 call; ``docs/performance.md``). This connection holds one reusable parser and a deque.
 """
 

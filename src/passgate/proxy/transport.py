@@ -2,11 +2,11 @@
 
 uvicorn writes a response's status line and headers as soon as the app sends
 ``http.response.start``, then the body in a second ``write``: two system calls and two
-packets per response, where one would do. On loopback each write costs as much as a
-large share of the relay's own Python code (profiles at 64 clients: ``write`` was ~27%
-of the event loop's time, three writes per call). Here the head is held back until the
-next write (the body, usually sent in the same step) or, at the latest, until the loop's
-next iteration, so a streamed response's head is never delayed by more than that.
+packets per response, where one would do. On loopback each write costs as much as a large
+share of the relay's own Python code (in profiles under load ``write`` was one of the
+largest items of the event loop's time: ``docs/performance.md``). Here the head is held back
+until the next write (the body, usually sent in the same step) or, at the latest, until the
+loop's next iteration, so a streamed response's head is never delayed by more than that.
 
 Parsing and framing stay entirely uvicorn's: this only joins bytes it has already framed.
 

@@ -2,18 +2,18 @@
 upstream is too slow, and says which of the two happened.
 
 Why not ``asyncio.timeout`` and an always-running ``receive()`` task: on the hot path they
-cost a task, a future and several loop look-ups per call (each one a ``getpid`` system
-call in CPython 3.11), while nearly every call ends long before any of them matters.
-Here a call has one timer handle, set at the earliest moment anything could be due (the
-disconnect watcher's arming, a deadline); a later deadline, or one cleared, leaves it as
-it is, and when it fires it finds what is due and sets itself for what is left. A call
-that ends within ``arm_after`` (nearly all of them) creates and cancels one timer, where
-a timer per concern made three of each (in a tight loop 2.3 µs per call instead of 3.1;
-the instructions a worker executes per call did not change measurably:
-``docs/performance.md``). The ``receive()`` task that notices a disconnect is only
-started once the call has lasted ``arm_after`` seconds (and the request body has been read
-whole, so it cannot steal a body chunk): a call that ends sooner never pays for it, and a
-client that leaves during a fast call changes nothing the upstream has not already done.
+cost a task, a future and several loop look-ups per call (each one a ``getpid`` system call
+in CPython 3.11), while nearly every call ends long before any of them matters. Here a call
+has one timer handle, set at the earliest moment anything could be due (the disconnect
+watcher's arming, a deadline); a later deadline, or one cleared, leaves it as it is, and
+when it fires it finds what is due and sets itself for what is left. A call that ends within
+``arm_after`` (nearly all of them) creates and cancels one timer, where a timer per concern
+made three of each (cheaper in a tight loop, though the instructions a worker executes per
+call did not change measurably: ``docs/performance.md``). The ``receive()`` task that
+notices a disconnect is only started once the call has lasted ``arm_after`` seconds (and the
+request body has been read whole, so it cannot steal a body chunk): a call that ends sooner
+never pays for it, and a client that leaves during a fast call changes nothing the upstream
+has not already done.
 
 The watch keeps the moment its timer is due itself: a loop's ``call_at`` may hand back a
 plain ``Handle`` with no ``when()`` (uvloop does for a moment less than a millisecond

@@ -119,7 +119,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # sqlite3 keeps each connection's last 128 prepared statements (cached_statements):
-        # cheap for a fixed set of statements, ~100 MiB when every batch size of a
+        # cheap for a fixed set of statements, a lot of memory when every batch size of a
         # many-row INSERT is a new text, hence the spend writer's fixed shapes (spend_sql)
         engine = _create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
@@ -139,8 +139,9 @@ def sqlite_file_twin(engine: AsyncEngine) -> Engine | None:
     For work done whole in one worker thread: through aiosqlite every statement is a round
     trip to its thread that waits for a turn of the (busy) event loop, which left the spend
     writer behind the traffic under load. One connection, kept (its page cache warm: a new
-    connection per batch cost ~1 ms), with the same pragmas; the caller must not use it from
-    two threads at once. An in-memory database has no second connection to share: None.
+    connection per batch costs more than the batch's rows), with the same pragmas; the
+    caller must not use it from two threads at once. An in-memory database has no second
+    connection to share: None.
     """
     url = engine.url
     if url.get_backend_name() != "sqlite":
