@@ -60,7 +60,7 @@ class UiClient:
         return self._open(urllib.request.Request(self.base + path))
 
     def post(self, path: str, fields: dict[str, str], csrf: bool = True) -> Page:
-        """POST a form, with this session's CSRF token unless ``csrf`` is false or given."""
+        """POST a form, with the signed-in client's CSRF token unless ``csrf`` is false or given."""
         data = dict(fields)
         if csrf and "csrf" not in data and self.csrf:
             data["csrf"] = self.csrf
