@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import orjson
 
+from passgate.types import Send
+
 
 class GatewayError(Exception):
     """An error answered by the gateway itself, never by the upstream."""
@@ -75,3 +77,16 @@ def unavailable(message: str, code: str = "service_unavailable") -> GatewayError
 
 def gateway_timeout(message: str) -> GatewayError:
     return GatewayError(504, message, "upstream_error", "upstream_timeout")
+
+
+async def send_error(send: Send, err: GatewayError, request_id: bytes) -> None:
+    """Answer an ASGI HTTP request with ``err`` in the JSON shape, carrying ``request_id``."""
+    body = err.body()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id),
+        *err.headers,
+    ]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from passgate.exchange import new_call_id
+from passgate.types import Scope
 
 SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 HEADER = b"x-request-id"
@@ -22,3 +23,9 @@ def response_request_id(sent: bytes | None) -> bytes:
     if sent is not None and SANE_REQUEST_ID.match(sent):
         return sent
     return new_call_id().encode()
+
+
+def request_id_for(scope: Scope) -> bytes:
+    """The id a response to the HTTP request ``scope`` carries: the caller's when sane."""
+    sent = next((value for name, value in scope["headers"] if name == HEADER), None)
+    return response_request_id(sent)

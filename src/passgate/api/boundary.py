@@ -37,7 +37,7 @@ from starlette.types import Lifespan
 from passgate import errors
 from passgate.asgi import HttpMiddleware, on_response_start
 from passgate.errors import GatewayError
-from passgate.request_id import HEADER, SCOPE_KEY, response_request_id
+from passgate.request_id import SCOPE_KEY, request_id_for
 from passgate.types import Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,7 @@ def request_id_of(scope: Scope) -> str:
     """The id the response carries (set by ``RequestIdHeader``), else the same rule's own."""
     chosen: bytes | None = scope.get(SCOPE_KEY)
     if chosen is None:
-        sent = next((value for name, value in scope["headers"] if name == HEADER), None)
-        chosen = response_request_id(sent)
+        chosen = request_id_for(scope)
     return chosen.decode("ascii")
 
 

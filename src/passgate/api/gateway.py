@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from passgate.api.request_id import RequestIdHeader
-from passgate.errors import GatewayError
-from passgate.request_id import HEADER, response_request_id
+from passgate.errors import GatewayError, send_error
+from passgate.request_id import request_id_for
 from passgate.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("passgate")
@@ -89,16 +89,7 @@ class Gateway:
 
     async def _shed(self, scope: Scope, send: Send) -> None:
         self._on_overload()
-        sent = next((value for name, value in scope["headers"] if name == HEADER), None)
-        body = OVERLOADED.body()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (HEADER, response_request_id(sent)),
-            *OVERLOADED.headers,
-        ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_error(send, OVERLOADED, request_id_for(scope))
 
     @property
     def admin(self) -> ASGIApp:

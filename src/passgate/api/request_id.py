@@ -7,7 +7,7 @@ The pass-through relay sets its own; this wraps the rest, with the same rule
 from __future__ import annotations
 
 from passgate.asgi import HttpMiddleware, on_response_start
-from passgate.request_id import HEADER, SCOPE_KEY, response_request_id
+from passgate.request_id import HEADER, SCOPE_KEY, request_id_for
 from passgate.types import Message, Receive, Scope, Send
 
 
@@ -16,12 +16,7 @@ class RequestIdHeader(HttpMiddleware):
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request, its id in its scope and on its response."""
-        sent = None
-        for name, value in scope["headers"]:
-            if name == HEADER:
-                sent = value
-                break
-        request_id = response_request_id(sent)
+        request_id = request_id_for(scope)
         scope[SCOPE_KEY] = request_id
 
         def with_id(message: Message) -> Message:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from time import perf_counter, time
 
-from passgate.errors import GatewayError, bad_gateway, gateway_timeout
+from passgate.errors import GatewayError, bad_gateway, gateway_timeout, send_error
 from passgate.exchange import Exchange, new_call_id
 from passgate.providers.base import Provider
 from passgate.proxy.body import BODY_TOO_LARGE, Body, BodyPolicy, ClientGone, read_body
@@ -120,7 +120,7 @@ class Relay:
         except GatewayError as err:
             ex.status = err.status
             ex.error = err.message
-            await _send_error(send, err, request_id)
+            await send_error(send, err, request_id)
         except ClientGone:
             ex.interrupted = True
             ex.error = "client disconnected before the request body was read"
@@ -254,7 +254,7 @@ async def _answer_failure(scope: Scope, send: Send, request_id: bytes) -> bool:
     """Send the gateway's 500, or cut the connection when a response had already begun;
     whether the 500 went out."""
     try:
-        await _send_error(
+        await send_error(
             send, GatewayError(500, _INTERNAL, "internal_error", "internal_error"), request_id
         )
     except Exception:  # the response had started (or the connection broke): cut it
@@ -273,15 +273,3 @@ def _close_unfinished(scope: Scope) -> None:
 
 def _body_too_large() -> GatewayError:
     return GatewayError(413, BODY_TOO_LARGE, "invalid_request_error", "body_too_large")
-
-
-async def _send_error(send: Send, err: GatewayError, request_id: bytes) -> None:
-    body = err.body()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id),
-        *err.headers,
-    ]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
