@@ -17,8 +17,10 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -61,6 +63,13 @@ def call(gw: GatewayProcess, secret: str, **extra: str) -> int:
     return request(gw.url, "POST", "/mistral/v1/chat/completions", body, headers).status
 
 
+def page_replaced(driver: webdriver.Chrome, old: WebElement) -> None:
+    """Wait until the page holding ``old`` has been replaced by the next one."""
+    # While a navigation swaps the document, chromedriver can answer the staleness check with
+    # a plain error ("Node with given id does not belong to the document"): ask again.
+    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(staleness_of(old))
+
+
 class Pages:
     """Opens pages, checks the console after each, and takes screenshots."""
 
@@ -98,7 +107,7 @@ class Pages:
         """Click something that loads a new page, and wait for it."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(by, what).click()
-        WebDriverWait(self.driver, 15).until(staleness_of(old))
+        page_replaced(self.driver, old)
         self.settled(shot)
 
     def submit(self, css: str = "main form button[type=submit]") -> None:
@@ -110,7 +119,7 @@ class Pages:
         box.send_keys(key)
         old = self.driver.find_element(By.TAG_NAME, "html")
         box.send_keys(Keys.ENTER)  # keyboard only
-        WebDriverWait(self.driver, 15).until(staleness_of(old))
+        page_replaced(self.driver, old)
         self.settled()
         assert self.driver.current_url.rstrip("/").endswith("/ui"), self.driver.current_url
 
@@ -209,14 +218,14 @@ def test_a_failed_action_says_why(gw: GatewayProcess, browser: webdriver.Chrome)
     pages.fill({"key_alias": "taken", "max_budget": "ten"})
     old = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    WebDriverWait(browser, 15).until(staleness_of(old))
+    page_replaced(browser, old)
     # a 422 page is a failed request to the console: read it, then expect nothing else
     assert "Max budget: enter a number" in pages.text(".error")
     browser.get_log("browser")  # type: ignore[no-untyped-call]
     pages.fill({"max_budget": "10"})
     old = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    WebDriverWait(browser, 15).until(staleness_of(old))
+    page_replaced(browser, old)
     assert "already used by another key" in pages.text(".error")
     browser.get_log("browser")  # type: ignore[no-untyped-call]
     screenshot(browser, "key-new-error")
