@@ -38,6 +38,12 @@ class Usage:
     annotated_pages: int | None = None
     audio_seconds: float | None = None
     characters: int | None = None
+    # input tokens written to a prompt cache (priced at their own rate); part of prompt_tokens
+    cache_write_tokens: int | None = None
+    # output tokens spent on reasoning ("thinking"); part of completion_tokens
+    reasoning_tokens: int | None = None
+    search_units: int | None = None  # rerank searches, as the provider bills them
+    images: int | None = None  # images generated
 
     def tokens(self) -> int:
         """Tokens to count against a token rate limit."""
@@ -87,6 +93,7 @@ class Exchange:
     interrupted: bool = False
     error: str | None = None
     upstream_request_id: str | None = None
+    deployment: str | None = None  # the named upstream deployment that answered
     reservation: Any = None  # set by the limits guard, settled when the call ends
     settled: bool = False  # cost has been computed by the metering
     # The gateway's own id of this call: unique even when clients reuse x-request-id,

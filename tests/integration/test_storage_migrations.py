@@ -105,6 +105,10 @@ def _upgrade_to(connection: Connection, revision: str) -> None:
     command.upgrade(alembic_config(connection), revision)
 
 
+def _downgrade_to(connection: Connection, revision: str) -> None:
+    command.downgrade(alembic_config(connection), revision)
+
+
 def _schema_diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     return list(compare_metadata(context, Base.metadata))
@@ -166,8 +170,10 @@ async def check_weekly_rollups_migration(url: str) -> None:
     # a Sunday, the Monday after it, and a Wednesday: two weeks, three days
     at = [monday - timedelta(hours=1), monday + timedelta(hours=5), monday + timedelta(days=2)]
     try:
+        # today's writer needs today's spend_logs: write at the head, then go back to 0004
+        # (whose downgrade drops the weekly rollups) and up again
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade_to, "0004")
+            await conn.run_sync(_upgrade_to, "head")
         writer = SpendWriter(engine, batch_size=2, flush_interval=0.05)
         for i, when in enumerate(at):
             writer.enqueue(spend_record(when, f"k{i % 2}", cost=0.5 + i))
@@ -176,7 +182,8 @@ async def check_weekly_rollups_migration(url: str) -> None:
         weeks += "FROM spend_rollups WHERE period = 'week' ORDER BY dimension, start, value"
         async with engine.begin() as conn:
             written = [tuple(r) for r in await conn.execute(text(weeks))]
-            await conn.execute(text("DELETE FROM spend_rollups WHERE period = 'week'"))
+            await conn.run_sync(_downgrade_to, "0004")
+            assert [tuple(r) for r in await conn.execute(text(weeks))] == []
         await upgrade(url)
         async with engine.begin() as conn:
             filled = [tuple(r) for r in await conn.execute(text(weeks))]

@@ -30,13 +30,18 @@ _FIELDS = {
     "input_cost_per_token": "input_per_token",
     "output_cost_per_token": "output_per_token",
     "cache_read_input_token_cost": "cached_input_per_token",
+    "cache_creation_input_token_cost": "cache_write_per_token",
     "ocr_cost_per_page": "per_page",
     "annotation_cost_per_page": "per_annotated_page",
     "input_cost_per_second": "per_audio_second",
     "input_cost_per_character": "per_character",
+    "input_cost_per_query": "per_search_unit",
+    "output_cost_per_image": "per_image",
 }
 # these fall back to the base rate (input, page) when null
-_NULLABLE = frozenset({"cache_read_input_token_cost", "annotation_cost_per_page"})
+_NULLABLE = frozenset(
+    {"cache_read_input_token_cost", "cache_creation_input_token_cost", "annotation_cost_per_page"}
+)
 _TEXT_FIELDS = ("source", "date", "mode")
 # not a price: the most output tokens one call can produce (what a budget reserves
 # for a call that sets no max_tokens)
@@ -58,6 +63,9 @@ class Price:
     per_annotated_page: float | None = None
     per_audio_second: float = 0.0
     per_character: float = 0.0
+    cache_write_per_token: float | None = None
+    per_search_unit: float = 0.0
+    per_image: float = 0.0
     max_output_tokens: int | None = None
     source: str = ""
     date: str = ""
@@ -74,6 +82,9 @@ class Price:
                 self.per_annotated_page,
                 self.per_audio_second,
                 self.per_character,
+                self.cache_write_per_token,
+                self.per_search_unit,
+                self.per_image,
             )
         )
 
@@ -81,21 +92,31 @@ class Price:
         """USD for this usage: the sum of every priced quantity it reports."""
         if (
             not usage.cached_tokens
+            and not usage.cache_write_tokens
             and usage.pages is None
             and usage.audio_seconds is None
             and usage.characters is None
+            and usage.search_units is None
+            and usage.images is None
         ):
             # Tokens only, nothing cached: most priced calls. The full sum below would add
             # the same two products and five zeros, at three times the cost per call.
             return (usage.prompt_tokens or 0) * self.input_per_token + (
                 usage.completion_tokens or 0
             ) * self.output_per_token
+        # prompt_tokens counts every input token, those read from and written to a cache too
         prompt = usage.prompt_tokens or 0
         cached = min(usage.cached_tokens or 0, prompt)
+        written = min(usage.cache_write_tokens or 0, prompt - cached)
         cached_rate = (
             self.input_per_token
             if self.cached_input_per_token is None
             else self.cached_input_per_token
+        )
+        write_rate = (
+            self.input_per_token
+            if self.cache_write_per_token is None
+            else self.cache_write_per_token
         )
         pages = usage.pages or 0
         annotated = min(usage.annotated_pages or 0, pages)
@@ -103,13 +124,16 @@ class Price:
             self.per_page if self.per_annotated_page is None else self.per_annotated_page
         )
         return (
-            (prompt - cached) * self.input_per_token
+            (prompt - cached - written) * self.input_per_token
             + cached * cached_rate
+            + written * write_rate
             + (usage.completion_tokens or 0) * self.output_per_token
             + (pages - annotated) * self.per_page
             + annotated * annotated_rate
             + (usage.audio_seconds or 0.0) * self.per_audio_second
             + (usage.characters or 0) * self.per_character
+            + (usage.search_units or 0) * self.per_search_unit
+            + (usage.images or 0) * self.per_image
         )
 
 

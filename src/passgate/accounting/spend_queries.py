@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from passgate.storage.models import EndUser, SpendLog
 
-GROUPS = ("key", "user", "team", "end_user", "model", "route", "day")
+GROUPS = ("key", "user", "team", "end_user", "model", "route", "provider", "deployment", "day")
 
 _LOGS = cast(Table, SpendLog.__table__)
 _END_USERS = cast(Table, EndUser.__table__)
@@ -26,6 +26,8 @@ _GROUP_COLUMNS = {
     "end_user": _LOGS.c.end_user,
     "model": _LOGS.c.model,
     "route": _LOGS.c.route,
+    "provider": _LOGS.c.provider,
+    "deployment": _LOGS.c.deployment,
 }
 # the usage columns a report adds up, as spend rows and rollups both hold them
 SUMMED = (

@@ -153,6 +153,8 @@ _STORED = (
     "method",
     "route",
     "upstream_path",
+    "provider",
+    "deployment",
     "model",
     "stream",
     "status",
@@ -187,6 +189,7 @@ def _record_values(clock: Convert, flag: Convert) -> Callable[[Record], list[Any
     request_max, alias_max, user_max = cut["request_id"], cut["key_alias"], cut["user_id"]
     team_max, end_user_max, method_max = cut["team_id"], cut["end_user"], cut["method"]
     model_max, upstream_id_max = cut["model"], cut["upstream_request_id"]
+    provider_max, deployment_max = cut["provider"], cut["deployment"]
 
     def values(record: Record) -> list[Any]:
         try:
@@ -204,6 +207,8 @@ def _record_values(clock: Convert, flag: Convert) -> Callable[[Record], list[Any
                 method,
                 route,
                 upstream_path,
+                provider,
+                deployment,
                 model,
                 stream,
                 status,
@@ -215,6 +220,10 @@ def _record_values(clock: Convert, flag: Convert) -> Callable[[Record], list[Any
                 annotated_pages,
                 audio_seconds,
                 characters,
+                cache_write_tokens,
+                reasoning_tokens,
+                search_units,
+                images,
                 cost,
                 upstream_request_id,
                 error,
@@ -237,6 +246,8 @@ def _record_values(clock: Convert, flag: Convert) -> Callable[[Record], list[Any
                 clean(method, method_max),
                 clean(route),
                 clean(upstream_path),
+                clean(provider, provider_max),
+                clean(deployment, deployment_max),
                 clean(model, model_max),
                 flag(stream),
                 status,
@@ -248,6 +259,10 @@ def _record_values(clock: Convert, flag: Convert) -> Callable[[Record], list[Any
                 annotated_pages,
                 audio_seconds,
                 characters,
+                cache_write_tokens,
+                reasoning_tokens,
+                search_units,
+                images,
                 cost,
                 None if duration is None else duration * 1000.0,
                 None if ttfb is None else ttfb * 1000.0,

@@ -84,7 +84,9 @@ class LogsQuery(_Filters):
 class ReportQuery(_Filters):
     """Query string of ``GET /spend/report``."""
 
-    group_by: Literal["key", "user", "team", "end_user", "model", "route", "day"] = "key"
+    group_by: Literal[
+        "key", "user", "team", "end_user", "model", "route", "provider", "deployment", "day"
+    ] = "key"
 
 
 class CustomerQuery(BaseModel):

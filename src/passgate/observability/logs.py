@@ -256,6 +256,8 @@ def access_fields(ex: Exchange) -> dict[str, Any]:
         "method": ex.method,
         "route": ex.route,
         "upstream_path": ex.upstream_path,
+        "provider": ex.provider,
+        "deployment": ex.deployment,
         "status": ex.status,
         "model": ex.model,
         "stream": ex.stream,
