@@ -25,9 +25,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from passgate.accounting.retention import Retention
-from passgate.accounting.rows import Record, access_fields_of, end_time
 from passgate.accounting.spend_link import decode
 from passgate.accounting.writer import SpendWriter
+from passgate.call_record import CallRecord, access_fields, end_time
 from passgate.child_process import run_child, stdin_closed
 from passgate.config import Settings
 from passgate.lines import LineSplitter
@@ -46,7 +46,7 @@ _BAD_LINES_LOGGED = 10
 class Receiver:
     """Reads call records from worker connections and hands each to every consumer."""
 
-    def __init__(self, consumers: Sequence[Callable[[Record], None]]) -> None:
+    def __init__(self, consumers: Sequence[Callable[[CallRecord], None]]) -> None:
         self._consumers = tuple(consumers)
         self._connections: set[asyncio.Task[None]] = set()
         self.bad_lines = 0
@@ -107,17 +107,17 @@ def _same(value: None) -> None:
     return value
 
 
-def access_line_writer(logger: RequestLogger) -> Callable[[Record], None]:
+def access_line_writer(logger: RequestLogger) -> Callable[[CallRecord], None]:
     """A consumer that writes each record's access line, stamped with the call's end."""
 
-    def write(record: Record) -> None:
-        logger.log(access_fields_of(record), end_time(record))
+    def write(record: CallRecord) -> None:
+        logger.log(access_fields(record), end_time(record))
 
     return write
 
 
 async def serve(settings: Settings, listener: socket.socket) -> None:
-    """Record what the workers send until stdin closes, then flush everything and return."""
+    """CallRecord what the workers send until stdin closes, then flush everything and return."""
     engine = create_engine(database_url(settings))
     writer = SpendWriter.from_settings(engine, settings, inline=True)
     webhook = WebhookExporter.from_settings(settings)
@@ -127,7 +127,7 @@ async def serve(settings: Settings, listener: socket.socket) -> None:
     writer.start()
     retention = Retention.from_settings(engine, settings)
     await retention.start()
-    consumers: list[Callable[[Record], None]] = [writer.enqueue]
+    consumers: list[Callable[[CallRecord], None]] = [writer.enqueue]
     if settings.log_requests:
         consumers.append(access_line_writer(RequestLogger()))
     receiver = Receiver(consumers)

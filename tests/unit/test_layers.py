@@ -24,6 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
         {
             PACKAGE,
             "asgi",
+            "call_record",
             "config",
             "durations",
             "errors",

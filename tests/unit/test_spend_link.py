@@ -12,19 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from passgate.accounting.rows import (
-    RECORD_FIELDS,
-    USAGE_FIELDS,
-    Record,
-    call_record,
-    row_from_record,
-    spend_row,
-)
+from passgate.accounting.rows import row_from_record, spend_row
 from passgate.accounting.spend_link import SpendForwarder, decode, encode
+from passgate.call_record import FIELDS, USAGE_FIELDS, CallRecord, call_record
 from passgate.exchange import Exchange, Usage
 from passgate.observability.logs import RequestLogger
 from passgate.principal import Principal
@@ -35,9 +29,9 @@ class Rows:
     """Stands in for the SpendWriter: keeps the call records the receiver enqueues."""
 
     def __init__(self) -> None:
-        self.records: list[Record] = []
+        self.records: list[CallRecord] = []
 
-    def enqueue(self, record: Record) -> None:
+    def enqueue(self, record: CallRecord) -> None:
         self.records.append(record)
 
     @property
@@ -234,7 +228,7 @@ def test_a_record_names_each_value_in_record_fields_order() -> None:
         characters=8,
     )
     ex = exchange(usage=usage, bytes_in=123, bytes_out=456)
-    named = dict(zip(RECORD_FIELDS, call_record(ex), strict=True))
+    named = dict(zip(FIELDS, call_record(ex), strict=True))
     for name in USAGE_FIELDS:
         assert named[name] == getattr(usage, name), name
     assert (named["call_id"], named["request_id"], named["cost"]) == (
@@ -267,8 +261,8 @@ async def test_a_record_one_consumer_fails_on_reaches_the_others(tmp_path: Path)
     receiver = Receiver([access_line_writer(RequestLogger()), rows.enqueue])
     path = str(tmp_path / "s.sock")
     server = await asyncio.start_unix_server(receiver.handle, path=path)
-    odd = call_record(exchange(1))
-    odd[RECORD_FIELDS.index("duration")] = "soon"  # decode() lets it through; the line can't
+    # decode() lets a value of the wrong kind through; the line cannot be written of it
+    odd = call_record(exchange(1))._replace(duration=cast(float, "soon"))
     _, stream = await asyncio.open_unix_connection(path)
     stream.write(encode(odd) + encode(call_record(exchange(2))))
     await stream.drain()
