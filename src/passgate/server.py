@@ -8,7 +8,7 @@ pickles to it, and to its spend writer the way it got them. The replacement is
 what keeps the workers small: uvicorn spawns its workers, and a spawned process first
 re-imports its parent's main module, so whatever that module imports is loaded into
 every worker and kept there for its whole life. The command's main module brings in
-Alembic and the key-management commands (several MiB per worker); this one imports
+Alembic and the key-management commands (memory every worker would keep); this one imports
 only what a worker needs anyway.
 
 Each worker builds its app with the factory ``app_factory`` names, chosen from the

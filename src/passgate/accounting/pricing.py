@@ -100,7 +100,7 @@ class Price:
             and usage.images is None
         ):
             # Tokens only, nothing cached: most priced calls. The full sum below would add
-            # the same two products and five zeros, at three times the cost per call.
+            # the same two products and many zeros, at a much higher cost per call.
             return (usage.prompt_tokens or 0) * self.input_per_token + (
                 usage.completion_tokens or 0
             ) * self.output_per_token

@@ -1,11 +1,11 @@
 """The spend writer's statements at driver level: pre-built SQL, plain values, fixed shapes.
 
-Through SQLAlchemy's compiled statements a spend row cost more than twice the event-loop CPU
+Through SQLAlchemy's compiled statements a spend row cost several times the event-loop CPU
 (a type processor per value, parameter dictionaries, insertmanyvalues), and each batch's
-totals more again (``docs/performance.md``). Here a call record (``call_record.CallRecord``, as a
-worker sends it) becomes driver values in one pass, without the row dictionary in between
-(making it cost more than storing it, by callgrind), in exactly the form the ORM's column
-types store, so ``SpendLog`` reads them back unchanged:
+totals more again (``docs/performance.md``). Here a call record (``call_record.CallRecord``,
+as a worker sends it) becomes driver values in one pass by the column readers of
+``rows.column_readers``, without a row dictionary in between, in exactly the form the
+ORM's column types store, so ``SpendLog`` reads them back unchanged:
 
 - timestamps (``UTCDateTime``), from seconds since the epoch: PostgreSQL gets the aware UTC
   ``datetime`` (``timestamptz``); SQLite gets SQLAlchemy's DATETIME text of the naive UTC
@@ -107,7 +107,7 @@ class SqliteClock:
                 self._seconds.clear()
             prefix = datetime.fromtimestamp(second, UTC).isoformat(" ", "seconds")[:19]
             self._seconds[second] = prefix
-        # %-formatting: 3,000 instructions here against 3,600 for the f-string
+        # %-formatting: fewer instructions here than the f-string (docs/performance.md)
         return "%s.%06d" % (prefix, micro)  # noqa: UP031
 
 

@@ -108,9 +108,8 @@ class _LineWriter:
     """The listener thread: formats queued records and writes them, many lines per write.
 
     After each write it lingers a little, so under load the thread wakes (and takes the
-    GIL from the event loop) once per batch instead of once per record; profiles at 64
-    clients showed the per-record wake-ups and writes slowing the event loop by ~25%.
-    The first line after a quiet spell is written at once.
+    GIL from the event loop) once per batch instead of once per record: per-record wake-ups
+    and writes slowed the event loop under load (``docs/performance.md``). The first line after a quiet spell is written at once.
     """
 
     def __init__(
