@@ -109,7 +109,8 @@ class _LineWriter:
 
     After each write it lingers a little, so under load the thread wakes (and takes the
     GIL from the event loop) once per batch instead of once per record: per-record wake-ups
-    and writes slowed the event loop under load (``docs/performance.md``). The first line after a quiet spell is written at once.
+    and writes slowed the event loop under load (``docs/performance.md``). The first line
+    after a quiet spell is written at once.
     """
 
     def __init__(
