@@ -3,7 +3,7 @@
 ``Settings`` is a plain pydantic model. Reading it from the environment and a YAML file
 is ``passgate.settings_env``'s job (pydantic-settings), done once by the ``passgate``
 command, which hands the validated settings to the server, its workers and its spend
-writer (``passgate.handover``, never through the environment): a worker never imports
+writer (``passgate.runtime.handover``, never through the environment): a worker never imports
 pydantic-settings or PyYAML, which would stay in every worker's memory for nothing
 (docs/performance.md). This module and
 ``settings_env`` are the only ones that read ``os.environ``.

@@ -4,7 +4,7 @@ pydantic-settings reads the environment. An empty variable counts as unset, so t
 seed's ``export LITELLM_MASTER_KEY=""`` means "no master key", not "the empty key".
 Only the ``passgate`` command and embedders (tests, a program building the app itself)
 import this module: the server, its workers and its spend writer get the validated
-settings from ``passgate.handover``.
+settings from ``passgate.runtime.handover``.
 """
 
 from __future__ import annotations

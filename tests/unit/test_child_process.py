@@ -12,8 +12,8 @@ import pytest
 @pytest.mark.parametrize(
     ("module", "name"),
     [
-        ("passgate.spend_process", "passgate spend writer"),
-        ("passgate.limits_process", "passgate limits process"),
+        ("passgate.runtime.spend_process", "passgate spend writer"),
+        ("passgate.runtime.limits_process", "passgate limits process"),
     ],
 )
 def test_settings_handed_over_that_are_not_valid_end_the_child_with_status_2(

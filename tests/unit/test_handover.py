@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from passgate.config import SettingsError
-from passgate.handover import (
+from passgate.runtime.handover import (
     WorkerApp,
     hand_over,
     hand_over_text,
@@ -77,7 +77,7 @@ def test_the_server_environment_keeps_no_variable_that_sets_a_credential() -> No
 
 def test_a_worker_app_survives_the_pickle_uvicorn_sends_to_a_worker(tmp_path: Path) -> None:
     settings = load_settings(master_key="sk-master-handed", data_dir=tmp_path)
-    app = WorkerApp("passgate.worker:worker_app", settings, "/run/s.sock", tmp_path)
+    app = WorkerApp("passgate.runtime.worker:worker_app", settings, "/run/s.sock", tmp_path)
     copy = pickle.loads(pickle.dumps(app))  # noqa: S301 (our own bytes, as uvicorn's pipe)
     assert copy == app
     assert copy.settings.master_key is not None

@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from passgate.config import Settings
 from passgate.listen_tls import MODERN_CIPHERS, uvicorn_tls_options
-from passgate.networks import network_refusal, start_notes, upstream_route
 from passgate.proxy.egress import EgressProxy
 from passgate.proxy.tunnel import EgressProxyError, open_tunnel
+from passgate.runtime.networks import network_refusal, start_notes, upstream_route
 from tests.support.certs import TestCA
 
 

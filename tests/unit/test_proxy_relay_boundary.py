@@ -14,6 +14,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from passgate.asgi import CLOSE_CONNECTION
 from passgate.auth.master import MasterKey, MasterKeyAuthenticator
 from passgate.config import Settings
 from passgate.exchange import Exchange
@@ -21,7 +22,6 @@ from passgate.providers.mistral import mistral_provider
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Guard, Pipeline
 from passgate.proxy.relay import Relay
-from passgate.proxy.transport import CLOSE_CONNECTION
 from passgate.proxy.upstream import Upstream, UpstreamOptions
 from passgate.types import Message
 from tests.support.fake_mistral import FakeMistral

@@ -8,7 +8,7 @@ from typing import Any
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from passgate.proxy.transport import HeadHoldingHttpToolsProtocol, HeadHoldingTransport
+from passgate.runtime.transport import HeadHoldingHttpToolsProtocol, HeadHoldingTransport
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from passgate.config import Settings
-from passgate.server import (
+from passgate.runtime.server import (
     APP_FACTORY,
     MODULE,
     TRACED_APP_FACTORY,

@@ -22,7 +22,7 @@ from passgate.call_record import FIELDS, USAGE_FIELDS, CallRecord, call_record
 from passgate.exchange import Exchange, Usage
 from passgate.observability.logs import RequestLogger
 from passgate.principal import Principal
-from passgate.spend_process import Receiver, access_line_writer
+from passgate.runtime.spend_process import Receiver, access_line_writer
 
 
 class Rows:

@@ -4,7 +4,7 @@ Why a process of its own: a spend writer thread inside a worker made the worker'
 loop measurably slower per call (``docs/performance.md``), because the two threads take
 the GIL from each other hundreds of times per batch. In a worker, a call now costs a list of
 its raw values (``call_record``, with its ``orjson`` line) and a share of one ``write`` per
-batching interval; the process (``passgate.spend_process``) turns lines
+batching interval; the process (``passgate.runtime.spend_process``) turns lines
 into call records and stores them with the same ``SpendWriter``, for every worker of the
 instance.
 

@@ -15,7 +15,7 @@ was new (the usual case; otherwise the batch is redone with ``RETURNING``).
 
 On SQLite a batch's whole transaction runs on a blocking engine: in a thread of its
 own, or ``inline`` on the event loop in the spend-writer process, which does nothing
-else (see ``passgate.spend_process``).
+else (see ``passgate.runtime.spend_process``).
 
 Rows and totals go through pre-built driver-level statements (``spend_sql``), rows in
 chunks of at most ``CHUNK``, so a batch never holds the event loop for more than one

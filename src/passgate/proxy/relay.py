@@ -13,6 +13,7 @@ import asyncio
 import logging
 from time import perf_counter, time
 
+from passgate.asgi import CLOSE_CONNECTION
 from passgate.errors import GatewayError, bad_gateway, gateway_timeout, send_error
 from passgate.exchange import Exchange, new_call_id
 from passgate.providers.base import Provider
@@ -22,7 +23,6 @@ from passgate.proxy.headers import upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
 from passgate.proxy.response import IDLE_MESSAGE, ResponseRelay
-from passgate.proxy.transport import CLOSE_CONNECTION
 from passgate.proxy.upstream import Upstream, UpstreamResponse
 from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
 from passgate.request_id import SANE_REQUEST_ID as _REQUEST_ID

@@ -1,7 +1,7 @@
 """The ``passgate`` command: run the gateway, or manage its database and keys.
 
 Only the command's own process imports this module: to serve, it migrates the database
-and then replaces itself with ``passgate.server``, whose imports are what every worker
+and then replaces itself with ``passgate.runtime.server``, whose imports are what every worker
 loads. So the commands' needs (Alembic, key management) may be imported here freely.
 """
 
@@ -17,15 +17,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from passgate import __version__
 from passgate.accounting.pricing import PricingError, load_catalog
-from passgate.cli_keys import add_subcommands
 from passgate.config import Settings, SettingsError
-from passgate.handover import hand_over, secret_free_environ
 from passgate.limits.runtime import limits_warning
 from passgate.listen_tls import serves_tls
-from passgate.networks import network_refusal, start_notes, upstream_route
 from passgate.observability.logs import shutdown_logging
-from passgate.process import setup_process_logging
-from passgate.server import bind_refusal, is_loopback, resolve_host, server_argv, worker_count
+from passgate.runtime.cli_keys import add_subcommands
+from passgate.runtime.handover import hand_over, secret_free_environ
+from passgate.runtime.networks import network_refusal, start_notes, upstream_route
+from passgate.runtime.process import setup_process_logging
+from passgate.runtime.server import (
+    bind_refusal,
+    is_loopback,
+    resolve_host,
+    server_argv,
+    worker_count,
+)
 from passgate.settings_env import load_settings
 from passgate.storage.db import DatabaseUrlError, database_url, redacted
 from passgate.storage.migrate import upgrade
@@ -76,7 +82,7 @@ def migrate(settings: Settings) -> int:
 
 
 def serve(settings: Settings) -> int:
-    """Migrate the database, then become the server (``passgate.server``) until interrupted.
+    """Migrate the database, then become the server (``passgate.runtime.server``) until interrupted.
 
     The migrations run here, once, before any worker exists: workers then never import
     Alembic. The exec keeps this process's id and output, so whoever started ``passgate``

@@ -1,6 +1,6 @@
 """The spend-writer process: one per gateway instance, recording the calls its workers send.
 
-``passgate.server`` binds the Unix socket, starts this module with the socket's file
+``passgate.runtime.server`` binds the Unix socket, starts this module with the socket's file
 descriptor (``spend_launcher``), then the workers; each worker's ``SpendForwarder`` sends
 one line per call. Here each line becomes a call record again and goes through the same
 batched ``SpendWriter`` as ever (queue, retries while the database is down, exactly
@@ -28,17 +28,17 @@ from passgate.accounting.retention import Retention
 from passgate.accounting.spend_link import decode
 from passgate.accounting.writer import SpendWriter
 from passgate.call_record import CallRecord, access_fields, end_time
-from passgate.child_process import run_child, stdin_closed
 from passgate.config import Settings
 from passgate.lines import LineSplitter
 from passgate.observability.logs import RequestLogger
 from passgate.observability.webhook import WebhookExporter
-from passgate.process import collect_seldom
+from passgate.runtime.child_process import run_child, stdin_closed
+from passgate.runtime.process import collect_seldom
 from passgate.storage.db import create_engine, database_url
 
 log = logging.getLogger("passgate.accounting")
 
-MODULE = "passgate.spend_process"
+MODULE = "passgate.runtime.spend_process"
 _READ_SIZE = 1 << 16
 _BAD_LINES_LOGGED = 10
 

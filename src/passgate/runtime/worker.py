@@ -1,7 +1,7 @@
 """Entry point for server workers: build the app from what the server handed the worker.
 
-``passgate.server`` names this module's ``worker_app`` to uvicorn when tracing is off,
-and ``passgate.worker_traced``'s when it is on: the module chosen is the whole difference,
+``passgate.runtime.server`` names this module's ``worker_app`` to uvicorn when tracing is off,
+and ``passgate.runtime.worker_traced``'s when it is on: the module chosen is the whole difference,
 so a worker without tracing never imports the OpenTelemetry SDK or its exporter.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from passgate.api.app import build_app
 from passgate.api.gateway import Gateway
 from passgate.config import Settings
-from passgate.handover import WorkerApp
 from passgate.observability.stack import Tracer
-from passgate.process import collect_seldom, setup_process_logging
+from passgate.runtime.handover import WorkerApp
+from passgate.runtime.process import collect_seldom, setup_process_logging
 
 TracerFactory = Callable[[Settings], Tracer | None]
 

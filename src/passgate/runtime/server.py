@@ -1,8 +1,8 @@
 """The server process: uvicorn and its workers, started by ``passgate`` once the schema is at head.
 
-``passgate`` (``passgate.cli``) reads and checks the settings, runs the migrations, hands
-the validated settings over in an unnamed file (``passgate.handover``) and replaces itself
-with ``python -m passgate.server --settings-fd N`` (same pid, same output); this process
+``passgate`` (``passgate.runtime.cli``) reads and checks the settings, runs the migrations, hands
+the validated settings over in an unnamed file (``passgate.runtime.handover``) and replaces itself
+with ``python -m passgate.runtime.server --settings-fd N`` (same pid, same output); this process
 reads them there, and hands them to each worker inside the uvicorn config that uvicorn
 pickles to it, and to its spend writer the way it got them. The replacement is
 what keeps the workers small: uvicorn spawns its workers, and a spawned process first
@@ -46,18 +46,18 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from passgate.config import Settings, SettingsError
-from passgate.handover import SETTINGS_FD_OPTION, WorkerApp, handed_settings
-from passgate.limits_launcher import LimitsProcess, limits_process_needed
 from passgate.listen_tls import uvicorn_tls_options
-from passgate.process import setup_process_logging
-from passgate.proxy.transport import HeadHoldingHttpToolsProtocol
-from passgate.spend_launcher import SpendWriterProcess
+from passgate.runtime.handover import SETTINGS_FD_OPTION, WorkerApp, handed_settings
+from passgate.runtime.limits_launcher import LimitsProcess, limits_process_needed
+from passgate.runtime.process import setup_process_logging
+from passgate.runtime.spend_launcher import SpendWriterProcess
+from passgate.runtime.transport import HeadHoldingHttpToolsProtocol
 
-MODULE = "passgate.server"
-APP_FACTORY = "passgate.worker:worker_app"
+MODULE = "passgate.runtime.server"
+APP_FACTORY = "passgate.runtime.worker:worker_app"
 # the spend writer's own stop timeout (30 s while the database is down) plus the webhook's
 SPEND_STOP_TIMEOUT = 45.0
-TRACED_APP_FACTORY = "passgate.worker_traced:worker_app"
+TRACED_APP_FACTORY = "passgate.runtime.worker_traced:worker_app"
 LIMITS_STOP_TIMEOUT = 5.0  # the limits process has nothing to store
 
 
@@ -212,7 +212,7 @@ def serve(
 def parser() -> argparse.ArgumentParser:
     """The options ``server_argv`` writes."""
     options = argparse.ArgumentParser(
-        prog="python -m passgate.server", description="Serve; run by `passgate`."
+        prog="python -m passgate.runtime.server", description="Serve; run by `passgate`."
     )
     options.add_argument("--host")
     options.add_argument("--port", type=int)
@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     """Serve the settings ``passgate`` handed over, with the options applied."""
     args = parser().parse_args(argv)
     if args.settings_fd is None:
-        print("passgate: python -m passgate.server is started by `passgate`", file=sys.stderr)
+        print(
+            "passgate: python -m passgate.runtime.server is started by `passgate`", file=sys.stderr
+        )
         return 2
     try:
         settings = handed_settings(args.settings_fd)

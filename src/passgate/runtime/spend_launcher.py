@@ -1,11 +1,12 @@
-"""Starts, watches and stops the instance's spend-writer process (``passgate.spend_process``).
+"""Starts, watches and stops the instance's spend-writer process
+(``passgate.runtime.spend_process``).
 
-Used by ``passgate.server`` before uvicorn starts its workers. The listening socket is
+Used by ``passgate.runtime.server`` before uvicorn starts its workers. The listening socket is
 bound here, in a directory only this user can open, and handed to the child as an open
 file descriptor: workers can connect from their first request (the kernel queues them
 until the child accepts), and a child that dies is replaced on the same socket while the
 workers' forwarders keep their rows and reconnect. Each child reads the settings from an
-unnamed file handed over for it (``passgate.handover``), never from its environment.
+unnamed file handed over for it (``passgate.runtime.handover``), never from its environment.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import threading
 from pathlib import Path
 
 from passgate.config import Settings
-from passgate.handover import SETTINGS_FD_OPTION, hand_over
+from passgate.runtime.handover import SETTINGS_FD_OPTION, hand_over
 
 log = logging.getLogger("passgate.accounting")
 
-MODULE = "passgate.spend_process"
+MODULE = "passgate.runtime.spend_process"
 RESTART_DELAY = 1.0  # seconds before a dead child is replaced
 _BACKLOG = 512
 

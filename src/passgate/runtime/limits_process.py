@@ -2,7 +2,7 @@
 
 It holds the rate windows, parallel slots and budget reservations of every worker
 (``passgate.limits.holder``), so limits are exact per instance without any extra
-service. ``passgate.server`` binds the Unix socket and starts this module with the
+service. ``passgate.runtime.server`` binds the Unix socket and starts this module with the
 socket's file descriptor (``limits_launcher``), then the workers; a holder that dies
 is replaced on the same socket and the workers reconnect (``InstanceCounters``).
 
@@ -18,12 +18,12 @@ import sys
 
 import uvloop
 
-from passgate.child_process import run_child, stdin_closed
 from passgate.config import Settings
 from passgate.limits.holder import CounterHolder
-from passgate.process import collect_seldom
+from passgate.runtime.child_process import run_child, stdin_closed
+from passgate.runtime.process import collect_seldom
 
-MODULE = "passgate.limits_process"
+MODULE = "passgate.runtime.limits_process"
 
 
 async def serve(_settings: Settings, listener: socket.socket) -> None:

@@ -95,7 +95,7 @@ class WorkerApp:
     """The app factory uvicorn runs in a worker, with what the server hands that worker.
 
     ``factory`` names a function taking this object and returning the ASGI app; it is
-    imported only when called, in the worker (see ``passgate.server.app_factory``).
+    imported only when called, in the worker (see ``passgate.runtime.server.app_factory``).
     """
 
     factory: str

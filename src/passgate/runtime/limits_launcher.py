@@ -1,4 +1,4 @@
-"""Starts, watches and stops the instance's limits process (``passgate.limits_process``).
+"""Starts, watches and stops the instance's limits process (``passgate.runtime.limits_process``).
 
 The same life as the spend-writer process (``spend_launcher``): the server binds the
 socket in a directory only this user can open, hands it to the child, and replaces a
@@ -9,9 +9,9 @@ and no Redis (with Redis the counters are there; with one worker they are exact 
 from __future__ import annotations
 
 from passgate.config import Settings
-from passgate.spend_launcher import SpendWriterProcess
+from passgate.runtime.spend_launcher import SpendWriterProcess
 
-MODULE = "passgate.limits_process"
+MODULE = "passgate.runtime.limits_process"
 
 
 class LimitsProcess(SpendWriterProcess):

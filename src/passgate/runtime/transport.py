@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from passgate.proxy.guarded_protocol import GuardedHttpToolsProtocol
+from passgate.asgi import CLOSE_CONNECTION
+from passgate.runtime.guarded_protocol import GuardedHttpToolsProtocol
 
 _HEAD = b"HTTP/1.1 "  # uvicorn starts every response head (and nothing else) with it
-CLOSE_CONNECTION = "passgate.close_connection"  # the scope extension's name
 
 
 class HeadHoldingTransport(asyncio.Transport):

@@ -2,7 +2,7 @@
 process): its command line, its signals, its settings, and when it ends.
 
 The server binds the child's Unix socket and passes its descriptor (``--fd``) with the
-settings handed over (``passgate.handover``). The child ignores SIGINT and SIGTERM and
+settings handed over (``passgate.runtime.handover``). The child ignores SIGINT and SIGTERM and
 serves until its stdin closes: the server closes it once the workers have exited, so
 what they sent while shutting down is still served.
 """
@@ -18,9 +18,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from passgate.config import Settings, SettingsError
-from passgate.handover import SETTINGS_FD_OPTION, handed_settings
 from passgate.observability.logs import shutdown_logging
-from passgate.process import setup_process_logging
+from passgate.runtime.handover import SETTINGS_FD_OPTION, handed_settings
+from passgate.runtime.process import setup_process_logging
 
 Serve = Callable[[Settings, socket.socket], Coroutine[Any, Any, None]]
 Run = Callable[[Coroutine[Any, Any, None]], object]
