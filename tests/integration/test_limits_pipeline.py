@@ -48,7 +48,7 @@ from tests.support.databases import fresh_postgres, migrated_engine
 from tests.support.fake_mistral import FakeMistral
 from tests.support.fake_mistral_payloads import COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS
 from tests.support.services import REDIS_URL, require_redis
-from tests.unit.test_limits_redis import RedisRelay
+from tests.unit.limits.test_redis import RedisRelay
 
 MASTER = "sk-master-pipeline-0123456789"
 MODEL = "mistral-small-latest"

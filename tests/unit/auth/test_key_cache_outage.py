@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from passgate.auth.cache import KeyCache
-from tests.unit.test_key_cache import Clock, Store
+from tests.unit.auth.test_key_cache import Clock, Store
 
 
 @pytest.fixture

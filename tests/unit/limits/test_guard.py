@@ -17,7 +17,7 @@ from passgate.limits.guard import LimitsGuard
 from passgate.limits.local import LocalCounters
 from passgate.limits.store import BudgetRow
 from passgate.principal import MASTER, Principal
-from tests.unit.test_limits_backends import Clock
+from tests.unit.limits.test_backends import Clock
 
 TOKEN = "f" * 64  # a key's hash id: must never appear in a message
 PRICE = Price(input_per_token=1e-6, output_per_token=2e-6)

@@ -38,7 +38,7 @@ from passgate.limits.redis_backend import RedisCounters, redis_client
 from passgate.limits.store import BudgetRow
 from passgate.principal import Principal
 from tests.support.services import REDIS_URL, require_redis
-from tests.unit.test_limits_backends import T0, Clock, Seeds
+from tests.unit.limits.test_backends import T0, Clock, Seeds
 
 
 class RedisRelay:

@@ -12,7 +12,7 @@ import pytest
 from passgate.limits.backend import AdmitRequest, BudgetScope, KeyLimits, LimitsUnavailable, to_nano
 from passgate.limits.holder import CounterHolder
 from passgate.limits.instance import InstanceCounters
-from tests.unit.test_limits_backends import Clock, Seeds
+from tests.unit.limits.test_backends import Clock, Seeds
 
 SCOPE = BudgetScope("team", "t1", "team 't1'", "team:t1", to_nano(1.0))
 KEY = KeyLimits("k1", parallel=1)

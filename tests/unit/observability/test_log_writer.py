@@ -16,7 +16,7 @@ from passgate.observability.logs import (
     configure_logging,
     shutdown_logging,
 )
-from tests.unit.test_observability_logs import make_exchange
+from tests.unit.observability.test_logs import make_exchange
 
 
 class Recorder:
