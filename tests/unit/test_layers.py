@@ -35,6 +35,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "providers",
             "request_id",
             "settings_env",
+            "tasks",
             "types",
         }
     ),

@@ -9,7 +9,6 @@ background task starts a new budget period in the database when one ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from passgate.limits.guard import BypassCallback, LimitsGuard
 from passgate.limits.instance import InstanceCounters
 from passgate.limits.local import LocalCounters
 from passgate.limits.store import SqlBudgetStore
+from passgate.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -85,11 +85,8 @@ class Limits:
 
     async def stop(self) -> None:
         """Stop everything started, then close the Redis connections."""
-        if self._resetter is not None:
-            self._resetter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resetter
-            self._resetter = None
+        await cancel_and_wait(self._resetter)
+        self._resetter = None
         if self.events is not None:
             await self.events.stop()
         await self.counters.stop()
