@@ -20,7 +20,7 @@ import os
 import sys
 
 from bench.payloads import CHAT_RESPONSE
-from passgate.providers.mistral import mistral_provider
+from passgate.providers.registry import enabled
 from passgate.proxy.headers import client_response_headers, upstream_request_headers
 from passgate.proxy.upstream import Upstream, UpstreamOptions
 from passgate.runtime.server import serve
@@ -75,7 +75,7 @@ def echo_app() -> ASGIApp:
 def relay_app() -> ASGIApp:
     """The server + client floor: every request forwarded as is to ``MISTRAL_API_BASE``."""
     settings = load_settings(None)
-    provider = mistral_provider(settings)
+    provider = enabled(settings.upstreams())[0]
     upstream = Upstream(UpstreamOptions.from_settings(settings))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from passgate.accounting.pricing import Catalog
+from passgate.accounting.pricing import Catalogs
 from passgate.config import Settings
 from passgate.limits.backend import Counters, ScopeKind
 from passgate.limits.directory import BudgetDirectory
@@ -125,7 +125,7 @@ class Limits:
 def build_limits(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
-    catalog: Catalog,
+    catalogs: Catalogs,
     *,
     on_key_invalidated: Callable[[str], object] | None = None,
     on_resync: Callable[[], object] | None = None,
@@ -169,7 +169,7 @@ def build_limits(
     guard = LimitsGuard(
         counters,
         directory,
-        Estimator(catalog.lookup, settings.budget_estimate_usd, settings.budget_output_tokens),
+        Estimator(catalogs.lookup, settings.budget_estimate_usd, settings.budget_output_tokens),
         settings.redis_fail_mode,
         on_bypass,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from passgate import __version__
-from passgate.accounting.pricing import PricingError, load_catalog
+from passgate.accounting.pricing import PricingError, load_catalogs
 from passgate.config import Settings, SettingsError
 from passgate.limits.runtime import limits_warning
 from passgate.listen_tls import serves_tls
@@ -38,13 +38,13 @@ from passgate.storage.migrate import upgrade
 
 BANNER_OPEN = (
     "\n!!! passgate is running WITHOUT a master key: anyone who can reach it can use your\n"
-    "!!! Mistral key. Set PASSGATE_MASTER_KEY (or LITELLM_MASTER_KEY) to require one.\n"
+    "!!! provider keys. Set PASSGATE_MASTER_KEY (or LITELLM_MASTER_KEY) to require one.\n"
 )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="passgate", description="A fast, faithful LLM API gateway (Mistral pass-through)."
+        prog="passgate", description="A fast, faithful LLM API gateway (native pass-through)."
     )
     parser.add_argument("--version", action="version", version=f"passgate {__version__}")
     parser.add_argument(
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
         )
-        load_catalog(settings.pricing)
+        load_catalogs(settings.pricing)
     except (SettingsError, PricingError) as exc:
         print(f"passgate: {exc}", file=sys.stderr)
         return 2

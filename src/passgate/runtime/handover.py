@@ -29,12 +29,12 @@ from pydantic import AliasChoices, ValidationError
 from uvicorn.importer import import_from_string
 
 from passgate.config import Settings, SettingsError, settings_json
+from passgate.providers.registry import BUILTIN
 
 SETTINGS_FD_OPTION = "--settings-fd"
 # settings whose values may carry a credential: a key, or a URL with a password in it
 _SECRET_FIELDS = (
     "master_key",
-    "mistral_api_key",
     "database_url",
     "redis_url",
     "webhook_url",
@@ -80,6 +80,8 @@ def _secret_variables() -> frozenset[str]:
         if isinstance(alias, AliasChoices):
             names.update(str(choice).upper() for choice in alias.choices)
         names.add(f"PASSGATE_{field.upper()}")
+    for spec in BUILTIN:  # every provider's key variables
+        names.update(name.upper() for name in spec.key_env)
     return frozenset(names)
 
 

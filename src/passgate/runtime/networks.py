@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from passgate.config import Settings, proxy_environment
 from passgate.listen_tls import serves_tls
+from passgate.providers.registry import enabled
 from passgate.proxy.egress import EgressRoutes, ProxySettingError
 from passgate.proxy.tls import TlsSettingError, UpstreamTls, upstream_tls_context
 
@@ -53,12 +54,18 @@ def network_refusal(settings: Settings) -> str | None:
 
 
 def upstream_route(settings: Settings) -> str:
-    """The upstream and the way to it, as the start line shows it (no credentials)."""
-    parts = urlsplit(settings.mistral_api_base)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    proxy = egress_routes(settings).proxy_for(parts.scheme, parts.hostname or "", port)
-    via = f" via egress proxy {proxy.shown}" if proxy is not None else ""
-    return f"upstream {settings.mistral_api_base}{via}"
+    """Each served provider's upstream and the way to it, as the start line shows it (no
+    credentials): ``upstream /mistral -> https://api.mistral.ai``, one per provider."""
+    routes = egress_routes(settings)
+    shown = []
+    for provider in enabled(settings.upstreams()):
+        parts = urlsplit(provider.origin)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        proxy = routes.proxy_for(parts.scheme, parts.hostname or "", port)
+        via = f" via egress proxy {proxy.shown}" if proxy is not None else ""
+        url = provider.origin + provider.base_path.decode()
+        shown.append(f"{provider.spec.prefix.decode()} -> {url}{via}")
+    return "upstream " + ", ".join(shown)
 
 
 def start_notes(settings: Settings, host: str, loopback: bool) -> list[str]:

@@ -10,7 +10,9 @@ from passgate.observability.logs import configure_logging
 
 def setup_process_logging(settings: Settings) -> None:
     """JSON logs for this process, with the master and provider keys redacted."""
-    secrets = [s.get_secret_value() for s in (settings.master_key, settings.mistral_api_key) if s]
+    secrets = settings.provider_keys()
+    if settings.master_key is not None:
+        secrets.append(settings.master_key.get_secret_value())
     configure_logging(settings.log_level, secrets=secrets)
 
 

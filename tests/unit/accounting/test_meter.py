@@ -8,11 +8,12 @@ import time
 import orjson
 import pytest
 
-from passgate.accounting.meter import Meter, route_family
-from passgate.accounting.pricing import load_catalog
+from passgate.accounting.meter import Meter
+from passgate.accounting.pricing import load_catalogs
 from passgate.accounting.sse import SseUsageReader
 from passgate.accounting.usage import FixedUsageReader, JsonUsageReader
 from passgate.exchange import Exchange, Usage
+from passgate.providers.mistral import MistralSpec
 from tests.support import fake_mistral_payloads as payloads
 
 M = 1_000_000
@@ -20,8 +21,17 @@ JSON = b"application/json"
 SSE = b"text/event-stream; charset=utf-8"
 
 
+SPEC = MistralSpec()
+
+
 def exchange(
-    path: str, method: str = "POST", status: int = 200, model: str | None = None
+    path: str,
+    method: str = "POST",
+    status: int = 200,
+    model: str | None = None,
+    *,
+    annotations: bool = False,
+    input_chars: int | None = None,
 ) -> Exchange:
     ex = Exchange(
         request_id="req-1",
@@ -35,12 +45,15 @@ def exchange(
         status=status,
     )
     ex.info.model = model
+    ex.info.annotations = annotations
+    ex.info.input_chars = input_chars
+    ex.metered = SPEC.metered(method, path, ex.info)  # as the relay sets it
     return ex
 
 
 @pytest.fixture
 def meter() -> Meter:
-    return Meter(load_catalog({"qwen2.5-7b-instruct": {"input_cost_per_token": 0}}))
+    return Meter(load_catalogs({"qwen2.5-7b-instruct": {"input_cost_per_token": 0}}))
 
 
 @pytest.mark.parametrize(
@@ -71,7 +84,8 @@ def meter() -> Meter:
     ],
 )
 def test_route_families(method: str, path: str, family: str | None) -> None:
-    assert route_family(method, path) == family
+    metered = SPEC.metered(method, path, exchange(path, method).info)
+    assert (None if metered is None else metered.kind) == family
 
 
 def test_readers_follow_the_route_and_content_type(meter: Meter) -> None:
@@ -80,7 +94,9 @@ def test_readers_follow_the_route_and_content_type(meter: Meter) -> None:
     assert isinstance(
         meter.reader(exchange("/v1/ocr"), b"application/json; charset=utf-8"), JsonUsageReader
     )
-    assert isinstance(meter.reader(exchange("/v1/audio/speech"), b"audio/wav"), FixedUsageReader)
+    assert isinstance(
+        meter.reader(exchange("/v1/audio/speech", input_chars=5), b"audio/wav"), FixedUsageReader
+    )
     assert meter.reader(exchange("/v1/files"), JSON) is None
     assert meter.reader(exchange("/v1/models", "GET"), JSON) is None
     assert meter.reader(exchange("/v1/chat/completions"), b"text/html") is None
@@ -88,8 +104,7 @@ def test_readers_follow_the_route_and_content_type(meter: Meter) -> None:
 
 
 def test_annotated_ocr_pages_when_the_request_asked_for_annotations(meter: Meter) -> None:
-    ex = exchange("/v1/ocr", model="mistral-ocr-2512")
-    ex.info.annotations = True
+    ex = exchange("/v1/ocr", model="mistral-ocr-2512", annotations=True)
     reader = meter.reader(ex, JSON)
     assert reader is not None
     reader.feed(orjson.dumps(payloads.ocr("mistral-ocr-2512", 10)))
@@ -100,8 +115,7 @@ def test_annotated_ocr_pages_when_the_request_asked_for_annotations(meter: Meter
 
 
 def test_speech_is_priced_by_input_characters(meter: Meter) -> None:
-    ex = exchange("/v1/audio/speech", model="voxtral-mini-tts-latest")
-    ex.info.input_chars = 1200
+    ex = exchange("/v1/audio/speech", model="voxtral-mini-tts-latest", input_chars=1200)
     reader = meter.reader(ex, JSON)
     assert reader is not None
     reader.feed(orjson.dumps(payloads.speech()))

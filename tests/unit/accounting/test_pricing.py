@@ -94,7 +94,7 @@ def test_the_catalog_holds_nothing_but_the_readme_rows(catalog: Catalog) -> None
 
 
 def test_every_shipped_entry_names_its_source_and_date() -> None:
-    path = Path(__file__).resolve().parents[3] / "src/passgate/accounting/prices.json"
+    path = Path(__file__).resolve().parents[3] / "src/passgate/providers/prices/mistral.json"
     document = orjson.loads(path.read_bytes())
     for name, entry in document["models"].items():
         assert entry["source"].startswith("https://github.com/mistralai/platform-docs-public"), name

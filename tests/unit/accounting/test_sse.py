@@ -13,6 +13,7 @@ import pytest
 from passgate.accounting.sse import SseUsageReader
 from passgate.exchange import Usage
 from tests.support import fake_mistral_payloads as payloads
+from tests.support.readings import mistral_reading
 
 TOKENS = Usage(prompt_tokens=10, completion_tokens=20, total_tokens=30)
 MiB = 1024 * 1024
@@ -37,7 +38,7 @@ def newline(stream: bytes, ending: bytes) -> bytes:
 
 
 def read(chunks: Iterable[bytes], annotated: bool = False, cap: int = MiB) -> Any:
-    reader = SseUsageReader(annotated, cap)
+    reader = SseUsageReader(mistral_reading(annotated), cap)
     for chunk in chunks:
         reader.feed(chunk)
     return reader.result()
@@ -171,7 +172,7 @@ def _chunks(total: int, content: bytes, size: int) -> Iterator[bytes]:
 
 
 def _peak(chunks: Iterable[bytes], tail: bytes) -> tuple[int, Any]:
-    reader = SseUsageReader()
+    reader = SseUsageReader(mistral_reading())
     tracemalloc.start()
     try:
         for piece in chunks:

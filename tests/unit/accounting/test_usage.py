@@ -8,23 +8,19 @@ from typing import Any
 import orjson
 import pytest
 
-from passgate.accounting.usage import (
-    FixedUsageReader,
-    JsonUsageReader,
-    model_from,
-    scan_usage,
-    token_usage,
-    usage_from,
-)
+from passgate.accounting.usage import FixedUsageReader, JsonUsageReader, scan_usage
 from passgate.exchange import Usage
+from passgate.providers.mistral import model_from, usage_from
+from passgate.providers.shapes import token_usage
 from tests.support import fake_mistral_payloads as payloads
+from tests.support.readings import mistral_reading
 
 TOKENS = Usage(prompt_tokens=10, completion_tokens=20, total_tokens=30)
 INPUT_ONLY = Usage(prompt_tokens=10, completion_tokens=0, total_tokens=10)
 
 
 def read(body: bytes, annotated: bool = False, limit: int = 1024 * 1024, step: int = 0) -> Any:
-    reader = JsonUsageReader(annotated, limit)
+    reader = JsonUsageReader(mistral_reading(annotated), limit)
     if step:
         for start in range(0, len(body), step):
             reader.feed(body[start : start + step])
@@ -76,11 +72,13 @@ def test_the_responses_api_input_and_output_tokens() -> None:
             "input_tokens": 12,
             "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
             "output_tokens": 5,
-            "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 2},
             "total_tokens": 17,
         },
     }
-    expected = Usage(prompt_tokens=12, completion_tokens=5, cached_tokens=4, total_tokens=17)
+    expected = Usage(
+        prompt_tokens=12, completion_tokens=5, cached_tokens=4, total_tokens=17, reasoning_tokens=2
+    )
     assert read(orjson.dumps(body)) == (expected, "mistral-small-latest")
 
 
@@ -145,7 +143,7 @@ def test_a_large_ocr_body_keeps_its_usage_from_the_tail() -> None:
     body["pages"][0]["images"] = [{"id": "img-0", "image_base64": image}]
     raw = orjson.dumps(body)
     assert len(raw) > 5_000_000
-    reader = JsonUsageReader(annotated=True, limit=1024 * 1024)
+    reader = JsonUsageReader(mistral_reading(annotated=True), limit=1024 * 1024)
     for start in range(0, len(raw), 65536):
         reader.feed(raw[start : start + 65536])
     usage, model = reader.result()
@@ -164,7 +162,7 @@ def test_a_usage_key_inside_a_string_is_not_taken_for_the_usage() -> None:
     text = 'see "usage": {"prompt_tokens": 999} here'
     body = {"model": "m", "data": "y" * 200_000, "content": text}
     assert read(orjson.dumps(body), limit=1000)[0] is None
-    assert scan_usage(orjson.dumps({"content": text})) is None
+    assert scan_usage(orjson.dumps({"content": text}), mistral_reading()) is None
 
 
 def test_a_truncated_body_salvages_a_complete_usage_object() -> None:

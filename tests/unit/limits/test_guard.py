@@ -29,7 +29,7 @@ async def test_without_max_tokens_the_output_allowance_is_reserved() -> None:
     bounded = replace(PRICE, max_output_tokens=300)
     by_name = {"bounded": bounded, "m": PRICE}
 
-    def priced(model: str | None) -> Price | None:
+    def priced(_provider: str, model: str | None) -> Price | None:
         return by_name.get(model or "")
 
     estimate = Estimator(priced, output_tokens=1000)
@@ -45,7 +45,7 @@ async def test_without_max_tokens_the_output_allowance_is_reserved() -> None:
     assert estimate(asked) == to_nano(10 * 1e-6 + 5000 * 2e-6)
 
 
-def lookup(model: str | None) -> Price | None:
+def lookup(_provider: str, model: str | None) -> Price | None:
     return PRICE if model in ("mistral-small-latest", "m") else None
 
 
@@ -283,11 +283,11 @@ async def test_database_down_follows_the_fail_mode() -> None:
     counters = LocalCounters(directory.seed)
     bypassed: list[str] = []
     open_guard = LimitsGuard(
-        counters, directory, Estimator(lambda _m: None), "open", bypassed.append
+        counters, directory, Estimator(lambda _p, _m: None), "open", bypassed.append
     )
     ex = exchange(key(user_id="u1"))
     await open_guard.admit(ex)
     assert bypassed == ["the database is unreachable"]
-    closed = LimitsGuard(counters, directory, Estimator(lambda _m: None), "closed")
+    closed = LimitsGuard(counters, directory, Estimator(lambda _p, _m: None), "closed")
     error = await refused(closed, exchange(key(user_id="u1")))
     assert (error.status, error.code) == (503, "limits_unavailable")

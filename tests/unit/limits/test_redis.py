@@ -191,7 +191,7 @@ def _guard(counters: RedisCounters, mode: FailMode, bypassed: list[str]) -> Limi
             return None
 
     return LimitsGuard(
-        counters, BudgetDirectory(NoRows()), Estimator(lambda _m: None), mode, bypassed.append
+        counters, BudgetDirectory(NoRows()), Estimator(lambda _p, _m: None), mode, bypassed.append
     )
 
 
@@ -414,7 +414,7 @@ async def test_spend_served_during_an_outage_is_counted_when_redis_returns(
 
     directory = BudgetDirectory(TeamRows())
     counters = RedisCounters(connect(relay.url), directory.seed, prefix, Clock(), cooldown=0.0)
-    guard = LimitsGuard(counters, directory, Estimator(lambda _m: None), "open")
+    guard = LimitsGuard(counters, directory, Estimator(lambda _p, _m: None), "open")
     principal = Principal(kind="virtual", token="b" * 64, team_id="t-out", tpm_limit=1000)
     before = _exchange(principal)
     await guard.admit(before)

@@ -1,4 +1,9 @@
-from passgate.proxy.headers import client_response_headers, upstream_request_headers
+from passgate.providers.mistral import MistralSpec
+from passgate.proxy.headers import (
+    client_response_headers,
+    not_forwarded,
+    upstream_request_headers,
+)
 
 
 def test_request_headers_drop_hop_by_hop_credentials_and_control() -> None:
@@ -21,7 +26,10 @@ def test_request_headers_drop_hop_by_hop_credentials_and_control() -> None:
         (b"accept", b"text/event-stream"),
         (b"x-trace", b"abc"),
     ]
-    out = upstream_request_headers(raw, ("Authorization", "Bearer provider-key"))
+    caller_keys = MistralSpec.caller_key_headers  # x-api-key, api-key
+    out = upstream_request_headers(
+        raw, ("Authorization", "Bearer provider-key"), not_forwarded(caller_keys)
+    )
     assert out == [
         ("content-type", "application/json"),
         ("accept", "text/event-stream"),

@@ -2,6 +2,7 @@ import pytest
 
 from passgate.errors import GatewayError
 from passgate.providers.base import Provider, split_base
+from passgate.providers.mistral import MistralSpec
 from passgate.proxy.paths import sub_path
 
 PREFIX = b"/mistral"
@@ -71,6 +72,6 @@ def test_safe_paths_pass(raw: bytes, expected: bytes) -> None:
 )
 def test_path_is_joined_onto_the_base(base: str, sub: bytes, expected: bytes) -> None:
     origin, base_path = split_base(base)
-    provider = Provider("mistral", origin, base_path, None)
+    provider = Provider(MistralSpec(), origin, base_path, None)
     assert provider.upstream_path(sub) == expected
     assert "/" not in origin.split("://", 1)[1]

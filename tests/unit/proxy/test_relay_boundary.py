@@ -12,13 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import SecretStr
 
 from passgate.asgi import CLOSE_CONNECTION
 from passgate.auth.master import MasterKey, MasterKeyAuthenticator
 from passgate.config import Settings
 from passgate.exchange import Exchange
-from passgate.providers.mistral import mistral_provider
+from passgate.providers.registry import enabled
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Guard, Pipeline
 from passgate.proxy.relay import Relay
@@ -78,7 +77,7 @@ class Client:
 
 @pytest.fixture
 async def upstream_client(upstream: FakeMistral) -> AsyncIterator[tuple[Upstream, Settings]]:
-    settings = Settings(mistral_api_base=upstream.url, mistral_api_key=SecretStr("k"))
+    settings = Settings.model_validate({"mistral_api_base": upstream.url, "mistral_api_key": "k"})
     client = Upstream(UpstreamOptions.from_settings(settings))
     await client.start()
     yield client, settings
@@ -94,7 +93,7 @@ def _relay(
     )
     return Relay(
         b"/mistral",
-        mistral_provider(settings),
+        enabled(settings.upstreams())[0],
         client,
         pipeline,
         BodyPolicy(1 << 20, 1 << 20),

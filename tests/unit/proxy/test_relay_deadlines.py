@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from passgate.asgi import CLOSE_CONNECTION
 from passgate.auth.master import MasterKey, MasterKeyAuthenticator
 from passgate.config import Settings
 from passgate.exchange import Exchange
-from passgate.providers.mistral import mistral_provider
+from passgate.providers.registry import enabled
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.relay import Relay
@@ -106,11 +105,13 @@ async def relay_for() -> AsyncIterator[Callable[[str], Awaitable[tuple[Relay, Re
     upstreams: list[Upstream] = []
 
     async def build(base: str) -> tuple[Relay, Recorder]:
-        settings = Settings(
-            mistral_api_base=base,
-            mistral_api_key=SecretStr("k"),
-            first_byte_timeout=0.3,
-            idle_timeout=0.3,
+        settings = Settings.model_validate(
+            {
+                "mistral_api_base": base,
+                "mistral_api_key": "k",
+                "first_byte_timeout": 0.3,
+                "idle_timeout": 0.3,
+            }
         )
         upstream = Upstream(UpstreamOptions.from_settings(settings))
         await upstream.start()
@@ -119,7 +120,7 @@ async def relay_for() -> AsyncIterator[Callable[[str], Awaitable[tuple[Relay, Re
         pipeline = Pipeline(MasterKeyAuthenticator(MasterKey(None)), observers=(recorder,))
         relay = Relay(
             b"/mistral",
-            mistral_provider(settings),
+            enabled(settings.upstreams())[0],
             upstream,
             pipeline,
             BodyPolicy(1 << 20, 1 << 20),

@@ -35,8 +35,7 @@ def test_settings_handed_over_come_back_equal_secrets_included(tmp_path: Path) -
     assert handed.model_dump() == settings.model_dump()
     assert handed.master_key is not None
     assert handed.master_key.get_secret_value() == "sk-master-handed"
-    assert handed.mistral_api_key is not None
-    assert handed.mistral_api_key.get_secret_value() == "provider-handed"
+    assert handed.upstreams()["mistral"] == (None, "provider-handed")
     with pytest.raises(OSError):
         os.fstat(fd)  # read once, then closed
 

@@ -62,7 +62,7 @@ def test_the_start_line_names_the_proxy_without_credentials() -> None:
     settings = Settings(upstream_proxy="http://user:secret@corp:3128")  # type: ignore[arg-type]
     assert (
         upstream_route(settings)
-        == "upstream https://api.mistral.ai via egress proxy http://corp:3128"
+        == "upstream /mistral -> https://api.mistral.ai via egress proxy http://corp:3128"
     )
     assert "secret" not in repr(settings)
 
