@@ -64,6 +64,13 @@ class ProviderSpec(ABC):
         """How this call's usage is read, or None when the route reports no usage (cost 0).
         ``api_path`` is the provider API's own path, e.g. ``/v1/messages``."""
 
+    def api_path(self, sub_path: bytes) -> bytes:
+        """The path as the provider's API names it, from what follows the route prefix: a
+        path that does not start with a version (``/v1``, ``/v1beta``) gets the default one."""
+        if not _VERSIONED.match(sub_path):
+            return b"/" + self.default_version + sub_path
+        return sub_path
+
     def model_from_path(self, api_path: str) -> str | None:
         """The model a path names (as Gemini's ``/v1beta/models/M:generateContent``), else None."""
         return None
@@ -113,10 +120,8 @@ class Provider:
         return cls(spec=spec, origin=origin, base_path=base_path, credential=credential)
 
     def api_path(self, sub_path: bytes) -> bytes:
-        """The path as the provider's API names it: ``/x`` gets the default version."""
-        if not _VERSIONED.match(sub_path):
-            return b"/" + self.spec.default_version + sub_path
-        return sub_path
+        """The path as the provider's API names it (``ProviderSpec.api_path``)."""
+        return self.spec.api_path(sub_path)
 
     def upstream_path(self, sub_path: bytes) -> bytes:
         """The API path joined onto the base URL's own path (never replacing it)."""
