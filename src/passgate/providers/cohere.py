@@ -1,0 +1,156 @@
+"""Cohere: ``/cohere/...`` to ``COHERE_API_BASE``, bearer ``COHERE_API_KEY``, billed units as usage.
+
+Cohere reports two counts per call: ``tokens`` (every token the model read and wrote) and
+``billed_units`` (what Cohere invoices: it leaves out the tokens Cohere adds on its own, such
+as its chat template and special tokens). Usage is read from ``billed_units`` only, so the cost
+matches the invoice. Where the counts sit:
+
+- ``POST /v2/chat``: ``usage.billed_units`` (and ``usage.cached_tokens``); streamed as SSE, the
+  ``message-end`` event carries the same object under ``delta.usage``.
+- ``POST /v1/chat``, embed, rerank, parse and the legacy generate and summarize routes:
+  ``meta.billed_units`` (and ``meta.cached_tokens``); a streamed v1 chat is JSON lines whose
+  last, ``stream-end``, carries the whole response with its ``meta``.
+
+Rerank is billed per search unit (``billed_units.search_units``), parse per page
+(``billed_units.pages``). No Cohere response names the model: the request's model prices it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from passgate.exchange import RequestInfo, Usage
+from passgate.providers.base import Metered, ProviderSpec
+
+NAME = "cohere"
+
+CHAT = "chat"
+EMBED = "embed"
+RERANK = "rerank"
+PARSE = "parse"
+GENERATE = "generate"
+
+_MAX_COUNT = 2**31 - 1  # spend rows store counts in 32-bit integer columns
+
+# POST routes whose answer reports billed units; every other route (models, tokenize,
+# datasets, connectors, embed jobs, fine-tuning, batches, audio transcriptions) reports none.
+_ROUTES = {
+    "/v1/chat": Metered(CHAT),
+    "/v2/chat": Metered(CHAT),
+    "/v1/embed": Metered(EMBED),
+    "/v2/embed": Metered(EMBED),
+    "/v1/rerank": Metered(RERANK),
+    "/v2/rerank": Metered(RERANK),
+    "/v2/parse": Metered(PARSE),
+    "/v1/generate": Metered(GENERATE),
+    "/v1/summarize": Metered(GENERATE),
+}
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative whole count; Cohere's schema types counts as numbers, so 12.0 is 12."""
+    if type(value) is int:
+        return value if 0 <= value <= _MAX_COUNT else None
+    if type(value) is float and math.isfinite(value) and value.is_integer():
+        return int(value) if 0 <= value <= _MAX_COUNT else None
+    return None
+
+
+def billed_usage(container: Any) -> Usage | None:
+    """Usage from an object holding ``billed_units`` (a v2 ``usage`` or a v1 ``meta``).
+
+    ``cached_tokens`` is counted over every prompt token while ``input_tokens`` counts only the
+    billed ones, so it is capped at the billed input: the normalised usage counts cached
+    tokens as part of the prompt.
+    """
+    if not isinstance(container, dict):
+        return None
+    billed = container.get("billed_units")
+    if not isinstance(billed, dict):
+        return None
+    prompt = _count(billed.get("input_tokens"))
+    if prompt is None:
+        # Embed v4 with images may report text and image tokens apart instead of input_tokens
+        text = _count(billed.get("text_tokens"))
+        image = _count(billed.get("image_tokens"))
+        if text is not None or image is not None:
+            prompt = (text or 0) + (image or 0)
+    completion = _count(billed.get("output_tokens"))
+    search_units = _count(billed.get("search_units"))
+    pages = _count(billed.get("pages"))
+    if prompt is None and completion is None and search_units is None and pages is None:
+        return None
+    cached = _count(container.get("cached_tokens"))
+    if cached is not None:
+        cached = None if prompt is None else min(cached, prompt)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        search_units=search_units,
+        pages=pages,
+    )
+
+
+class CohereSpec(ProviderSpec):
+    """The Cohere API (v1 and v2) behind ``/cohere``."""
+
+    name = NAME
+    prefix = b"/cohere"
+    gen_ai_system = "cohere"
+    default_base = "https://api.cohere.com"
+    base_env = ("COHERE_API_BASE",)
+    # COHERE_API_KEY is LiteLLM's name; CO_API_KEY the one Cohere's own SDKs read
+    key_env = ("COHERE_API_KEY", "CO_API_KEY")
+    default_version = b"v1"
+    caller_key_headers: tuple[bytes, ...] = ()  # Cohere's clients send only Authorization
+    caller_key_query = None
+    correlation_headers: tuple[bytes, ...] = ()
+    usage_keys = (b"meta", b"usage")
+    prices_file = "cohere.json"
+
+    def credential(self, key: str) -> tuple[str, str]:
+        """Cohere takes its key as a bearer token."""
+        return ("Authorization", "Bearer " + key)
+
+    def metered(self, method: str, api_path: str, info: RequestInfo) -> Metered | None:
+        """Chat, embed, rerank, parse, generate and summarize (POST) report billed units."""
+        if method != "POST":
+            return None
+        return _ROUTES.get(api_path.rstrip("/"))
+
+    def model_from_path(self, api_path: str) -> str | None:
+        """Cohere names the model in the request body, never in a call's path."""
+        return None
+
+    def usage(self, obj: Any, metered: Metered, info: RequestInfo) -> Usage | None:
+        """Billed units of a whole answer: ``usage`` (v2 chat), else ``meta`` (the rest)."""
+        if not isinstance(obj, dict):
+            return None
+        found = billed_usage(obj.get("usage"))
+        return found if found is not None else billed_usage(obj.get("meta"))
+
+    def stream_usage(self, obj: Any, so_far: Usage | None, metered: Metered) -> Usage | None:
+        """Billed units of v2's ``message-end`` event or v1's ``stream-end`` line."""
+        if not isinstance(obj, dict):
+            return so_far
+        if obj.get("type") == "message-end":
+            delta = obj.get("delta")
+            found = billed_usage(delta.get("usage")) if isinstance(delta, dict) else None
+        elif obj.get("event_type") == "stream-end":
+            response = obj.get("response")
+            found = billed_usage(response.get("meta")) if isinstance(response, dict) else None
+        else:
+            return so_far
+        return so_far if found is None else found
+
+    def response_model(self, obj: Any) -> str | None:
+        """A ``model`` the answer names (Cohere's answers name none today)."""
+        if not isinstance(obj, dict):
+            return None
+        model = obj.get("model")
+        return model if isinstance(model, str) and model else None
+
+
+SPEC = CohereSpec()
