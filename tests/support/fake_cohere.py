@@ -34,11 +34,12 @@ from tests.support.fake_mistral_app import (
 from tests.support.fake_mistral_payloads import parse_multipart
 from tests.support.fake_mistral_state import Canned, FakeState, Knobs, Recorded
 
-__all__ = ["DEFAULT_KEY", "JSON_LINES_TYPE", "FakeCohere", "Knobs", "Recorded"]
+__all__ = ["DEFAULT_KEY", "JSON_LINES_TYPE", "TRACE_HEADER", "FakeCohere", "Knobs", "Recorded"]
 
 DEFAULT_KEY = "co-upstream-key"
 # what Cohere's v1 chat answers a streamed call with: one JSON object per line
 JSON_LINES_TYPE = "application/stream+json"
+TRACE_HEADER = "x-debug-trace-id"
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
 
@@ -49,13 +50,23 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+def _trace() -> tuple[str, str]:
+    """The header naming Cohere's own id of a call (it sends no x-request-id)."""
+    return (TRACE_HEADER, uuid.uuid4().hex)
+
+
+async def _json(call: Call, value: Any, status: int = 200) -> None:
+    await call.respond(status, encode_json(value), headers=[_trace()])
+
+
 async def _error(call: Call, status: int, message: str) -> None:
-    await call.json(payloads.error(_new_id(), message), status=status)
+    await _json(call, payloads.error(_new_id(), message), status=status)
 
 
 async def _send_stream(call: Call, content_type: str, pieces: Iterable[bytes]) -> None:
     """A streamed answer, one body message per event, honouring event_delay and cut_stream_after."""
-    await call.start(200, [("content-type", content_type), ("cache-control", "no-cache")])
+    head = [("content-type", content_type), ("cache-control", "no-cache"), _trace()]
+    await call.start(200, head)
     items = list(pieces)
     for index, piece in enumerate(items):
         if index == call.knobs.cut_stream_after:
@@ -78,7 +89,7 @@ async def chat_v2(call: Call, body: dict[str, Any]) -> None:
         events = [sse_event(name, data) for name, data in payloads.v2_chat_events(request_id)]
         await _send_stream(call, SSE_TYPE, events)
     else:
-        await call.json(payloads.v2_chat(request_id))
+        await _json(call, payloads.v2_chat(request_id))
 
 
 async def chat_v1(call: Call, body: dict[str, Any]) -> None:
@@ -90,7 +101,7 @@ async def chat_v1(call: Call, body: dict[str, Any]) -> None:
         lines = [encode_json(line) + b"\n" for line in payloads.v1_chat_lines(request_id, text)]
         await _send_stream(call, JSON_LINES_TYPE, lines)
     else:
-        await call.json(payloads.v1_chat(request_id, text))
+        await _json(call, payloads.v1_chat(request_id, text))
 
 
 def _version(call: Call) -> str:
@@ -105,7 +116,7 @@ async def embed(call: Call, body: dict[str, Any]) -> None:
         texts = [] if not isinstance(inputs, list) else ["" for _ in inputs]
     types = body.get("embedding_types")
     kinds = [str(kind) for kind in types] if isinstance(types, list) else []
-    await call.json(payloads.embed(_new_id(), _version(call), texts, kinds))
+    await _json(call, payloads.embed(_new_id(), _version(call), texts, kinds))
 
 
 async def rerank(call: Call, body: dict[str, Any]) -> None:
@@ -116,12 +127,12 @@ async def rerank(call: Call, body: dict[str, Any]) -> None:
         return
     top_n = body.get("top_n")
     limit = top_n if isinstance(top_n, int) and top_n > 0 else None
-    await call.json(payloads.rerank(_new_id(), _version(call), len(documents), limit))
+    await _json(call, payloads.rerank(_new_id(), _version(call), len(documents), limit))
 
 
 async def parse(call: Call, body: dict[str, Any]) -> None:
     """``POST /v2/parse``."""
-    await call.json(payloads.parse(_new_id()))
+    await _json(call, payloads.parse(_new_id()))
 
 
 _JSON_ROUTES: dict[str, Endpoint] = {
@@ -137,7 +148,7 @@ _JSON_ROUTES: dict[str, Endpoint] = {
 
 async def models(call: Call) -> None:
     """``GET /v1/models``."""
-    await call.json(payloads.models_list())
+    await _json(call, payloads.models_list())
 
 
 async def transcription(call: Call) -> None:
@@ -147,7 +158,12 @@ async def transcription(call: Call) -> None:
     if upload is None or "model" not in form:
         await _error(call, 400, "invalid request: file and model are required")
         return
-    await call.json({"text": f"{len(upload.content)} bytes of audio from {upload.filename}"})
+    await _json(call, {"text": f"{len(upload.content)} bytes of audio from {upload.filename}"})
+
+
+async def not_found(call: Call) -> None:
+    """Cohere's 404."""
+    await _error(call, 404, f"{call.record.method} {call.record.path} not found")
 
 
 def _authorised(call: Call, key: str) -> bool:
@@ -196,7 +212,7 @@ def router(key: str) -> Callable[[Call], Handler | None]:
             return models
         if method == "POST" and path == "/v2/audio/transcriptions":
             return transcription
-        return None
+        return not_found
 
     return route
 

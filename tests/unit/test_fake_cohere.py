@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support import fake_cohere_payloads as payloads
-from tests.support.fake_cohere import DEFAULT_KEY, JSON_LINES_TYPE, FakeCohere
+from tests.support.fake_cohere import DEFAULT_KEY, JSON_LINES_TYPE, TRACE_HEADER, FakeCohere
 
 MESSAGES: Any = [{"role": "user", "content": "Hi"}]
 
@@ -158,8 +158,20 @@ def test_bad_json_and_unknown_route(up: FakeCohere) -> None:
     status, body = _raw(up, "POST", "/v2/chat", b"{not json", DEFAULT_KEY)
     assert status == 400
     assert "not valid JSON" in body["message"]
-    status, _ = _raw(up, "POST", "/v9/nothing", b"{}", DEFAULT_KEY)
+    status, body = _raw(up, "POST", "/v9/nothing", b"{}", DEFAULT_KEY)
     assert status == 404
+    assert set(body) == {"id", "message"}
+
+
+def test_answers_name_a_trace_id(up: FakeCohere) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", up.port, timeout=5)
+    try:
+        connection.request("GET", "/v1/models", headers={"Authorization": f"Bearer {DEFAULT_KEY}"})
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    assert len(response.getheader(TRACE_HEADER) or "") == 32
 
 
 def test_cut_stream(up: FakeCohere, v2: cohere.ClientV2) -> None:

@@ -69,6 +69,7 @@ def test_identity_and_credential() -> None:
     assert SPEC.key_env[0] == "COHERE_API_KEY"
     assert SPEC.credential("co-real") == ("Authorization", "Bearer co-real")
     assert SPEC.caller_key_query is None
+    assert SPEC.correlation_headers == (b"x-debug-trace-id",)
     assert b"meta" in SPEC.usage_keys
     assert b"usage" in SPEC.usage_keys
 

@@ -106,7 +106,8 @@ class CohereSpec(ProviderSpec):
     default_version = b"v1"
     caller_key_headers: tuple[bytes, ...] = ()  # Cohere's clients send only Authorization
     caller_key_query = None
-    correlation_headers: tuple[bytes, ...] = ()
+    # Cohere sends no x-request-id; its trace id is what its support asks for
+    correlation_headers = (b"x-debug-trace-id",)
     usage_keys = (b"meta", b"usage")
     prices_file = "cohere.json"
 
