@@ -17,11 +17,11 @@ Rerank is billed per search unit (``billed_units.search_units``), parse per page
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, ClassVar
 
-from passgate.exchange import RequestInfo, Usage
-from passgate.providers.base import Metered, ProviderSpec
+from passgate.exchange import Metered, RequestInfo, Usage
+from passgate.providers.base import ProviderSpec
+from passgate.providers.shapes import count
 
 NAME = "cohere"
 
@@ -30,8 +30,6 @@ EMBED = "embed"
 RERANK = "rerank"
 PARSE = "parse"
 GENERATE = "generate"
-
-_MAX_COUNT = 2**31 - 1  # spend rows store counts in 32-bit integer columns
 
 # POST routes whose answer reports billed units; every other route (models, tokenize,
 # datasets, connectors, embed jobs, fine-tuning, batches, audio transcriptions) reports none.
@@ -48,15 +46,6 @@ _ROUTES = {
 }
 
 
-def _count(value: Any) -> int | None:
-    """A non-negative whole count; Cohere's schema types counts as numbers, so 12.0 is 12."""
-    if type(value) is int:
-        return value if 0 <= value <= _MAX_COUNT else None
-    if type(value) is float and math.isfinite(value) and value.is_integer():
-        return int(value) if 0 <= value <= _MAX_COUNT else None
-    return None
-
-
 def billed_usage(container: Any) -> Usage | None:
     """Usage from an object holding ``billed_units`` (a v2 ``usage`` or a v1 ``meta``).
 
@@ -69,19 +58,19 @@ def billed_usage(container: Any) -> Usage | None:
     billed = container.get("billed_units")
     if not isinstance(billed, dict):
         return None
-    prompt = _count(billed.get("input_tokens"))
+    prompt = count(billed.get("input_tokens"))
     if prompt is None:
         # Embed v4 with images may report text and image tokens apart instead of input_tokens
-        text = _count(billed.get("text_tokens"))
-        image = _count(billed.get("image_tokens"))
+        text = count(billed.get("text_tokens"))
+        image = count(billed.get("image_tokens"))
         if text is not None or image is not None:
-            prompt = (text or 0) + (image or 0)
-    completion = _count(billed.get("output_tokens"))
-    search_units = _count(billed.get("search_units"))
-    pages = _count(billed.get("pages"))
+            prompt = count((text or 0) + (image or 0))
+    completion = count(billed.get("output_tokens"))
+    search_units = count(billed.get("search_units"))
+    pages = count(billed.get("pages"))
     if prompt is None and completion is None and search_units is None and pages is None:
         return None
-    cached = _count(container.get("cached_tokens"))
+    cached = count(container.get("cached_tokens"))
     if cached is not None:
         cached = None if prompt is None else min(cached, prompt)
     return Usage(
@@ -96,20 +85,18 @@ def billed_usage(container: Any) -> Usage | None:
 class CohereSpec(ProviderSpec):
     """The Cohere API (v1 and v2) behind ``/cohere``."""
 
-    name = NAME
-    prefix = b"/cohere"
-    gen_ai_system = "cohere"
-    default_base = "https://api.cohere.com"
-    base_env = ("COHERE_API_BASE",)
+    name: ClassVar[str] = NAME
+    prefix: ClassVar[bytes] = b"/cohere"
+    gen_ai_system: ClassVar[str] = "cohere"
+    default_base: ClassVar[str] = "https://api.cohere.com"
+    base_env: ClassVar[tuple[str, ...]] = ("COHERE_API_BASE",)
     # COHERE_API_KEY is LiteLLM's name; CO_API_KEY the one Cohere's own SDKs read
-    key_env = ("COHERE_API_KEY", "CO_API_KEY")
-    default_version = b"v1"
-    caller_key_headers: tuple[bytes, ...] = ()  # Cohere's clients send only Authorization
-    caller_key_query = None
+    key_env: ClassVar[tuple[str, ...]] = ("COHERE_API_KEY", "CO_API_KEY")
     # Cohere sends no x-request-id; its trace id is what its support asks for
-    correlation_headers = (b"x-debug-trace-id",)
-    usage_keys = (b"meta", b"usage")
-    prices_file = "cohere.json"
+    correlation_headers: ClassVar[tuple[bytes, ...]] = (b"x-debug-trace-id",)
+    # v2 chat and its message-end event: "usage"; v1 answers, stream-end, embed, rerank: "meta"
+    usage_keys: ClassVar[tuple[bytes, ...]] = (b"meta", b"usage")
+    prices_file: ClassVar[str] = "cohere.json"
 
     def credential(self, key: str) -> tuple[str, str]:
         """Cohere takes its key as a bearer token."""
@@ -120,10 +107,6 @@ class CohereSpec(ProviderSpec):
         if method != "POST":
             return None
         return _ROUTES.get(api_path.rstrip("/"))
-
-    def model_from_path(self, api_path: str) -> str | None:
-        """Cohere names the model in the request body, never in a call's path."""
-        return None
 
     def usage(self, obj: Any, metered: Metered, info: RequestInfo) -> Usage | None:
         """Billed units of a whole answer: ``usage`` (v2 chat), else ``meta`` (the rest)."""
@@ -145,13 +128,3 @@ class CohereSpec(ProviderSpec):
         else:
             return so_far
         return so_far if found is None else found
-
-    def response_model(self, obj: Any) -> str | None:
-        """A ``model`` the answer names (Cohere's answers name none today)."""
-        if not isinstance(obj, dict):
-            return None
-        model = obj.get("model")
-        return model if isinstance(model, str) and model else None
-
-
-SPEC = CohereSpec()

@@ -10,9 +10,11 @@ import orjson
 import pytest
 
 from passgate.accounting.pricing import parse_catalog
-from passgate.exchange import RequestInfo, Usage
-from passgate.providers.base import Metered
-from passgate.providers.cohere import CHAT, EMBED, PARSE, RERANK, SPEC, billed_usage
+from passgate.exchange import Metered, RequestInfo, Usage
+from passgate.providers.cohere import CHAT, EMBED, PARSE, RERANK, CohereSpec, billed_usage
+from passgate.providers.registry import BUILTIN, spec_named
+
+SPEC = CohereSpec()
 
 INFO = RequestInfo()
 CHAT_METERED = Metered(CHAT)
@@ -58,6 +60,11 @@ RERANK_V2 = {
     "results": [{"index": 2, "relevance_score": 0.99}],
     "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
 }
+
+
+def test_registered() -> None:
+    assert isinstance(spec_named("cohere"), CohereSpec)
+    assert BUILTIN[0].name == "mistral"
 
 
 def test_identity_and_credential() -> None:
@@ -192,7 +199,6 @@ def test_counts_typed_as_numbers() -> None:
         {"meta": {"billed_units": {"input_tokens": -1}}},
         {"meta": {"billed_units": {"input_tokens": True}}},
         {"meta": {"billed_units": {"input_tokens": "12"}}},
-        {"meta": {"billed_units": {"input_tokens": 1.5}}},
         {"meta": {"billed_units": {"input_tokens": float("inf")}}},
         {"meta": {"billed_units": {"input_tokens": 2**40}}},
         {"meta": {"billed_units": {"classifications": 2}}},
