@@ -13,12 +13,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import cohere
 import httpx
 import orjson
+import psutil
 import pytest
 
 from tests.conftest import MASTER_KEY
@@ -386,3 +388,15 @@ def test_litellm_curl_with_a_virtual_key(gateway: GatewayProcess, up: FakeCohere
     assert_forwarded(up, key)
     row = spend_row(gateway, rid)
     assert row["cost"] == pytest.approx(payloads.SEARCH_UNITS * RERANK_PER_SEARCH, rel=1e-9)
+
+
+def test_no_process_holds_the_cohere_key(gateway: GatewayProcess, up: FakeCohere) -> None:
+    reply = request(gateway.url, "GET", "/cohere/v1/models", None, ADMIN)
+    assert reply.status == 200, reply.body
+    assert_forwarded(up, MASTER_KEY)  # the key is in use...
+    server = psutil.Process(gateway.pid)
+    for process in [server, *server.children(recursive=True)]:
+        # ...yet no process of the gateway keeps it in its environment or command line
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes()
+        assert COHERE_KEY.encode() not in environ, process.cmdline()
+        assert all(COHERE_KEY not in part for part in process.cmdline())

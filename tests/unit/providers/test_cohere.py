@@ -12,7 +12,8 @@ import pytest
 from passgate.accounting.pricing import parse_catalog
 from passgate.exchange import Metered, RequestInfo, Usage
 from passgate.providers.cohere import CHAT, EMBED, PARSE, RERANK, CohereSpec, billed_usage
-from passgate.providers.registry import BUILTIN, spec_named
+from passgate.providers.registry import BUILTIN, enabled, spec_named
+from passgate.settings_env import load_settings
 
 SPEC = CohereSpec()
 
@@ -65,6 +66,25 @@ RERANK_V2 = {
 def test_registered() -> None:
     assert isinstance(spec_named("cohere"), CohereSpec)
     assert BUILTIN[0].name == "mistral"
+
+
+@pytest.mark.parametrize("key_env", ["COHERE_API_KEY", "CO_API_KEY"])
+def test_enabled_by_its_environment(monkeypatch: pytest.MonkeyPatch, key_env: str) -> None:
+    for name in ("COHERE_API_BASE", "COHERE_API_KEY", "CO_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert "cohere" not in [p.name for p in enabled(load_settings().upstreams())]
+    monkeypatch.setenv(key_env, "co-real")
+    (provider,) = [p for p in enabled(load_settings().upstreams()) if p.name == "cohere"]
+    assert provider.origin == "https://api.cohere.com"
+    assert provider.credential == ("Authorization", "Bearer co-real")
+    # a base URL ending in the API version, as Cohere's docs write it, loses it
+    monkeypatch.setenv("COHERE_API_BASE", "http://127.0.0.1:9/cohere/v1/")
+    (provider,) = [p for p in enabled(load_settings().upstreams()) if p.name == "cohere"]
+    assert (provider.origin, provider.upstream_path(b"/rerank")) == (
+        "http://127.0.0.1:9",
+        b"/cohere/v1/rerank",
+    )
+    assert provider.upstream_path(b"/v2/chat") == b"/cohere/v2/chat"
 
 
 def test_identity_and_credential() -> None:
