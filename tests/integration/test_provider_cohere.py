@@ -400,3 +400,69 @@ def test_no_process_holds_the_cohere_key(gateway: GatewayProcess, up: FakeCohere
         environ = Path(f"/proc/{process.pid}/environ").read_bytes()
         assert COHERE_KEY.encode() not in environ, process.cmdline()
         assert all(COHERE_KEY not in part for part in process.cmdline())
+
+
+def test_a_budget_counts_cohere_spend(gateway: GatewayProcess, up: FakeCohere) -> None:
+    # room for one chat and a half: the second is admitted (some budget is left), the third not
+    key = admin(gateway, "POST", "/key/generate", {"max_budget": 1.5 * CHAT_COST})["key"]
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    body = orjson.dumps({"model": payloads.DEFAULT_MODEL, "messages": MESSAGES})
+    rids = [request_id(), request_id()]
+    for rid in rids:
+        reply = request(
+            gateway.url, "POST", "/cohere/v2/chat", body, {**headers, "x-request-id": rid}
+        )
+        assert reply.status == 200, reply.body
+        spend_row(gateway, rid)  # the spend has landed before the next call
+    reply = request(gateway.url, "POST", "/cohere/v2/chat", body, headers)
+    assert reply.status == 429, reply.body
+    assert reply.error["code"] == "budget_exceeded"
+    assert len(up.requests) == 2
+    info = admin(gateway, "GET", f"/key/info?key={key}")
+    assert info["info"]["spend"] == pytest.approx(2 * CHAT_COST, rel=1e-9)
+
+
+def test_a_stream_cut_before_its_usage_has_no_cost(
+    gateway: GatewayProcess, up: FakeCohere, http_client: httpx.Client
+) -> None:
+    up.configure(cut_stream_after=3)  # message-start, content-start, one delta: no message-end
+    client = cohere.ClientV2(
+        api_key=MASTER_KEY, base_url=gateway.url + "/cohere", httpx_client=http_client
+    )
+    rid = request_id()
+    with pytest.raises(httpx.RemoteProtocolError):
+        list(
+            client.chat_stream(
+                model=payloads.DEFAULT_MODEL,
+                messages=MESSAGES,
+                request_options={"additional_headers": {"x-request-id": rid}},
+            )
+        )
+    row = spend_row(gateway, rid)
+    assert (row["provider"], row["model"], row["stream"]) == (
+        "cohere",
+        payloads.DEFAULT_MODEL,
+        True,
+    )
+    assert (row["cost"], row["prompt_tokens"], row["interrupted"]) == (None, None, True)
+
+
+def test_events_are_relayed_as_they_come(gateway: GatewayProcess, up: FakeCohere) -> None:
+    delay = 0.15
+    up.configure(event_delay=delay)
+    body = {"model": payloads.DEFAULT_MODEL, "messages": MESSAGES, "stream": True}
+    arrived: list[float] = []
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "POST", gateway.url + "/cohere/v2/chat", json=body, headers=ADMIN
+        ) as response,
+    ):
+        start = time.monotonic()
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                arrived.append(time.monotonic() - start)
+    events = len(payloads.TEXT) + 4
+    assert len(arrived) == events
+    # spread over time as the upstream sent them, not held back and delivered at once
+    assert arrived[-1] - arrived[0] >= 0.8 * (events - 1) * delay
