@@ -3,8 +3,9 @@
 Through the official SDK (``cohere.ClientV2`` and ``cohere.Client``) and raw HTTP: bodies reach
 Cohere byte for byte, the caller's gateway key is replaced by the real one, streams are relayed
 event by event, and each metered call leaves a spend row with provider, model, end user and the
-exact cost of the fake's fixed billed units. Prices are typed in here from Cohere's list prices,
-never read from the package's catalog, so a wrong catalog entry fails a test. Every curl of
+exact cost of the fake's fixed billed units. Prices are typed in here from the list prices
+(cohere.com/pricing, as LiteLLM's catalog carries them), never read from the package's catalog,
+so a wrong catalog entry fails a test. Every curl of
 LiteLLM's Cohere pass-through page runs as written, only host and key substituted.
 """
 
@@ -466,3 +467,28 @@ def test_events_are_relayed_as_they_come(gateway: GatewayProcess, up: FakeCohere
     assert len(arrived) == events
     # spread over time as the upstream sent them, not held back and delivered at once
     assert arrived[-1] - arrived[0] >= 0.8 * (events - 1) * delay
+
+
+def test_parse_is_priced_per_page(gateway: GatewayProcess, up: FakeCohere) -> None:
+    rid = request_id()
+    body = orjson.dumps({"model": "parse-v5.0", "document": {"url": "https://example.com/a.pdf"}})
+    headers = {**ADMIN, "Content-Type": "application/json", "x-request-id": rid}
+    reply = request(gateway.url, "POST", "/cohere/v2/parse", body, headers)
+    assert reply.status == 200, reply.body
+    assert up.last.body == body
+    cost = payloads.PARSED_PAGES * 0.0015  # parse-v5.0: $1.50 per 1000 pages
+    assert_row(spend_row(gateway, rid), "parse-v5.0", cost, pages=payloads.PARSED_PAGES)
+
+
+def test_cohere_errors_are_relayed_unchanged_and_cost_nothing(
+    gateway: GatewayProcess, up: FakeCohere
+) -> None:
+    refusal = b'{"id":"4f1c","message":"invalid api token"}'
+    up.set_response("/v2/chat", refusal, status=401, headers=[("content-type", "application/json")])
+    rid = request_id()
+    headers = {**ADMIN, "Content-Type": "application/json", "x-request-id": rid}
+    body = orjson.dumps({"model": payloads.DEFAULT_MODEL, "messages": MESSAGES})
+    reply = request(gateway.url, "POST", "/cohere/v2/chat", body, headers)
+    assert (reply.status, reply.body) == (401, refusal)
+    row = spend_row(gateway, rid)
+    assert (row["status"], row["cost"], row["prompt_tokens"]) == (401, 0.0, None)
