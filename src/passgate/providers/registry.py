@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from passgate.providers.base import Provider, ProviderSpec
+from passgate.providers.cohere import CohereSpec
 from passgate.providers.mistral import MistralSpec
 
-BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(),)
+BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), CohereSpec())
 
 
 def spec_named(name: str, specs: tuple[ProviderSpec, ...] = BUILTIN) -> ProviderSpec | None:
