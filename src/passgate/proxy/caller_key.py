@@ -33,7 +33,7 @@ def caller_key(value: bytes | None) -> str | None:
 
 def take_query_key(query: bytes, name: bytes) -> tuple[bytes, str | None]:
     """``query`` without its ``name=`` parameters, and the first one's (decoded) value."""
-    if name + b"=" not in query and not query.startswith(name):
+    if name not in query and b"%" not in query:  # the name, plain or percent-encoded
         return query, None
     found: str | None = None
     kept = []
