@@ -74,6 +74,8 @@ class Usage:
     reasoning_tokens: int | None = None
     search_units: int | None = None  # rerank searches, as the provider bills them
     images: int | None = None  # images generated
+    # of cache_write_tokens, those written for an hour (priced above the default lifetime's)
+    cache_write_1h_tokens: int | None = None
 
     def tokens(self) -> int:
         """Tokens to count against a token rate limit."""
@@ -90,6 +92,7 @@ class Metered:
     discount: float = 1.0  # multiplier on the cost (a batch API at half price: 0.5)
     free: bool = False  # metered but never charged (token counting): cost 0.0
     fixed: Usage | None = None  # usage known from the request alone; the body is not read
+    json_lines: bool = False  # the answer is JSON lines whatever its content type says
 
 
 @dataclass(slots=True)

@@ -10,29 +10,23 @@ and transcribes a multipart audio upload. A request without ``Authorization: Bea
 gets Cohere's 401. It shares the recording plumbing (and the knobs) of the fake Mistral upstream.
 """
 
-import dataclasses
 import json
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from types import TracebackType
 from typing import Any
-
-import uvicorn
 
 from tests.support import fake_cohere_payloads as payloads
 from tests.support.fake_mistral_app import (
     SSE_TYPE,
     Call,
-    FakeApp,
     Handler,
     encode_json,
     sse_event,
 )
 from tests.support.fake_mistral_payloads import parse_multipart
-from tests.support.fake_mistral_state import Canned, FakeState, Knobs, Recorded
+from tests.support.fake_mistral_state import Knobs, Recorded
+from tests.support.fake_server import FakeServer
 
 __all__ = ["DEFAULT_KEY", "JSON_LINES_TYPE", "TRACE_HEADER", "FakeCohere", "Knobs", "Recorded"]
 
@@ -217,103 +211,9 @@ def router(key: str) -> Callable[[Call], Handler | None]:
     return route
 
 
-class FakeCohere:
-    """The fake upstream. Use as a context manager, or call start() and stop()."""
+class FakeCohere(FakeServer):
+    """The fake Cohere upstream. Use as a context manager, or call start() and stop()."""
 
     def __init__(self, *, api_key: str = DEFAULT_KEY, **knobs: Any) -> None:
         self.api_key = api_key
-        self._state = FakeState(dataclasses.replace(Knobs(), **knobs))
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            FakeApp(self._state, router(api_key)),
-            loop="asyncio",
-            http="httptools",
-            ws="none",
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            timeout_keep_alive=60,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._socket]},
-            name=f"fake-cohere-{self.port}",
-            daemon=True,
-        )
-
-    def start(self) -> "FakeCohere":
-        """Start serving; returns once the port accepts connections."""
-        self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the fake Cohere upstream on port {self.port} did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Abort pending streams, stop the server and free the port."""
-        self._state.closing.set()
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(_STOP_TIMEOUT)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(_STOP_TIMEOUT)
-        self._socket.close()
-
-    def __enter__(self) -> "FakeCohere":
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def requests(self) -> list[Recorded]:
-        """Every request received so far, oldest first."""
-        return self._state.requests
-
-    @property
-    def last(self) -> Recorded:
-        """The most recent request, once its whole body has arrived."""
-        if not self._state.requests:
-            raise AssertionError("the fake Cohere upstream has received no request")
-        record = self._state.requests[-1]
-        if not record.body_done.wait(5.0):
-            raise AssertionError(f"the body of {record.method} {record.path} never completed")
-        return record
-
-    def configure(self, **changes: Any) -> None:
-        """Change knobs for the requests that arrive from now on."""
-        self._state.knobs = dataclasses.replace(self._state.knobs, **changes)
-
-    def set_response(
-        self,
-        path: str,
-        body: bytes | str,
-        *,
-        status: int = 200,
-        headers: list[tuple[str, str]] | None = None,
-        method: str | None = None,
-    ) -> None:
-        """Answer authorised requests to `path` (exact, without query) with this."""
-        raw = body.encode() if isinstance(body, str) else body
-        self._state.canned[(method, path)] = Canned(status, raw, tuple(headers or []))
-
-    def reset(self) -> None:
-        """Forget requests and canned responses; restore the default knobs."""
-        self._state.requests.clear()
-        self._state.canned.clear()
-        self._state.knobs = Knobs()
+        super().__init__("cohere", router(api_key), **knobs)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from passgate.providers.anthropic import AnthropicSpec
 from passgate.providers.base import Provider, ProviderSpec
 from passgate.providers.cohere import CohereSpec
 from passgate.providers.mistral import MistralSpec
 
-BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), CohereSpec())
+BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), CohereSpec(), AnthropicSpec())
 
 
 def spec_named(name: str, specs: tuple[ProviderSpec, ...] = BUILTIN) -> ProviderSpec | None:
