@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from passgate.errors import bad_request
+from passgate.exchange import RequestInfo, Usage
 
 # A path whose first segment is an API version (v1, v2, ...).
 _VERSIONED = re.compile(rb"/v\d+(?:/|\Z)")
@@ -47,3 +50,54 @@ def split_base(url: str, version: str = "v1") -> tuple[str, bytes]:
     if path.endswith("/" + version):
         path = path[: -len(version) - 1]
     return origin, path.encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """How the usage of one metered call is read and priced."""
+
+    kind: str = "tokens"  # the provider's own label, passed back to its usage functions
+    discount: float = 1.0  # multiplier on the cost (a batch API at half price: 0.5)
+    free: bool = False  # metered but never charged (count_tokens): cost 0.0
+    fixed: Usage | None = None  # usage known from the request alone; body not read
+
+
+class ProviderSpec(ABC):
+    """One provider route prefix: where it goes, how its key travels, how its usage is read."""
+
+    name: str
+    prefix: bytes
+    gen_ai_system: str
+    default_base: str
+    base_env: tuple[str, ...]
+    key_env: tuple[str, ...]
+    default_version: bytes
+    caller_key_headers: tuple[bytes, ...]
+    caller_key_query: bytes | None
+    correlation_headers: tuple[bytes, ...]
+    usage_keys: tuple[bytes, ...]
+    prices_file: str
+
+    @abstractmethod
+    def credential(self, key: str) -> tuple[str, str]:
+        """The header that carries the real provider key upstream."""
+
+    @abstractmethod
+    def metered(self, method: str, api_path: str, info: RequestInfo) -> Metered | None:
+        """How this call's usage is read, or None when the route reports no usage."""
+
+    @abstractmethod
+    def model_from_path(self, api_path: str) -> str | None:
+        """The model a path names, else None."""
+
+    @abstractmethod
+    def usage(self, obj: Any, metered: Metered, info: RequestInfo) -> Usage | None:
+        """Usage from a parsed JSON response body; None when it reports none. Never raises."""
+
+    @abstractmethod
+    def stream_usage(self, obj: Any, so_far: Usage | None, metered: Metered) -> Usage | None:
+        """The usage known after one parsed stream event, given what was known before it."""
+
+    @abstractmethod
+    def response_model(self, obj: Any) -> str | None:
+        """The model a parsed response body or stream event names, else None."""
