@@ -1,0 +1,196 @@
+"""Gemini (Google AI Studio): ``/gemini/...`` to the Generative Language API, natively.
+
+The caller's gateway key may come where Google's clients put an API key: the ``key``
+query parameter (LiteLLM's examples), ``x-goog-api-key`` (the google-genai SDK) or
+``Authorization: Bearer``. The real key goes upstream as ``x-goog-api-key``.
+
+Usage is Google's ``usageMetadata``: ``promptTokenCount`` counts the cached tokens too
+(``cachedContentTokenCount``), and ``thoughtsTokenCount`` is billed as output but not
+counted in ``candidatesTokenCount``, so completion = candidates + thoughts. A stream
+repeats ``usageMetadata`` on every event with the counts so far; the last one is final.
+"""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import unquote
+
+from passgate.exchange import RequestInfo, Usage
+from passgate.providers.base import Metered, ProviderSpec
+
+NAME = "gemini"
+MAX_COUNT = 2**31 - 1
+
+TOKENS = "tokens"
+EMBED = "embed"
+
+# "/v1beta/models/gemini-2.5-flash:generateContent": version, collection, id, custom method
+_MODEL_PATH = re.compile(r"/v\d+[a-z0-9]*/(models|tunedModels)/([^/:]+)(?::([A-Za-z]+))?/?\Z")
+
+_GENERATE = Metered(kind=TOKENS)
+_EMBED = Metered(kind=EMBED)
+_COUNT = Metered(kind=TOKENS, free=True)
+# The custom methods whose answer carries usageMetadata (or, for countTokens, is free).
+# batchGenerateContent and asyncBatchEmbedContent answer with a long-running operation
+# and no usage; the results, fetched later and possibly more than once, are not metered.
+_METERED_METHODS = MappingProxyType(
+    {
+        "generateContent": _GENERATE,
+        "streamGenerateContent": _GENERATE,
+        "embedContent": _EMBED,
+        "batchEmbedContents": _EMBED,
+        "countTokens": _COUNT,
+    }
+)
+
+
+def _count(value: Any) -> int | None:
+    """A token count as the spend log stores it (a 32-bit integer), else None."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
+        return int(value)
+    # proto3 JSON may write 64-bit integers as strings
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)
+        return number if number <= MAX_COUNT else None
+    return None
+
+
+def _sum(first: int | None, second: int | None) -> int | None:
+    """Two optional counts added, None only when both are missing."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first + second, MAX_COUNT)
+
+
+def usage_from_metadata(metadata: Any) -> Usage | None:
+    """The normalised usage of one ``usageMetadata`` object, or None when it has no counts."""
+    if not isinstance(metadata, dict):
+        return None
+    prompt = _count(metadata.get("promptTokenCount"))
+    # tool results fed back to the model (search, code execution) are billed as input
+    tool_prompt = _count(metadata.get("toolUsePromptTokenCount"))
+    candidates = _count(metadata.get("candidatesTokenCount"))
+    thoughts = _count(metadata.get("thoughtsTokenCount"))
+    total = _count(metadata.get("totalTokenCount"))
+    prompt = _sum(prompt, tool_prompt)
+    completion = _sum(candidates, thoughts)
+    if prompt is None and completion is None and total is None:
+        return None
+    cached = _count(metadata.get("cachedContentTokenCount"))
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        total_tokens=total,
+        reasoning_tokens=thoughts,
+    )
+
+
+def _event_usage(obj: Any) -> Usage | None:
+    if isinstance(obj, dict):
+        return usage_from_metadata(obj.get("usageMetadata"))
+    return None
+
+
+def _merge(so_far: Usage, new: Usage) -> Usage:
+    """Counts of a later event replace those of an earlier one; missing ones are kept."""
+    return Usage(
+        prompt_tokens=so_far.prompt_tokens if new.prompt_tokens is None else new.prompt_tokens,
+        completion_tokens=(
+            so_far.completion_tokens if new.completion_tokens is None else new.completion_tokens
+        ),
+        cached_tokens=so_far.cached_tokens if new.cached_tokens is None else new.cached_tokens,
+        total_tokens=so_far.total_tokens if new.total_tokens is None else new.total_tokens,
+        reasoning_tokens=(
+            so_far.reasoning_tokens if new.reasoning_tokens is None else new.reasoning_tokens
+        ),
+    )
+
+
+def _path_match(api_path: str) -> re.Match[str] | None:
+    # A client may percent-encode the ":" before the method; Google decodes it, so must we,
+    # or a metered call (and the model a key is restricted to) would go unseen.
+    if "%" in api_path:
+        api_path = unquote(api_path)
+    return _MODEL_PATH.match(api_path)
+
+
+class GeminiSpec(ProviderSpec):
+    """Google AI Studio's Gemini API under ``/gemini``."""
+
+    name = NAME
+    prefix = b"/gemini"
+    gen_ai_system = "gcp.gemini"
+    default_base = "https://generativelanguage.googleapis.com"
+    base_env = ("GEMINI_API_BASE",)
+    key_env = ("GEMINI_API_KEY",)
+    default_version = b"v1beta"
+    caller_key_headers = (b"x-goog-api-key",)
+    caller_key_query = b"key"
+    correlation_headers = ()
+    usage_keys = (b"usageMetadata",)
+    prices_file = "gemini.json"
+
+    def credential(self, key: str) -> tuple[str, str]:
+        """Google's API key header."""
+        return ("x-goog-api-key", key)
+
+    def metered(self, method: str, api_path: str, info: RequestInfo) -> Metered | None:
+        """Generation and embedding calls are metered, token counting is free, the rest is not."""
+        if method != "POST":
+            return None
+        match = _path_match(api_path)
+        if match is None or match.group(3) is None:
+            return None
+        return _METERED_METHODS.get(match.group(3))
+
+    def model_from_path(self, api_path: str) -> str | None:
+        """``gemini-2.5-flash`` for ``/v1beta/models/gemini-2.5-flash:generateContent``.
+
+        A tuned model keeps its collection (``tunedModels/x``) so that a key's model
+        allowlist, which names base models, never matches it by accident.
+        """
+        match = _path_match(api_path)
+        if match is None:
+            return None
+        if match.group(1) == "models":
+            return match.group(2)
+        return f"tunedModels/{match.group(2)}"
+
+    def usage(self, obj: Any, metered: Metered, info: RequestInfo) -> Usage | None:
+        """``usageMetadata`` of a response; of the last element that has one in a JSON array
+        (``streamGenerateContent`` without ``alt=sse`` answers with an array of events)."""
+        if isinstance(obj, list):
+            for item in reversed(obj):
+                found = _event_usage(item)
+                if found is not None:
+                    return found
+            return None
+        return _event_usage(obj)
+
+    def stream_usage(self, obj: Any, so_far: Usage | None, metered: Metered) -> Usage | None:
+        """Each event's ``usageMetadata`` holds the counts so far: the latest one wins."""
+        new = _event_usage(obj)
+        if new is None:
+            return so_far
+        if so_far is None:
+            return new
+        return _merge(so_far, new)
+
+    def response_model(self, obj: Any) -> str | None:
+        """``modelVersion`` of a response, stream event, or the first element of an array."""
+        if isinstance(obj, list):
+            obj = obj[0] if obj else None
+        if not isinstance(obj, dict):
+            return None
+        model = obj.get("modelVersion")
+        return model if isinstance(model, str) and model else None
+
+
+GEMINI = GeminiSpec()
