@@ -148,6 +148,20 @@ def test_sdk_stream_is_relayed_event_by_event_and_priced(
     assert row["cost"] == pytest.approx(generate_cost(FLASH, cached=False), rel=1e-9)
 
 
+def test_interactions_are_priced_streamed_or_not(up: FakeGemini, gw: GatewayProcess) -> None:
+    client = sdk(gw, MASTER_KEY, **{"x-request-id": "gem-interaction"})
+    made = client.interactions.create(model=FLASH, input="Hi")
+    assert made.usage is not None and made.usage.total_tokens == payloads.TOTAL_TOKENS
+    streamed = sdk(gw, MASTER_KEY, **{"x-request-id": "gem-interaction-stream"})
+    events = list(streamed.interactions.create(model=FLASH, input="Hi", stream=True))
+    assert events[-1].event_type == "interaction.completed"
+    for request_id, stream in (("gem-interaction", False), ("gem-interaction-stream", True)):
+        row = spend_row(gw, request_id)
+        assert (row["model"], row["stream"]) == (FLASH, stream)
+        assert row["reasoning_tokens"] == payloads.THOUGHT_TOKENS
+        assert row["cost"] == pytest.approx(generate_cost(FLASH, cached=False), rel=1e-9)
+
+
 def test_raw_sse_events_arrive_one_by_one(up: FakeGemini, gw: GatewayProcess) -> None:
     up.configure(stream_events=3, hold_last_event=True)
     target = f"{gw.url}/gemini/v1beta/models/{FLASH}:streamGenerateContent?alt=sse"

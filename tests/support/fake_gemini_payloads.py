@@ -201,3 +201,44 @@ def file_resource(file_id: str, display_name: str, mime_type: str, size: int) ->
         "uri": f"https://generativelanguage.googleapis.com/v1beta/files/{file_id}",
         "source": "UPLOADED",
     }
+
+
+def interaction_usage(cached: bool) -> dict[str, Any]:
+    """The Interactions API's usage object for the same fixed counts."""
+    usage: dict[str, Any] = {
+        "total_input_tokens": PROMPT_TOKENS,
+        "total_output_tokens": CANDIDATE_TOKENS,
+        "total_thought_tokens": THOUGHT_TOKENS,
+        "total_tokens": TOTAL_TOKENS,
+        "input_tokens_by_modality": [{"modality": "text", "tokens": PROMPT_TOKENS}],
+    }
+    if cached:
+        usage["total_cached_tokens"] = CACHED_TOKENS
+    return usage
+
+
+def interaction(model: str, interaction_id: str, cached: bool) -> dict[str, Any]:
+    """A completed Interaction (POST /v1beta/interactions)."""
+    return {
+        "id": interaction_id,
+        "status": "completed",
+        "model": model,
+        "role": "model",
+        "outputs": [{"type": "text", "text": "A fixed answer."}],
+        "usage": interaction_usage(cached),
+    }
+
+
+def interaction_events(model: str, interaction_id: str, cached: bool, count: int) -> list[Any]:
+    """(event name, data) of a streamed interaction: created, ``count`` text deltas, completed
+    (the only event with usage)."""
+    created = {"id": interaction_id, "status": "in_progress", "model": model}
+    events: list[Any] = [("interaction.created", {"interaction": created})]
+    events.append(("step.start", {"index": 0, "step": {"type": "model_output"}}))
+    for index in range(max(count, 1)):
+        delta = {"index": 0, "delta": {"type": "text", "text": f"part {index} "}}
+        events.append(("step.delta", delta))
+    events.append(("step.stop", {"index": 0}))
+    done = {**interaction(model, interaction_id, cached), "outputs": []}
+    events.append(("interaction.completed", {"interaction": done}))
+    return [(name, {"event_type": name, **data}) for name, data in events]

@@ -16,7 +16,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tests.support import fake_gemini_payloads as payloads
-from tests.support.fake_mistral_app import JSON_TYPE, Call, Handler, encode_json, sse_data
+from tests.support.fake_mistral_app import (
+    JSON_TYPE,
+    Call,
+    Handler,
+    encode_json,
+    sse_data,
+    sse_event,
+)
 
 Endpoint = Callable[[Call, re.Match[str]], Awaitable[None]]
 
@@ -141,6 +148,24 @@ async def batch_generate(call: Call, match: re.Match[str]) -> None:
     await _with_json(call, answer)
 
 
+async def interactions(call: Call, _: re.Match[str]) -> None:
+    """Interactions API: a completed interaction, streamed (SSE, then [DONE]) when asked."""
+
+    async def answer(body: dict[str, Any]) -> None:
+        named = body.get("model")
+        model = named if isinstance(named, str) else "gemini-3.5-flash"
+        interaction_id = call.state.next_id("v1_interaction")
+        cached = isinstance(body.get("cached_content"), str)
+        if body.get("stream") is True:
+            count = call.knobs.stream_events
+            events = payloads.interaction_events(model, interaction_id, cached, count)
+            await call.stream([sse_event(n, d) for n, d in events], b"data: [DONE]\n\n")
+            return
+        await call.json(payloads.interaction(model, interaction_id, cached))
+
+    await _with_json(call, answer)
+
+
 async def list_models(call: Call, _: re.Match[str]) -> None:
     """models.list."""
     await call.json(payloads.models_page())
@@ -253,6 +278,7 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Endpoint], ...] = tuple(
         ("POST", r"/models/(?P<model>[^/:]+):batchEmbedContents", batch_embed),
         ("POST", r"/models/(?P<model>[^/:]+):countTokens", count_tokens),
         ("POST", r"/models/(?P<model>[^/:]+):batchGenerateContent", batch_generate),
+        ("POST", r"/interactions", interactions),
         ("GET", r"/models", list_models),
         ("GET", r"/models/(?P<model>[^/:]+)", get_model),
     ]

@@ -127,3 +127,12 @@ def test_multipart_related_upload(up: FakeGemini) -> None:
     assert answer.json()["file"]["sizeBytes"] == "256"
     [stored] = up.uploaded.values()
     assert (stored.display_name, stored.mime_type, stored.content) == ("pic", "image/png", media)
+
+
+def test_interactions_report_the_same_fixed_usage(up: FakeGemini) -> None:
+    client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=up.url))
+    made = client.interactions.create(model="gemini-3.5-flash", input="hi")
+    assert made.usage is not None and made.usage.total_tokens == payloads.TOTAL_TOKENS
+    events = list(client.interactions.create(model="gemini-3.5-flash", input="hi", stream=True))
+    assert events[0].event_type == "interaction.created"
+    assert events[-1].event_type == "interaction.completed"

@@ -57,7 +57,7 @@ def test_identity_of_the_provider() -> None:
     assert GEMINI.default_version == b"v1beta"
     assert GEMINI.caller_key_headers == (b"x-goog-api-key",)
     assert GEMINI.caller_key_query == b"key"
-    assert GEMINI.usage_keys == (b"usageMetadata",)
+    assert GEMINI.usage_keys == (b"usageMetadata", b"usage")
     assert GEMINI.credential("real-key") == ("x-goog-api-key", "real-key")
 
 
@@ -72,6 +72,7 @@ def test_identity_of_the_provider() -> None:
         ("/v1beta/models/gemini-embedding-001:batchEmbedContents", "embed", False),
         ("/v1beta/models/gemini-3.5-flash:countTokens", "tokens", True),
         ("/v1beta/tunedModels/my-model-7:generateContent", "tokens", False),
+        ("/v1beta/interactions", "interactions", False),
         # a percent-encoded ":" is what Google decodes: still metered
         ("/v1beta/models/gemini-3.5-flash%3AgenerateContent", "tokens", False),
     ],
@@ -91,6 +92,8 @@ def test_metered_routes(path: str, kind: str, free: bool) -> None:
         ("POST", "/v1beta/models/gemini-3.5-flash:batchGenerateContent"),
         ("POST", "/v1beta/models/gemini-embedding-001:asyncBatchEmbedContent"),
         ("POST", "/v1beta/cachedContents"),
+        ("GET", "/v1beta/interactions/v1_abc"),
+        ("POST", "/v1beta/interactions/v1_abc/cancel"),
         ("POST", "/upload/v1beta/files"),
         ("GET", "/v1beta/files/abc"),
         ("POST", "/v1beta/models/imagen-4.0-generate-001:predict"),
@@ -206,6 +209,55 @@ def test_stream_usage_returns_so_far_for_events_without_usage() -> None:
         assert GEMINI.stream_usage(event, so_far, TOKENS) is so_far
 
 
+INTERACTION = {
+    "id": "v1_ChdGb1J",
+    "status": "completed",
+    "model": "gemini-3.5-flash",
+    "outputs": [{"type": "text", "text": "Hi"}],
+    "usage": {
+        "total_input_tokens": 900,
+        "total_cached_tokens": 512,
+        "total_output_tokens": 40,
+        "total_thought_tokens": 120,
+        "total_tool_use_tokens": 100,
+        "total_tokens": 1160,
+        "input_tokens_by_modality": [{"modality": "text", "tokens": 900}],
+    },
+}
+INTERACT = Metered(kind="interactions")
+
+
+def test_interaction_usage() -> None:
+    assert GEMINI.usage(INTERACTION, INTERACT, INFO) == Usage(
+        prompt_tokens=1000,
+        completion_tokens=160,
+        cached_tokens=512,
+        total_tokens=1160,
+        reasoning_tokens=120,
+    )
+    assert GEMINI.response_model(INTERACTION) == "gemini-3.5-flash"
+    # the usageMetadata reader does not mistake an interaction for a generateContent answer
+    assert GEMINI.usage(INTERACTION, TOKENS, INFO) is None
+
+
+def test_interaction_stream_usage_comes_with_the_completed_event() -> None:
+    events: list[Any] = [
+        {"event_type": "interaction.created", "interaction": {"id": "v1_a", "model": "m"}},
+        {"event_type": "step.delta", "index": 0, "delta": {"type": "text", "text": "Hi"}},
+        {"event_type": "interaction.completed", "interaction": {**INTERACTION, "outputs": []}},
+    ]
+    so_far = None
+    for event in events:
+        so_far = GEMINI.stream_usage(event, so_far, INTERACT)
+    assert so_far is not None
+    assert (so_far.prompt_tokens, so_far.completion_tokens, so_far.cached_tokens) == (
+        1000,
+        160,
+        512,
+    )
+    assert GEMINI.response_model(events[0]) == "m"
+
+
 def test_response_model() -> None:
     assert GEMINI.response_model(CACHED_THINKING) == "gemini-3.5-flash"
     assert GEMINI.response_model([_event(1)]) == "gemini-3.1-pro-preview"
@@ -229,12 +281,15 @@ MALFORMED: list[Any] = [
     {"usageMetadata": {"promptTokenCount": float("nan"), "thoughtsTokenCount": float("inf")}},
     {"usageMetadata": {"promptTokenCount": 1.5, "cachedContentTokenCount": {}}},
     {"modelVersion": ["x"]},
+    {"usage": {"total_input_tokens": -3, "total_output_tokens": "x"}},
+    {"interaction": [], "usage": None},
+    {"interaction": {"usage": {"total_tokens": 2**33}, "model": 5}},
 ]
 
 
 @pytest.mark.parametrize("body", MALFORMED)
 def test_malformed_input_never_raises(body: Any) -> None:
-    for metered in (TOKENS, Metered(kind="embed"), Metered(free=True)):
+    for metered in (TOKENS, Metered(kind="embed"), Metered(free=True), INTERACT):
         usage = GEMINI.usage(body, metered, INFO)
         assert usage is None or usage.prompt_tokens is None or usage.prompt_tokens >= 0
         GEMINI.stream_usage(body, None, metered)

@@ -8,6 +8,7 @@ Usage is Google's ``usageMetadata``: ``promptTokenCount`` counts the cached toke
 (``cachedContentTokenCount``), and ``thoughtsTokenCount`` is billed as output but not
 counted in ``candidatesTokenCount``, so completion = candidates + thoughts. A stream
 repeats ``usageMetadata`` on every event with the counts so far; the last one is final.
+The Interactions API reports the same counts in snake_case under ``usage``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ MAX_COUNT = 2**31 - 1
 
 TOKENS = "tokens"
 EMBED = "embed"
+INTERACTIONS = "interactions"
 
 # "/v1beta/models/gemini-2.5-flash:generateContent": version, collection, id, custom method
 _MODEL_PATH = re.compile(r"/v\d+[a-z0-9]*/(models|tunedModels)/([^/:]+)(?::([A-Za-z]+))?/?\Z")
 
+# "/v1beta/interactions": the Interactions API (model in the body, snake_case usage)
+_INTERACTIONS_PATH = re.compile(r"/v\d+[a-z0-9]*/interactions/?\Z")
+
 _GENERATE = Metered(kind=TOKENS)
+_INTERACT = Metered(kind=INTERACTIONS)
 _EMBED = Metered(kind=EMBED)
 _COUNT = Metered(kind=TOKENS, free=True)
 # The custom methods whose answer carries usageMetadata (or, for countTokens, is free).
@@ -92,7 +98,41 @@ def usage_from_metadata(metadata: Any) -> Usage | None:
     )
 
 
-def _event_usage(obj: Any) -> Usage | None:
+def usage_from_interaction(usage: Any) -> Usage | None:
+    """The normalised usage of an Interactions API ``usage`` object, or None without counts."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _sum(
+        _count(usage.get("total_input_tokens")), _count(usage.get("total_tool_use_tokens"))
+    )
+    thoughts = _count(usage.get("total_thought_tokens"))
+    completion = _sum(_count(usage.get("total_output_tokens")), thoughts)
+    total = _count(usage.get("total_tokens"))
+    if prompt is None and completion is None and total is None:
+        return None
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=_count(usage.get("total_cached_tokens")),
+        total_tokens=total,
+        reasoning_tokens=thoughts,
+    )
+
+
+def _interaction_usage(obj: Any) -> Usage | None:
+    """An Interaction's usage, or that of the interaction a stream event carries."""
+    if not isinstance(obj, dict):
+        return None
+    usage = obj.get("usage")
+    if usage is None:
+        nested = obj.get("interaction")  # interaction.created / interaction.completed events
+        usage = nested.get("usage") if isinstance(nested, dict) else None
+    return usage_from_interaction(usage)
+
+
+def _event_usage(obj: Any, kind: str = TOKENS) -> Usage | None:
+    if kind == INTERACTIONS:
+        return _interaction_usage(obj)
     if isinstance(obj, dict):
         return usage_from_metadata(obj.get("usageMetadata"))
     return None
@@ -134,7 +174,7 @@ class GeminiSpec(ProviderSpec):
     caller_key_headers = (b"x-goog-api-key",)
     caller_key_query = b"key"
     correlation_headers = ()
-    usage_keys = (b"usageMetadata",)
+    usage_keys = (b"usageMetadata", b"usage")
     prices_file = "gemini.json"
 
     def credential(self, key: str) -> tuple[str, str]:
@@ -142,9 +182,12 @@ class GeminiSpec(ProviderSpec):
         return ("x-goog-api-key", key)
 
     def metered(self, method: str, api_path: str, info: RequestInfo) -> Metered | None:
-        """Generation and embedding calls are metered, token counting is free, the rest is not."""
+        """Generation, interactions and embeddings are metered, token counting is free, the
+        rest is not (a GET of an interaction replays it: its usage was counted when made)."""
         if method != "POST":
             return None
+        if _INTERACTIONS_PATH.match(api_path):
+            return _INTERACT
         match = _path_match(api_path)
         if match is None or match.group(3) is None:
             return None
@@ -165,18 +208,19 @@ class GeminiSpec(ProviderSpec):
 
     def usage(self, obj: Any, metered: Metered, info: RequestInfo) -> Usage | None:
         """``usageMetadata`` of a response; of the last element that has one in a JSON array
-        (``streamGenerateContent`` without ``alt=sse`` answers with an array of events)."""
+        (``streamGenerateContent`` without ``alt=sse`` answers with an array of events);
+        an Interaction's ``usage``."""
         if isinstance(obj, list):
             for item in reversed(obj):
-                found = _event_usage(item)
+                found = _event_usage(item, metered.kind)
                 if found is not None:
                     return found
             return None
-        return _event_usage(obj)
+        return _event_usage(obj, metered.kind)
 
     def stream_usage(self, obj: Any, so_far: Usage | None, metered: Metered) -> Usage | None:
-        """Each event's ``usageMetadata`` holds the counts so far: the latest one wins."""
-        new = _event_usage(obj)
+        """Each event's usage holds the counts so far: the latest one wins."""
+        new = _event_usage(obj, metered.kind)
         if new is None:
             return so_far
         if so_far is None:
@@ -184,12 +228,16 @@ class GeminiSpec(ProviderSpec):
         return _merge(so_far, new)
 
     def response_model(self, obj: Any) -> str | None:
-        """``modelVersion`` of a response, stream event, or the first element of an array."""
+        """``modelVersion`` of a response, stream event or the first element of an array;
+        ``model`` of an Interaction or of the interaction a stream event carries."""
         if isinstance(obj, list):
             obj = obj[0] if obj else None
         if not isinstance(obj, dict):
             return None
-        model = obj.get("modelVersion")
+        model = obj.get("modelVersion") or obj.get("model")
+        if model is None:
+            nested = obj.get("interaction")
+            model = nested.get("model") if isinstance(nested, dict) else None
         return model if isinstance(model, str) and model else None
 
 
