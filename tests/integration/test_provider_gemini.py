@@ -20,6 +20,7 @@ import orjson
 import pytest
 from google import genai
 from google.genai import errors, types
+from google.genai.interactions import Interaction
 
 from tests.conftest import MASTER_KEY, GatewayFactory
 from tests.support import fake_gemini_payloads as payloads
@@ -151,7 +152,8 @@ def test_sdk_stream_is_relayed_event_by_event_and_priced(
 def test_interactions_are_priced_streamed_or_not(up: FakeGemini, gw: GatewayProcess) -> None:
     client = sdk(gw, MASTER_KEY, **{"x-request-id": "gem-interaction"})
     made = client.interactions.create(model=FLASH, input="Hi")
-    assert made.usage is not None and made.usage.total_tokens == payloads.TOTAL_TOKENS
+    assert isinstance(made, Interaction) and made.usage is not None
+    assert made.usage.total_tokens == payloads.TOTAL_TOKENS
     streamed = sdk(gw, MASTER_KEY, **{"x-request-id": "gem-interaction-stream"})
     events = list(streamed.interactions.create(model=FLASH, input="Hi", stream=True))
     assert events[-1].event_type == "interaction.completed"
