@@ -7,7 +7,7 @@ cost with none of passgate's own work on top.
   (``passgate.proxy.upstream``, the same pool and framing) to ``MISTRAL_API_BASE``, then
   sends the answer back whole. No auth, no metering, no observers, no watch on the call.
 
-Both run under ``passgate.server.serve``: the same uvicorn options, loop and protocol as
+Both run under ``passgate.runtime.server.serve``: the same uvicorn options, loop and protocol as
 passgate's workers. They are measuring instruments, not gateways: nothing here checks a
 key or a path, so they only ever listen on 127.0.0.1 during a bench run.
 
@@ -20,10 +20,10 @@ import os
 import sys
 
 from bench.payloads import CHAT_RESPONSE
-from passgate.providers.mistral import mistral_provider
+from passgate.providers.registry import enabled
 from passgate.proxy.headers import client_response_headers, upstream_request_headers
 from passgate.proxy.upstream import Upstream, UpstreamOptions
-from passgate.server import serve
+from passgate.runtime.server import serve
 from passgate.settings_env import load_settings
 from passgate.types import ASGIApp, Receive, Scope, Send
 
@@ -75,7 +75,7 @@ def echo_app() -> ASGIApp:
 def relay_app() -> ASGIApp:
     """The server + client floor: every request forwarded as is to ``MISTRAL_API_BASE``."""
     settings = load_settings(None)
-    provider = mistral_provider(settings)
+    provider = enabled(settings.upstreams())[0]
     upstream = Upstream(UpstreamOptions.from_settings(settings))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

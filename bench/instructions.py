@@ -53,7 +53,7 @@ def count(
     wrapper = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
     if spend_writer:
         wrapper.append("--trace-children=yes")
-    wrapper += [sys.executable, "-P", "-m", "passgate.server"]
+    wrapper += [sys.executable, "-P", "-m", "passgate.runtime.server"]
     gateway, key = worker.start_warm(
         services, f"callgrind-{calls}", wrapper, upstream, port, env, pythonpath, virtual_key
     )

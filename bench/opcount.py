@@ -1,6 +1,6 @@
 """passgate's server under an opcode counter that two signals switch (for ``bench.bytecodes``).
 
-    python -P bench/opcount.py OUT.json <passgate.server arguments>
+    python -P bench/opcount.py OUT.json <passgate.runtime.server arguments>
 
 SIGUSR1 clears the counts and starts counting the main thread's bytecodes; SIGUSR2 stops and
 writes ``{"file:first line function": bytecodes}`` as JSON to ``OUT.json``. Run by path (not
@@ -18,7 +18,8 @@ from typing import Any
 
 
 def main() -> None:
-    """Install the two signal handlers, then run ``passgate.server`` with the other arguments."""
+    """Install the two signal handlers, then run ``passgate.runtime.server`` with the other
+    arguments."""
     out = Path(sys.argv[1])
     counts: Counter[CodeType] = Counter()
     counting = [False]
@@ -51,8 +52,8 @@ def main() -> None:
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
-    sys.argv = ["passgate.server", *sys.argv[2:]]
-    runpy.run_module("passgate.server", run_name="__main__", alter_sys=True)
+    sys.argv = ["passgate.runtime.server", *sys.argv[2:]]
+    runpy.run_module("passgate.runtime.server", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

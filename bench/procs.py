@@ -74,7 +74,7 @@ def _label(process: psutil.Process, root_pid: int) -> str:
             return "resource tracker"
         if "spawn_main" in command or "nginx: worker" in command:
             return "worker"
-        if "passgate.spend_process" in command:
+        if "passgate.runtime.spend_process" in command:
             return "spend writer"
     return "child"
 

@@ -35,8 +35,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from passgate.accounting.rows import Record, call_record
 from passgate.accounting.writer import SpendWriter
+from passgate.call_record import CallRecord, call_record
 from passgate.exchange import Exchange, Usage
 from passgate.principal import Principal
 from passgate.storage.db import create_engine
@@ -119,7 +119,7 @@ class Sample:
     total_cpu: float
 
 
-def queued(engine: AsyncEngine, rows: list[Record], batch: int) -> SpendWriter:
+def queued(engine: AsyncEngine, rows: list[CallRecord], batch: int) -> SpendWriter:
     """A writer (not started) with call records queued, to write in batches of ``batch``."""
     writer = SpendWriter(engine, batch_size=batch)
     for row in rows:
@@ -135,7 +135,7 @@ async def drain(writer: SpendWriter) -> None:
         raise RuntimeError(f"wrote {writer.written} of {count} rows")
 
 
-async def write(engine: AsyncEngine, rows: list[Record], batch: int) -> Sample:
+async def write(engine: AsyncEngine, rows: list[CallRecord], batch: int) -> Sample:
     """Write ``rows`` in batches of ``batch``; the CPU it took (queueing not counted)."""
     writer = queued(engine, rows, batch)
     loop0, total0 = time.thread_time(), time.process_time()
@@ -173,7 +173,7 @@ async def longest_hold(action: Awaitable[None]) -> float:
     return longest
 
 
-def build(count: int, seed: int) -> list[Record]:
+def build(count: int, seed: int) -> list[CallRecord]:
     """Call records for ``count`` calls (call ids unique per seed), as workers send them."""
     return [call_record(ex) for ex in exchanges(count, seed)]
 

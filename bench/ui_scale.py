@@ -35,9 +35,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from passgate.accounting.rows import Record
 from passgate.accounting.spend_sql import SpendStatements
 from passgate.api.app import build_app
+from passgate.call_record import CallRecord
 from passgate.config import Settings
 from passgate.storage.db import create_engine
 from passgate.storage.migrate import upgrade
@@ -62,56 +62,64 @@ def token(i: int) -> str:
     return hashlib.sha256(f"bench-key-{i}".encode()).hexdigest()
 
 
-def records(first: int, count: int, rows: int, keys: int, now: float) -> list[Record]:
+def records(first: int, count: int, rows: int, keys: int, now: float) -> list[CallRecord]:
     """Call records ``first`` to ``first + count`` of ``rows`` spread evenly over the
     ``DAYS`` days before ``now``; keys, models, routes, end users and errors at random
     (every key equally likely: the most rollup rows for a number of calls)."""
     rng = random.Random(first)
-    found: list[Record] = []
+    found: list[CallRecord] = []
     for n in range(first, first + count):
         k = rng.randrange(keys)
         start = now - DAYS * 86400 + (n + rng.random()) * DAYS * 86400 / rows
         status = 200 if rng.random() > 0.03 else rng.choice((400, 429, 500, 502))
         prompt, completion = rng.randrange(5, 2000), rng.randrange(1, 800)
         found.append(
-            [
-                f"{n:032x}",
-                f"r{n:031x}",
-                start,
-                0.05,
-                0.2 + rng.random(),
-                token(k),
-                f"key-{k}",
-                f"user-{k % 1000}",
-                f"team-{k % 100}",
-                f"customer-{rng.randrange(5000)}" if rng.random() < 0.5 else None,
-                "POST",
-                rng.choice(ROUTES),
-                "/v1/chat/completions",
-                rng.choice(MODELS),
-                False,
-                status,
-                prompt,
-                completion,
-                None,
-                prompt + completion,
-                None,
-                None,
-                None,
-                None,
-                (prompt * 0.15 + completion * 0.6) / 1e6 if status == 200 else None,
-                None,
-                None if status == 200 else "upstream error",
-                False,
-                [],
-                0,
-                0,
-            ]
+            CallRecord._make(
+                [
+                    f"{n:032x}",
+                    f"r{n:031x}",
+                    start,
+                    0.05,
+                    0.2 + rng.random(),
+                    token(k),
+                    f"key-{k}",
+                    f"user-{k % 1000}",
+                    f"team-{k % 100}",
+                    f"customer-{rng.randrange(5000)}" if rng.random() < 0.5 else None,
+                    "POST",
+                    rng.choice(ROUTES),
+                    "/v1/chat/completions",
+                    "mistral",
+                    None,
+                    rng.choice(MODELS),
+                    False,
+                    status,
+                    prompt,
+                    completion,
+                    None,
+                    prompt + completion,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    (prompt * 0.15 + completion * 0.6) / 1e6 if status == 200 else None,
+                    None,
+                    None if status == 200 else "upstream error",
+                    False,
+                    [],
+                    0,
+                    0,
+                ]
+            )
         )
     return found
 
 
-def _write(conn: Connection, sql: SpendStatements, batch: list[Record]) -> None:
+def _write(conn: Connection, sql: SpendStatements, batch: list[CallRecord]) -> None:
     values: list[Any] = []
     for statement, params in sql.insert(batch, returning=False, into=values):
         conn.exec_driver_sql(statement, params)

@@ -1,5 +1,6 @@
 """One passgate worker started for counting: the settings hand-over ``passgate`` does, then
-``passgate.server --workers 1`` (the worker is the server process itself) under a wrapper."""
+``passgate.runtime.server --workers 1`` (the worker is the server process itself) under a
+wrapper."""
 
 import http.client
 import os
@@ -16,7 +17,7 @@ CHAT = "/mistral/v1/chat/completions"
 # settings handed over to the server (printed here, handed to it by ``start`` in an unnamed
 # file it inherits, as ``passgate`` does).
 _HAND_OVER = (
-    "from passgate.cli import migrate; from passgate.config import settings_json; "
+    "from passgate.runtime.cli import migrate; from passgate.config import settings_json; "
     "from passgate.settings_env import load_settings; settings = load_settings(); "
     "code = migrate(settings); print(settings_json(settings)); raise SystemExit(code)"
 )
@@ -31,8 +32,8 @@ def start(
     env: dict[str, str],
     pythonpath: str | None,
 ) -> Service:
-    """``passgate.server`` on ``port`` with one worker, run by ``wrapper`` (a command that ends
-    where the Python arguments go), access log off and the key-change poll at its longest."""
+    """``passgate.runtime.server`` on ``port`` with one worker, run by ``wrapper`` (a command that
+    ends where the Python arguments go), access log off and the key-change poll at its longest."""
     argv = [*wrapper, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     full_env = {
         "MISTRAL_API_BASE": upstream,

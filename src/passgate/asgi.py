@@ -7,6 +7,10 @@ from collections.abc import Callable
 
 from passgate.types import ASGIApp, Message, Receive, Scope, Send
 
+# The scope extension the server's protocol offers to end a response short: its ``close``
+# closes the client's connection (``runtime.transport``).
+CLOSE_CONNECTION = "passgate.close_connection"
+
 
 class HttpMiddleware:
     """Raw ASGI middleware over ``app`` that sees HTTP requests only (``http``); anything

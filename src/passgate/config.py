@@ -3,7 +3,7 @@
 ``Settings`` is a plain pydantic model. Reading it from the environment and a YAML file
 is ``passgate.settings_env``'s job (pydantic-settings), done once by the ``passgate``
 command, which hands the validated settings to the server, its workers and its spend
-writer (``passgate.handover``, never through the environment): a worker never imports
+writer (``passgate.runtime.handover``, never through the environment): a worker never imports
 pydantic-settings or PyYAML, which would stay in every worker's memory for nothing
 (docs/performance.md). This module and
 ``settings_env`` are the only ones that read ``os.environ``.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from passgate.providers.registry import BUILTIN, spec_named
+
 KiB = 1024
 MiB = 1024 * 1024
 
@@ -41,18 +44,42 @@ def _default_data_dir() -> Path:
     return Path(base) / "passgate"
 
 
+def check_base_url(value: str) -> str:
+    """An upstream base URL: http(s), a host, no query string or fragment."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query string or fragment")
+    return value
+
+
+class UpstreamSettings(BaseModel):
+    """One provider's upstream: its base URL (the provider's default when None) and key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_base(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
+
+# a provider's flat setting: ``mistral_api_key``, ``anthropic_api_base``, ...
+_FLAT_UPSTREAM = re.compile(r"([a-z][a-z0-9_]*?)_api_(key|base)")
+
+
 class Settings(BaseModel):
     """Every setting of the gateway; env names and defaults are in docs/configuration.md."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
-    mistral_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("mistral_api_key", "MISTRAL_API_KEY")
-    )
-    mistral_api_base: str = Field(
-        default="https://api.mistral.ai",
-        validation_alias=AliasChoices("mistral_api_base", "MISTRAL_API_BASE"),
-    )
+    # provider name -> its base URL and key (docs/providers.md); ``<name>_api_base`` and
+    # ``<name>_api_key`` given flat (the config file, overrides) land here too
+    providers: dict[str, UpstreamSettings] = Field(default_factory=dict)
     master_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("master_key", "PASSGATE_MASTER_KEY", "LITELLM_MASTER_KEY"),
@@ -133,6 +160,47 @@ class Settings(BaseModel):
     )
     pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_flat_upstreams(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not any(
+            isinstance(k, str) and _FLAT_UPSTREAM.fullmatch(k) for k in data
+        ):
+            return data
+        data = dict(data)
+        providers = {
+            name: dict(value) if isinstance(value, dict) else value
+            for name, value in (data.get("providers") or {}).items()
+        }
+        for key in [k for k in data if isinstance(k, str) and _FLAT_UPSTREAM.fullmatch(k)]:
+            match = _FLAT_UPSTREAM.fullmatch(key)
+            assert match is not None
+            entry = providers.setdefault(match[1], {})
+            if isinstance(entry, dict):
+                entry["api_" + match[2]] = data.pop(key)
+        data["providers"] = providers
+        return data
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: dict[str, UpstreamSettings]) -> dict[str, UpstreamSettings]:
+        known = {spec.name for spec in BUILTIN}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown provider {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return value
+
+    def upstreams(self) -> dict[str, tuple[str | None, str | None]]:
+        """Provider name -> (base URL, key) as set; None where unset."""
+        return {
+            name: (up.api_base, None if up.api_key is None else up.api_key.get_secret_value())
+            for name, up in self.providers.items()
+        }
+
+    def provider_keys(self) -> list[str]:
+        """Every provider key set (to redact them from logs)."""
+        return [up.api_key.get_secret_value() for up in self.providers.values() if up.api_key]
+
     @model_validator(mode="after")
     def _check_head_limits(self) -> Settings:
         if self.max_header_line_bytes > self.max_head_bytes:
@@ -141,16 +209,6 @@ class Settings(BaseModel):
                 "max_head_bytes (PASSGATE_MAX_HEAD_BYTES)"
             )
         return self
-
-    @field_validator("mistral_api_base")
-    @classmethod
-    def _check_base(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query string or fragment")
-        return value
 
     @field_validator("upstream_client_key", "ssl_keyfile")
     @classmethod
@@ -181,8 +239,6 @@ class Settings(BaseModel):
 
 
 _ENV_NAMES = {
-    "mistral_api_key": "MISTRAL_API_KEY",
-    "mistral_api_base": "MISTRAL_API_BASE",
     "master_key": "PASSGATE_MASTER_KEY / LITELLM_MASTER_KEY",
     "database_url": "DATABASE_URL",
     "redis_url": "REDIS_URL",
@@ -193,6 +249,12 @@ _ENV_NAMES = {
 def env_name(field: str) -> str:
     """The environment variable that sets a field."""
     return _ENV_NAMES.get(field, "PASSGATE_" + field.upper())
+
+
+def upstream_env_names(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The environment names of a provider's base URL and of its key."""
+    spec = spec_named(name)
+    return ((), ()) if spec is None else (spec.base_env, spec.key_env)
 
 
 def proxy_environment() -> dict[str, str]:
@@ -207,10 +269,15 @@ def proxy_environment() -> dict[str, str]:
 
 def settings_json(settings: Settings) -> str:
     """``settings`` as JSON that ``Settings.model_validate_json`` reads back, secrets included."""
-    values = settings.model_dump()
-    for name, value in values.items():
-        if isinstance(value, SecretStr):
-            values[name] = value.get_secret_value()
-        elif isinstance(value, Path):
-            values[name] = str(value)
-    return json.dumps(values)
+    return json.dumps(_plain(settings.model_dump()))
+
+
+def _plain(value: Any) -> Any:
+    """A dumped model's values as JSON takes them, secrets revealed."""
+    if isinstance(value, dict):
+        return {name: _plain(item) for name, item in value.items()}
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,6 +1,6 @@
 """How uvicorn serves HTTPS for passgate: the certificate settings and a modern cipher policy.
 
-Kept apart from ``passgate.networks`` so that the server's supervisor process, which
+Kept apart from ``passgate.runtime.networks`` so that the server's supervisor process, which
 only starts uvicorn, imports nothing of the upstream client.
 """
 

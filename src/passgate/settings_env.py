@@ -4,11 +4,12 @@ pydantic-settings reads the environment. An empty variable counts as unset, so t
 seed's ``export LITELLM_MASTER_KEY=""`` means "no master key", not "the empty key".
 Only the ``passgate`` command and embedders (tests, a program building the app itself)
 import this module: the server, its workers and its spend writer get the validated
-settings from ``passgate.handover``.
+settings from ``passgate.runtime.handover``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from passgate.config import Settings, SettingsError, env_name
+from passgate.config import Settings, SettingsError, env_name, upstream_env_names
+from passgate.providers.registry import BUILTIN
 
 
 class EnvSettings(Settings, BaseSettings):
@@ -34,15 +36,56 @@ class EnvSettings(Settings, BaseSettings):
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
+        loc = item["loc"]
+        field = str(loc[0]) if loc else "?"
         name = field if field.isupper() else f"{field} ({env_name(field)})"
+        if field == "providers" and len(loc) >= 3:
+            bases, keys = upstream_env_names(str(loc[1]))
+            names = bases if loc[2] == "api_base" else keys
+            name = f"{loc[1]}_{loc[2]}" + (f" ({' / '.join(names)})" if names else "")
         lines.append(f"invalid setting {name}: {item['msg']}")
     return "; ".join(lines)
+
+
+_ENV_REFERENCE = "os.environ/"  # LiteLLM's way of naming a variable in the config file
+
+
+def _environment_value(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:  # an empty variable counts as unset
+            return value
+    return None
+
+
+def _upstreams_from_environment() -> dict[str, dict[str, str]]:
+    """Each built-in provider's base URL and key from its environment names, where set."""
+    found: dict[str, dict[str, str]] = {}
+    for spec in BUILTIN:
+        for field, names in (("api_base", spec.base_env), ("api_key", spec.key_env)):
+            value = _environment_value(names)
+            if value is not None:
+                found.setdefault(spec.name, {})[field] = value
+    return found
+
+
+def _resolve_references(value: Any) -> Any:
+    """``os.environ/NAME`` (in the config file's provider entries) -> that variable's value."""
+    if isinstance(value, dict):
+        return {key: _resolve_references(item) for key, item in value.items()}
+    if isinstance(value, str) and value.startswith(_ENV_REFERENCE):
+        name = value[len(_ENV_REFERENCE) :]
+        found = os.environ.get(name)
+        if not found:
+            raise SettingsError(f"the config file names {name}, which is not set")
+        return found
+    return value
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from env, then the YAML file, then explicit overrides."""
     values: dict[str, Any] = {}
+    providers: dict[str, Any] = _upstreams_from_environment()
     if config_file is not None:
         try:
             loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
@@ -54,8 +97,17 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             loaded = {}
         if not isinstance(loaded, dict):
             raise SettingsError(f"config file {config_file} must hold a mapping of settings")
-        values.update(loaded)
+        configured = loaded.pop("providers", None)
+        if configured is not None:
+            if not isinstance(configured, dict):
+                raise SettingsError("'providers' in the config file must map names to settings")
+            for name, entry in _resolve_references(configured).items():
+                if not isinstance(entry, dict):
+                    raise SettingsError(f"providers.{name} in the config file must be a mapping")
+                providers[name] = {**providers.get(name, {}), **entry}
+        values.update(_resolve_references(loaded))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values["providers"] = {**providers, **values.get("providers", {})}
     try:
         return EnvSettings(**values)
     except ValidationError as exc:

@@ -262,7 +262,7 @@ async def test_sigterm_under_load_keeps_the_row_of_every_completed_request(
 
 def _spend_process(gateway: GatewayProcess) -> psutil.Process:
     for child in psutil.Process(gateway.pid).children(recursive=True):
-        if "passgate.spend_process" in " ".join(child.cmdline()):
+        if "passgate.runtime.spend_process" in " ".join(child.cmdline()):
             return child
     raise AssertionError("no spend-writer process under the gateway")
 

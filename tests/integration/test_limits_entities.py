@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from passgate.accounting.pricing import load_catalog
+from passgate.accounting.pricing import load_catalogs
 from passgate.api.admin_auth import AdminContext
 from passgate.api.boundary import admin_app
 from passgate.api.entities import entity_routes
@@ -99,7 +99,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         ctx = AdminContext(
             sessions, cache, KeyAuthenticator(MasterKey(MASTER_KEY), cache), settings
         )
-        limits = build_limits(settings, sessions, load_catalog())
+        limits = build_limits(settings, sessions, load_catalogs())
         changes: list[tuple[str, str]] = []
 
         async def changed(kind: ScopeKind, entity_id: str) -> None:

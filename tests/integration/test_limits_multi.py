@@ -27,7 +27,7 @@ from tests.support.fake_mistral import FakeMistral
 from tests.support.fake_mistral_payloads import COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS
 from tests.support.gateway import GatewayProcess
 from tests.support.services import REDIS_URL, require_redis
-from tests.unit.test_limits_redis import RedisRelay
+from tests.unit.limits.test_redis import RedisRelay
 
 MODEL = "mistral-small-latest"
 _PRICE = load_catalog().lookup(MODEL)

@@ -17,12 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from passgate.accounting.meter import Meter
-from passgate.accounting.pricing import load_catalog
+from passgate.accounting.pricing import load_catalogs
 from passgate.accounting.writer import SpendWriter
 from passgate.api.key_schemas import GenerateKeyRequest
 from passgate.api.key_service import KeyService
@@ -36,7 +35,7 @@ from passgate.exchange import Usage
 from passgate.limits.backend import to_nano
 from passgate.limits.directory import key_counter
 from passgate.limits.runtime import Limits, build_limits
-from passgate.providers.mistral import mistral_provider
+from passgate.providers.registry import enabled
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.relay import Relay
@@ -48,12 +47,12 @@ from tests.support.databases import fresh_postgres, migrated_engine
 from tests.support.fake_mistral import FakeMistral
 from tests.support.fake_mistral_payloads import COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS
 from tests.support.services import REDIS_URL, require_redis
-from tests.unit.test_limits_redis import RedisRelay
+from tests.unit.limits.test_redis import RedisRelay
 
 MASTER = "sk-master-pipeline-0123456789"
 MODEL = "mistral-small-latest"
-CATALOG = load_catalog()
-_PRICE = CATALOG.lookup(MODEL)
+CATALOGS = load_catalogs()
+_PRICE = CATALOGS.lookup("mistral", MODEL)
 assert _PRICE is not None
 COST = _PRICE.cost(Usage(PROMPT_TOKENS, COMPLETION_TOKENS, total_tokens=TOTAL_TOKENS))
 BODY = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
@@ -81,7 +80,7 @@ async def start_instance(
     limits = build_limits(
         settings,
         sessions,
-        CATALOG,
+        CATALOGS,
         on_key_invalidated=cache.invalidate,
         on_resync=cache.clear,
         prefix=prefix,
@@ -91,12 +90,12 @@ async def start_instance(
     pipeline = Pipeline(
         authenticator=KeyAuthenticator(MasterKey(MASTER), cache),
         guards=[KeyAccessGuard(), limits.guard],
-        metering=Meter(CATALOG),
+        metering=Meter(CATALOGS),
         observers=[limits.guard, writer],
     )
     relay = Relay(
         b"/mistral",
-        mistral_provider(settings),
+        enabled(settings.upstreams())[0],
         upstream,
         pipeline,
         BodyPolicy(settings.max_body_bytes, settings.inspect_body_bytes),
@@ -177,11 +176,13 @@ async def cluster(fake_upstream: FakeMistral) -> AsyncIterator[Start]:
 
         async def start(**options: Any) -> Cluster:
             options.setdefault("redis_url", REDIS_URL)
-            settings = Settings(
-                mistral_api_base=fake_upstream.url,
-                mistral_api_key=SecretStr("mk-up"),
-                master_key=SecretStr(MASTER),
-                **options,
+            settings = Settings.model_validate(
+                {
+                    "mistral_api_base": fake_upstream.url,
+                    "mistral_api_key": "mk-up",
+                    "master_key": MASTER,
+                    **options,
+                }
             )
             for _ in range(2):
                 started.append(await start_instance(settings, engine, sessions, prefix))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from passgate.accounting.pricing import load_catalog
+from passgate.accounting.pricing import load_catalogs
 from passgate.config import Settings
 from passgate.errors import GatewayError
 from passgate.exchange import Exchange
@@ -133,7 +133,7 @@ async def test_counters_start_from_the_database_spend(
             ]
         )
     settings = Settings(budget_estimate_usd=0.01, redis_url=None)
-    limits = build_limits(settings, sessions, load_catalog())
+    limits = build_limits(settings, sessions, load_catalogs())
     await limits.start()
     try:
         principal = Principal(kind="virtual", token=token, key_alias="spent", max_budget=1.0)

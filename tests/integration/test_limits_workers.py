@@ -90,7 +90,7 @@ async def call(
 
 def limits_process(gateway: GatewayProcess) -> psutil.Process:
     for child in psutil.Process(gateway.pid).children(recursive=True):
-        if "passgate.limits_process" in child.cmdline():
+        if "passgate.runtime.limits_process" in child.cmdline():
             return child
     raise AssertionError("no limits process under the gateway")
 

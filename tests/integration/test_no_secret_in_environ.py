@@ -33,9 +33,9 @@ def _processes(gateway: GatewayProcess) -> dict[str, list[psutil.Process]]:
             command = " ".join(child.cmdline())
         except psutil.Error:
             continue  # exited, not yet reaped
-        if "passgate.spend_process" in command:
+        if "passgate.runtime.spend_process" in command:
             kind = "spend writer"
-        elif "passgate.limits_process" in command:
+        elif "passgate.runtime.limits_process" in command:
             kind = "limits process"
         elif "spawn_main" in command:
             kind = "worker"

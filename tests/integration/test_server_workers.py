@@ -1,8 +1,8 @@
 """How ``passgate`` starts its workers, and what a worker carries.
 
-``passgate`` migrates the database, then execs ``python -m passgate.server``, whose
+``passgate`` migrates the database, then execs ``python -m passgate.runtime.server``, whose
 uvicorn spawns the workers. A spawned worker first re-imports its parent's main module
-(``passgate.server``), then imports the app factory it is told; every module imported
+(``passgate.runtime.server``), then imports the app factory it is told; every module imported
 stays in the worker for good. Alembic, the key commands, the OpenTelemetry SDK (when
 tracing is off) and redis (without ``REDIS_URL``) must not be among them.
 """
@@ -37,7 +37,7 @@ from tests.support.http import request
 WORKER = """
 import json, pickle, runpy, sys
 
-server = runpy.run_module("passgate.server", run_name="__mp_main__", alter_sys=True)
+server = runpy.run_module("passgate.runtime.server", run_name="__mp_main__", alter_sys=True)
 settings = server["handed_settings"](sys.stdin.fileno())
 factory = server["app_factory"](settings)
 sent = pickle.dumps(server["WorkerApp"](factory, settings))
@@ -54,7 +54,7 @@ print(settings_json(load_settings()))
 NEVER_IN_A_WORKER = (
     "alembic",
     "mako",
-    "passgate.cli",
+    "passgate.runtime.cli",
     "passgate.storage.migrate",
     "pydantic_settings",
     "passgate.settings_env",
@@ -99,7 +99,7 @@ def loaded(modules: list[str], packages: tuple[str, ...]) -> list[str]:
 
 def test_a_default_worker_imports_no_migrations_tracing_or_redis(tmp_path: Path) -> None:
     worker = worker_modules(tmp_path)
-    assert worker["factory"] == "passgate.worker:worker_app"
+    assert worker["factory"] == "passgate.runtime.worker:worker_app"
     modules = worker["modules"]
     assert "passgate.api.app" in modules  # the app was built
     assert loaded(modules, NEVER_IN_A_WORKER) == []
@@ -108,7 +108,7 @@ def test_a_default_worker_imports_no_migrations_tracing_or_redis(tmp_path: Path)
 
 def test_a_traced_worker_imports_the_exporter_but_no_migrations(tmp_path: Path) -> None:
     worker = worker_modules(tmp_path, PASSGATE_OTLP_ENDPOINT="http://127.0.0.1:9")
-    assert worker["factory"] == "passgate.worker_traced:worker_app"
+    assert worker["factory"] == "passgate.runtime.worker_traced:worker_app"
     modules = worker["modules"]
     assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in modules
     assert loaded(modules, NEVER_IN_A_WORKER) == []
@@ -126,7 +126,7 @@ def test_the_gateway_process_becomes_the_server_of_its_workers(
 ) -> None:
     gw = start_gateway({"MISTRAL_API_BASE": upstream.url, "PASSGATE_MASTER_KEY": MASTER_KEY}, 2)
     main = psutil.Process(gw.pid)
-    assert main.cmdline()[1:4] == ["-P", "-m", "passgate.server"]
+    assert main.cmdline()[1:4] == ["-P", "-m", "passgate.runtime.server"]
     workers = [c for c in main.children() if "spawn_main" in " ".join(c.cmdline())]
     assert len(workers) == 2
     assert request(gw.url, "GET", "/health/readiness").status == 200

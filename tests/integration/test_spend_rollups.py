@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from passgate.accounting.retention import Retention
 from passgate.accounting.rollups import route_family, week_start
-from passgate.accounting.rows import Record, call_record
 from passgate.accounting.writer import SpendWriter
+from passgate.call_record import CallRecord, call_record
 from passgate.exchange import Usage
 from passgate.principal import Principal
 from passgate.storage.models import SpendLog, SpendRollup
@@ -37,7 +37,7 @@ def record(
     tokens: int = 10,
     model: str = "mistral-small-latest",
     end_user: str | None = None,
-) -> Record:
+) -> CallRecord:
     ex = exchange(route, start_time=at, start=0.0, principal=who, status=status, cost=cost)
     ex.model = model
     ex.end = 0.25
@@ -62,7 +62,7 @@ async def rollups(engine: AsyncEngine) -> dict[tuple[Any, ...], dict[str, Any]]:
     return {(r["period"], r["dimension"], r["start"], r["value"]): dict(r) for r in rows}
 
 
-async def write(engine: AsyncEngine, records: list[Record]) -> None:
+async def write(engine: AsyncEngine, records: list[CallRecord]) -> None:
     writer = SpendWriter(engine, batch_size=4, flush_interval=0.05)
     for item in records:
         writer.enqueue(item)

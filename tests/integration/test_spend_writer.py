@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -24,10 +24,11 @@ from sqlalchemy import Engine, event, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from passgate.accounting.rows import RECORD_FIELDS, Record, call_record, row_from_record
+from passgate.accounting.rows import COLUMNS, row_from_record
 from passgate.accounting.spend_queries import SpendFilter, logs_page
-from passgate.accounting.spend_sql import CHUNK, COLUMNS
+from passgate.accounting.spend_sql import CHUNK
 from passgate.accounting.writer import SpendWriter
+from passgate.call_record import CallRecord, call_record
 from passgate.exchange import Exchange, Usage
 from passgate.principal import MASTER, Principal
 from passgate.storage.db import create_engine, session_factory, sqlite_file_twin
@@ -436,15 +437,12 @@ async def test_the_stored_row_matches_the_exchange(db: Database) -> None:
 # --- the driver-level fast path stores what SQLAlchemy's column types store ---------------
 
 
-def record(ex: Exchange, **fields: Any) -> Record:
-    """The call record of ``ex``, with ``fields`` (by ``RECORD_FIELDS`` name) replaced."""
-    found = call_record(ex)
-    for name, value in fields.items():
-        found[RECORD_FIELDS.index(name)] = value
-    return found
+def record(ex: Exchange, **fields: Any) -> CallRecord:
+    """The call record of ``ex``, with ``fields`` (by name) replaced."""
+    return call_record(ex)._replace(**fields)
 
 
-def varied_records() -> list[Record]:
+def varied_records() -> list[CallRecord]:
     """Records that exercise every stored form: microseconds, None, unicode, NULs, tags."""
     full = call(1)
     full.start_time = 1_700_000_000.123456
@@ -590,7 +588,7 @@ async def test_rows_that_cannot_be_stored_are_refused_alone(
     writer.add_listener(notified.extend)
     records = [record(call(number)) for number in range(6)]
     records[1] = record(call(1), start_time="2025-01-01")  # not seconds since the epoch
-    records[3] = records[3][:-1]  # a malformed record: a value missing
+    records[3] = record(call(3), tags=cast(list[str], 5))  # a malformed record: tags not a list
     huge = 2**40  # over PostgreSQL's integer: refused there, stored by SQLite
     records[4] = record(call(4), total_tokens=huge)
     for found in records:

@@ -11,14 +11,14 @@ import orjson
 import pytest
 
 from passgate.auth.keys import hash_key
-from passgate.cli_keys import add_subcommands
 from passgate.config import Settings
+from passgate.runtime.cli_keys import add_subcommands
 from passgate.storage.migrate import head_revision
 from tests.support.databases import sqlite_url
 
 
 class Cli:
-    """Runs sub-commands the way ``passgate.cli.main`` does: ``handler(settings, args)``."""
+    """Runs sub-commands the way ``passgate.runtime.cli.main`` does: ``handler(settings, args)``."""
 
     def __init__(self, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
         self.settings = settings

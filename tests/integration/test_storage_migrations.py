@@ -15,8 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.pool import NullPool
 
-from passgate.accounting.rows import Record, call_record
 from passgate.accounting.writer import SpendWriter
+from passgate.call_record import CallRecord, call_record
 from passgate.config import Settings
 from passgate.exchange import Usage
 from passgate.principal import Principal
@@ -155,7 +155,7 @@ async def test_spend_rows_move_to_call_ids_on_postgres() -> None:
         await check_call_id_migration(url)
 
 
-def spend_record(when: datetime, token: str, cost: float) -> Record:
+def spend_record(when: datetime, token: str, cost: float) -> CallRecord:
     ex = exchange(start_time=when.timestamp(), start=0.0, cost=cost, request_id=token)
     ex.principal = Principal(kind="virtual", token=token * 32, key_alias=token)
     ex.end = 0.5

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from passgate.config import SettingsError
+from passgate.providers.registry import enabled
 from passgate.settings_env import load_settings
 
 
@@ -12,7 +13,7 @@ def test_empty_env_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("PASSGATE_MASTER_KEY", raising=False)
     settings = load_settings()
     assert settings.master_key is None
-    assert settings.mistral_api_base == "https://api.mistral.ai"
+    assert enabled(settings.upstreams())[0].origin == "https://api.mistral.ai"
 
 
 def test_litellm_master_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,7 +30,7 @@ def test_yaml_overrides_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     config = tmp_path / "passgate.yaml"
     config.write_text("mistral_api_base: http://yaml:2\nfirst_byte_timeout: 7\n")
     settings = load_settings(config)
-    assert settings.mistral_api_base == "http://yaml:2"
+    assert settings.upstreams()["mistral"] == ("http://yaml:2", None)
     assert settings.first_byte_timeout == 7
 
 

@@ -24,6 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
         {
             PACKAGE,
             "asgi",
+            "call_record",
             "config",
             "durations",
             "errors",
@@ -34,6 +35,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "providers",
             "request_id",
             "settings_env",
+            "tasks",
             "types",
         }
     ),
@@ -43,24 +45,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"accounting", "auth", "limits", "observability", "storage"}),
     # admin routes, the app factory and the web UI
     frozenset({"api", "ui"}),
-    # the processes: the command, the server and its workers, the side processes
-    frozenset(
-        {
-            "child_process",
-            "cli",
-            "cli_keys",
-            "handover",
-            "limits_launcher",
-            "limits_process",
-            "networks",
-            "process",
-            "server",
-            "spend_launcher",
-            "spend_process",
-            "worker",
-            "worker_traced",
-        }
-    ),
+    # the processes: the command, the server and its workers with their HTTP protocol, the
+    # side processes
+    frozenset({"runtime"}),
 )
 
 # The one cycle left: the app factory (api/app.py) mounts the web UI, whose views use

@@ -1,61 +1,33 @@
-"""Metering: which responses carry usage, how to read it, and what the call cost.
+"""Metering: a usage reader for each metered answer, and what the call cost.
 
-``Meter`` implements the relay's ``Metering`` protocol. Routes without usage
-(files, models, batch management, ...) get no reader and cost 0; a model missing
-from the catalog leaves the cost null, is counted, and never fails the call.
+``Meter`` implements the relay's ``Metering`` protocol for every provider. Which routes
+report usage, and what their usage means, is each provider's to say (``ProviderSpec``); the
+relay sets ``Exchange.metered`` from it. Routes without usage (files, models, batch
+management, ...) get no reader and cost 0; a model missing from its provider's catalog leaves
+the cost null, is counted, and never fails the call.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from passgate.accounting.decoding import decoded
-from passgate.accounting.pricing import Catalog
+from passgate.accounting.jsonl import MEDIA_TYPES as _JSON_LINES
+from passgate.accounting.jsonl import JsonLinesUsageReader
+from passgate.accounting.pricing import Catalogs
 from passgate.accounting.sse import SseUsageReader
-from passgate.accounting.usage import FixedUsageReader, JsonUsageReader
-from passgate.exchange import Exchange, Usage
+from passgate.accounting.usage import FixedUsageReader, JsonUsageReader, Keys, Reading
+from passgate.exchange import Exchange
+from passgate.providers.base import ProviderSpec
+from passgate.providers.registry import BUILTIN
 from passgate.proxy.hooks import UsageReader
 
 log = logging.getLogger("passgate.accounting")
 
-TOKENS = "tokens"
-CONVERSATION = "conversation"
-OCR = "ocr"
-TRANSCRIPTION = "transcription"
-SPEECH = "speech"
-
-_FAMILIES = {
-    "/v1/chat/completions": TOKENS,
-    "/v1/fim/completions": TOKENS,
-    "/v1/agents/completions": TOKENS,
-    "/v1/embeddings": TOKENS,
-    "/v1/moderations": TOKENS,
-    "/v1/chat/moderations": TOKENS,
-    "/v1/classifications": TOKENS,
-    "/v1/chat/classifications": TOKENS,
-    "/v1/responses": TOKENS,
-    "/v1/ocr": OCR,
-    "/v1/audio/transcriptions": TRANSCRIPTION,
-    "/v1/audio/speech": SPEECH,
-}
-# start, append and restart; the GET routes under it return stored objects, not usage
-_CONVERSATION = re.compile(r"/v1/conversations(?:/[^/]+(?:/restart)?)?")
 _SSE = b"text/event-stream"
 _JSON = (b"application/json", b"application/problem+json")
 _WARNED_MAX = 256  # distinct unknown models logged; bounded so a flood cannot grow it
-
-
-def route_family(method: str, upstream_path: str) -> str | None:
-    """The usage family of a pass-through call, or None when it reports no usage."""
-    if method != "POST":
-        return None
-    path = upstream_path.rstrip("/")
-    family = _FAMILIES.get(path)
-    if family is None and _CONVERSATION.fullmatch(path):
-        family = CONVERSATION
-    return family
 
 
 def _failed(ex: Exchange) -> bool:
@@ -63,22 +35,24 @@ def _failed(ex: Exchange) -> bool:
 
 
 class Meter:
-    """Usage readers per route, and cost from the pricing catalog."""
+    """Usage readers per call, and cost from the provider's pricing catalog."""
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalogs: Catalogs,
+        specs: Iterable[ProviderSpec] = BUILTIN,
         *,
         json_limit: int = 1024 * 1024,
         sse_event_cap: int = 1024 * 1024,
         on_unpriced: Callable[[str | None], None] | None = None,
     ) -> None:
-        self.catalog = catalog
+        self.catalogs = catalogs
         self.json_limit = json_limit
         self.sse_event_cap = sse_event_cap
         self.on_unpriced = on_unpriced
         self.unpriced_total = 0
-        self._warned: set[str | None] = set()
+        self._warned: set[tuple[str, str | None]] = set()
+        self._specs = {spec.name: (spec, Keys(spec)) for spec in specs}
 
     def reader(
         self, ex: Exchange, content_type: bytes, content_encoding: bytes | None = None
@@ -89,30 +63,33 @@ class Meter:
         return decoded(reader, content_encoding) if content_encoding else reader
 
     def _reader(self, ex: Exchange, content_type: bytes) -> UsageReader | None:
-        if ex.status >= 400:
+        metered = ex.metered
+        if metered is None or ex.status >= 400:
             return None
-        family = route_family(ex.method, ex.api_path)
-        if family is None:
+        if metered.fixed is not None:
+            return FixedUsageReader(metered.fixed)
+        found = self._specs.get(ex.provider)
+        if found is None:
             return None
-        if family == SPEECH:
-            chars = ex.info.input_chars
-            return FixedUsageReader(None if chars is None else Usage(characters=chars))
-        annotated = family == OCR and ex.info.annotations
+        spec, keys = found
         media = content_type.split(b";", 1)[0].strip().lower()
         if media == _SSE:
-            return SseUsageReader(annotated, self.sse_event_cap)
+            return SseUsageReader(Reading(spec, keys, metered, ex.info), self.sse_event_cap)
         if media in _JSON or media.endswith(b"+json"):
-            return JsonUsageReader(annotated, self.json_limit)
+            return JsonUsageReader(Reading(spec, keys, metered, ex.info), self.json_limit)
+        if media in _JSON_LINES:
+            return JsonLinesUsageReader(Reading(spec, keys, metered, ex.info), self.sse_event_cap)
         return None
 
     def settle(self, ex: Exchange) -> None:
         """Set ``ex.cost`` and ``ex.priced`` from the model, the usage and the catalog."""
         ex.priced = True
-        if route_family(ex.method, ex.api_path) is None:
+        metered = ex.metered
+        if metered is None or metered.free:
             ex.cost = 0.0
             return
         model = ex.model or ex.info.model
-        price = self.catalog.lookup(model)
+        price = self.catalogs.lookup(ex.provider, model)
         if ex.usage is None:
             if _failed(ex) and not ex.interrupted:
                 ex.cost = 0.0  # refused upstream: nothing consumed
@@ -123,18 +100,20 @@ class Meter:
         if price is None:
             ex.cost = None
             ex.priced = False
-            self._unpriced(model)
+            self._unpriced(ex.provider, model)
             return
-        ex.cost = price.cost(ex.usage)
+        cost = price.cost(ex.usage)
+        ex.cost = cost if metered.discount == 1.0 else cost * metered.discount
 
-    def _unpriced(self, model: str | None) -> None:
+    def _unpriced(self, provider: str, model: str | None) -> None:
         self.unpriced_total += 1
-        if model not in self._warned and len(self._warned) < _WARNED_MAX:
-            self._warned.add(model)
+        if (provider, model) not in self._warned and len(self._warned) < _WARNED_MAX:
+            self._warned.add((provider, model))
             log.warning(
-                "no price for model %r: its calls are logged with cost null "
+                "no price for model %r on %s: its calls are logged with cost null "
                 "(add it under 'pricing:' in the config file)",
                 model,
+                provider,
             )
         if self.on_unpriced is not None:
             try:

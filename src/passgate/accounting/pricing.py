@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 
 from passgate.exchange import Usage
+from passgate.providers.base import ProviderSpec
+from passgate.providers.registry import BUILTIN
 
 # price field (LiteLLM's name) -> attribute of Price
 _FIELDS = {
@@ -100,7 +102,7 @@ class Price:
             and usage.images is None
         ):
             # Tokens only, nothing cached: most priced calls. The full sum below would add
-            # the same two products and five zeros, at three times the cost per call.
+            # the same two products and many zeros, at a much higher cost per call.
             return (usage.prompt_tokens or 0) * self.input_per_token + (
                 usage.completion_tokens or 0
             ) * self.output_per_token
@@ -229,7 +231,62 @@ def parse_catalog(document: Any) -> Catalog:
     return Catalog(prices, aliases)
 
 
-def load_catalog(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Catalog:
-    """The shipped list prices, with the config's ``pricing:`` overrides applied."""
-    raw = resources.files("passgate.accounting").joinpath("prices.json").read_bytes()
-    return parse_catalog(orjson.loads(raw)).with_overrides(overrides or {})
+def _shipped(spec: ProviderSpec) -> Catalog:
+    raw = resources.files("passgate.providers").joinpath("prices", spec.prices_file).read_bytes()
+    try:
+        return parse_catalog(orjson.loads(raw))
+    except PricingError as exc:
+        raise PricingError(f"{spec.prices_file}: {exc}") from None
+
+
+def load_catalog(
+    overrides: Mapping[str, Mapping[str, Any]] | None = None, spec: ProviderSpec | None = None
+) -> Catalog:
+    """One provider's shipped list prices (the first built-in provider's unless ``spec`` is
+    given) with the overrides that apply to it."""
+    spec = spec or BUILTIN[0]
+    return load_catalogs(overrides, (spec,)).catalog(spec.name)
+
+
+class Catalogs:
+    """Each provider's catalog: a model is priced by the catalog of the provider it ran on."""
+
+    def __init__(self, catalogs: Mapping[str, Catalog]) -> None:
+        self._catalogs = dict(catalogs)
+
+    def catalog(self, provider: str) -> Catalog:
+        """The catalog of ``provider`` (an empty one for a provider without prices)."""
+        return self._catalogs.get(provider) or _EMPTY
+
+    def lookup(self, provider: str, model: str | None) -> Price | None:
+        """The price of ``model`` on ``provider``, or None when its catalog does not know it."""
+        catalog = self._catalogs.get(provider)
+        return None if catalog is None else catalog.lookup(model)
+
+
+_EMPTY = Catalog({}, {})
+
+
+def load_catalogs(
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    specs: tuple[ProviderSpec, ...] = BUILTIN,
+) -> Catalogs:
+    """Every provider's shipped list prices with the config's ``pricing:`` overrides.
+
+    An override named ``provider/model`` (``anthropic/claude-x``) applies to that provider
+    only; any other name applies to each provider whose catalog knows it, and when none
+    does, adds a custom model to every provider (a self-hosted model's price).
+    """
+    shipped = {spec.name: _shipped(spec) for spec in specs}
+    targeted: dict[str, dict[str, Mapping[str, Any]]] = {name: {} for name in shipped}
+    for key, fields in (overrides or {}).items():
+        provider, _, model = key.partition("/")
+        if model and provider in shipped:
+            targeted[provider][model] = fields
+            continue
+        known = [name for name, catalog in shipped.items() if catalog.resolve(key) is not None]
+        for name in known or shipped:
+            targeted[name][key] = fields
+    return Catalogs(
+        {name: catalog.with_overrides(targeted[name]) for name, catalog in shipped.items()}
+    )

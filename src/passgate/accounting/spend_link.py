@@ -4,7 +4,7 @@ Why a process of its own: a spend writer thread inside a worker made the worker'
 loop measurably slower per call (``docs/performance.md``), because the two threads take
 the GIL from each other hundreds of times per batch. In a worker, a call now costs a list of
 its raw values (``call_record``, with its ``orjson`` line) and a share of one ``write`` per
-batching interval; the process (``passgate.spend_process``) turns lines
+batching interval; the process (``passgate.runtime.spend_process``) turns lines
 into call records and stores them with the same ``SpendWriter``, for every worker of the
 instance.
 
@@ -29,7 +29,7 @@ from collections import deque
 
 import orjson
 
-from passgate.accounting.rows import RECORD_FIELDS, Record, call_record
+from passgate.call_record import CallRecord, call_record, record_of
 from passgate.exchange import Exchange
 
 log = logging.getLogger("passgate.accounting")
@@ -40,23 +40,19 @@ _MAX_BACKOFF = 2.0
 _LOG_EVERY = 10.0  # seconds between two log lines about the same trouble
 
 
-def encode(record: Record) -> bytes:
-    """One call record as one line."""
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+def encode(record: CallRecord) -> bytes:
+    """One call record as one line: a JSON array in field order."""
+    return orjson.dumps(record, default=tuple, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def decode(line: bytes) -> Record:
-    """The call record of one line: a JSON array of ``RECORD_FIELDS``' length, its call id a
-    string and its start a number (``ValueError`` otherwise). Other values of the wrong
-    kind are refused by the writer, which stores the rest of the batch."""
-    record = orjson.loads(line)
-    if not isinstance(record, list):
+def decode(line: bytes) -> CallRecord:
+    """The call record of one line (``ValueError`` when it is not one: not a JSON array of
+    the record's length, its call id not a string or its start not a number). Other values
+    of the wrong kind are refused by the writer, which stores the rest of the batch."""
+    values = orjson.loads(line)
+    if not isinstance(values, list):
         raise ValueError("a spend line must be a JSON array")
-    if len(record) != len(RECORD_FIELDS):
-        raise ValueError(f"a call record has {len(RECORD_FIELDS)} values, not {len(record)}")
-    if type(record[0]) is not str or type(record[2]) not in (int, float):
-        raise ValueError("a call record's call id must be a string and its start a number")
-    return record
+    return record_of(values)
 
 
 class SpendForwarder:

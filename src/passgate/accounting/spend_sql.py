@@ -1,11 +1,11 @@
 """The spend writer's statements at driver level: pre-built SQL, plain values, fixed shapes.
 
-Through SQLAlchemy's compiled statements a spend row cost more than twice the event-loop CPU
+Through SQLAlchemy's compiled statements a spend row cost several times the event-loop CPU
 (a type processor per value, parameter dictionaries, insertmanyvalues), and each batch's
-totals more again (``docs/performance.md``). Here a call record (``rows.call_record``, as a
-worker sends it) becomes driver values in one pass, without the row dictionary in between
-(making it cost more than storing it, by callgrind), in exactly the form the ORM's column
-types store, so ``SpendLog`` reads them back unchanged:
+totals more again (``docs/performance.md``). Here a call record (``call_record.CallRecord``,
+as a worker sends it) becomes driver values in one pass by the column readers of
+``rows.column_readers``, without a row dictionary in between, in exactly the form the
+ORM's column types store, so ``SpendLog`` reads them back unchanged:
 
 - timestamps (``UTCDateTime``), from seconds since the epoch: PostgreSQL gets the aware UTC
   ``datetime`` (``timestamptz``); SQLite gets SQLAlchemy's DATETIME text of the naive UTC
@@ -41,7 +41,8 @@ from sqlalchemy import JSON, Boolean, Float, Integer, String, Table
 from sqlalchemy.engine import Dialect
 
 from passgate.accounting.rollups import RollupStatements
-from passgate.accounting.rows import LIMITS, USAGE_FIELDS, Record, clean
+from passgate.accounting.rows import COLUMNS, clean, column_readers
+from passgate.call_record import CallRecord
 from passgate.storage.models import EndUser, Key, SpendLog, Team, User, UTCDateTime
 
 # Rows per statement at most, a power of two. Each statement is a thread hop (aiosqlite) or
@@ -61,7 +62,6 @@ _OWNERS = (  # (table, its id column, the spend_logs column naming the owner) of
 )
 _TAG_MAX = 256
 _END_USERS = EndUser.__tablename__
-COLUMNS: tuple[str, ...] = tuple(column.name for column in _TABLE.columns)
 _CONFLICT = "call_id"
 _EMPTY_JSON = json.dumps([])
 _EMPTY_OBJECT_JSON = json.dumps({})  # a new end user's metadata, the model's default
@@ -107,7 +107,7 @@ class SqliteClock:
                 self._seconds.clear()
             prefix = datetime.fromtimestamp(second, UTC).isoformat(" ", "seconds")[:19]
             self._seconds[second] = prefix
-        # %-formatting: 3,000 instructions here against 3,600 for the f-string
+        # %-formatting: fewer instructions here than the f-string (docs/performance.md)
         return "%s.%06d" % (prefix, micro)  # noqa: UP031
 
 
@@ -137,38 +137,6 @@ def _kind(name: str) -> str:
 
 
 _KINDS = {name: _kind(name) for name in COLUMNS}
-# The columns in the order ``_record_values`` gives their values: a column added to the
-# model must be added there too, or importing this module fails here.
-_STORED = (
-    "call_id",
-    "request_id",
-    "start_time",
-    "first_byte_time",
-    "end_time",
-    "token",
-    "key_alias",
-    "user_id",
-    "team_id",
-    "end_user",
-    "method",
-    "route",
-    "upstream_path",
-    "provider",
-    "deployment",
-    "model",
-    "stream",
-    "status",
-    *USAGE_FIELDS,
-    "cost",
-    "latency_ms",
-    "ttfb_ms",
-    "upstream_request_id",
-    "error",
-    "interrupted",
-    "tags",
-)
-if _STORED != COLUMNS:
-    raise RuntimeError(f"spend_sql stores {_STORED}, the spend_logs table has {COLUMNS}")
 _OWNER_INDEX = {name: COLUMNS.index(name) for name in ("token", "user_id", "team_id", "end_user")}
 _COST = COLUMNS.index("cost")
 _CALL_ID = COLUMNS.index("call_id")
@@ -180,98 +148,17 @@ def _tags(tags: Any) -> str:
     return json.dumps([tag for tag in (clean(t, _TAG_MAX) for t in tags) if tag])
 
 
-def _record_values(clock: Convert, flag: Convert) -> Callable[[Record], list[Any]]:
-    """A function from a call record (``rows.RECORD_FIELDS``) to its driver values in
-    ``COLUMNS`` order: the row ``rows.row_from_record`` makes, in the form the column types
-    store (times through ``clock``, booleans through ``flag``, tags as JSON text), in one
-    pass; it raises ``RowError`` for a record that cannot be converted."""
-    cut = LIMITS
-    request_max, alias_max, user_max = cut["request_id"], cut["key_alias"], cut["user_id"]
-    team_max, end_user_max, method_max = cut["team_id"], cut["end_user"], cut["method"]
-    model_max, upstream_id_max = cut["model"], cut["upstream_request_id"]
-    provider_max, deployment_max = cut["provider"], cut["deployment"]
+def _record_values(clock: Convert, flag: Convert) -> Callable[[CallRecord], list[Any]]:
+    """A function from a call record to its driver values in ``COLUMNS`` order: the row
+    ``rows.row_from_record`` makes, read by the same column readers, in the form the column
+    types store (times through ``clock``, booleans through ``flag``, tags as JSON text); it
+    raises ``RowError`` for a record that cannot be converted."""
+    readers = column_readers(clock, flag, _tags)
 
-    def values(record: Record) -> list[Any]:
+    def values(record: CallRecord) -> list[Any]:
         try:
-            (
-                call_id,
-                request_id,
-                start,
-                ttfb,
-                duration,
-                token,
-                key_alias,
-                user_id,
-                team_id,
-                end_user,
-                method,
-                route,
-                upstream_path,
-                provider,
-                deployment,
-                model,
-                stream,
-                status,
-                prompt_tokens,
-                completion_tokens,
-                cached_tokens,
-                total_tokens,
-                pages,
-                annotated_pages,
-                audio_seconds,
-                characters,
-                cache_write_tokens,
-                reasoning_tokens,
-                search_units,
-                images,
-                cost,
-                upstream_request_id,
-                error,
-                interrupted,
-                tags,
-                _bytes_in,  # the access line's, not stored
-                _bytes_out,
-            ) = record
-            return [
-                call_id,
-                clean(request_id, request_max),
-                clock(start),
-                None if ttfb is None else clock(start + ttfb),
-                None if duration is None else clock(start + duration),
-                token,
-                clean(key_alias, alias_max),
-                clean(user_id, user_max),
-                clean(team_id, team_max),
-                clean(end_user, end_user_max),
-                clean(method, method_max),
-                clean(route),
-                clean(upstream_path),
-                clean(provider, provider_max),
-                clean(deployment, deployment_max),
-                clean(model, model_max),
-                flag(stream),
-                status,
-                prompt_tokens,
-                completion_tokens,
-                cached_tokens,
-                total_tokens,
-                pages,
-                annotated_pages,
-                audio_seconds,
-                characters,
-                cache_write_tokens,
-                reasoning_tokens,
-                search_units,
-                images,
-                cost,
-                None if duration is None else duration * 1000.0,
-                None if ttfb is None else ttfb * 1000.0,
-                clean(upstream_request_id, upstream_id_max),
-                clean(error),
-                flag(interrupted),
-                _tags(tags),
-            ]
-        except (TypeError, ValueError, OverflowError, OSError) as exc:
+            return [read(record) for read in readers]
+        except (TypeError, ValueError, OverflowError, OSError, IndexError) as exc:
             raise RowError(f"{type(exc).__name__}: {exc}") from exc
 
     return values
@@ -373,7 +260,10 @@ class SpendStatements:
         return sql
 
     def insert(
-        self, records: Sequence[Record], returning: bool = True, into: list[Values] | None = None
+        self,
+        records: Sequence[CallRecord],
+        returning: bool = True,
+        into: list[Values] | None = None,
     ) -> Iterator[Statement]:
         """The INSERT of call records in chunks, ``ON CONFLICT (call_id) DO NOTHING``, with
         ``RETURNING call_id`` (which rows were new) unless ``returning`` is false: (SQL,

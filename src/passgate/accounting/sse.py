@@ -1,10 +1,11 @@
 """Usage read from a relayed Server-Sent Events stream, chunk by chunk, in bounded memory.
 
-Only the event being received is kept. Complete events are scanned for the
-``"usage"`` / ``"usage_info"`` keys (chat's last chunk, ``conversation.response.done``,
-``transcription.done``, ``response.completed``) and only those are parsed; one more
-parse finds the model, from the first event that names one. An event larger than
-the cap keeps only its head and tail, which is where such an event's usage sits.
+Only the event being received is kept. Complete events are scanned for the provider's
+usage keys (``"usage"`` in a chat stream's last chunk, ``"usageMetadata"``, ...) and only
+those are parsed, each read by the provider's ``stream_usage`` with what was known before
+it (a provider may report usage over several events); one more parse finds the model, from
+the first event that names one. An event larger than the cap keeps only its head and tail,
+which is where such an event's usage sits.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 from passgate.accounting.usage import (
     HEAD_BYTES,
     TAIL_BYTES,
+    Reading,
     Window,
     loads,
-    model_from,
-    usage_from,
-    usage_of_fragments,
+    scan_model,
+    scan_usage,
 )
 from passgate.exchange import Usage
 
@@ -25,8 +26,6 @@ CR = 0x0D
 # an empty line ends an event; line ends are LF, CRLF or CR, so two line ends in a
 # row always contain one of these pairs, and none of them occurs otherwise
 _BOUNDARIES = (b"\n\n", b"\n\r", b"\r\r")
-_USAGE_MARKS = (b'"usage"', b'"usage_info"')
-_MODEL_MARK = b'"model"'
 
 
 def _last_boundary(chunk: bytes) -> int:
@@ -49,10 +48,6 @@ def _joins(previous: int, first: int) -> bool:
     return (previous == LF and first in (LF, CR)) or (previous == CR and first == CR)
 
 
-def _has_usage(data: bytes) -> bool:
-    return any(mark in data for mark in _USAGE_MARKS)
-
-
 def _data_of(event: bytes) -> bytes:
     """The joined ``data:`` lines of one event (line ends already normalised to LF)."""
     lines = []
@@ -66,10 +61,10 @@ def _data_of(event: bytes) -> bytes:
 class SseUsageReader:
     """Last usage and first model seen in an SSE stream."""
 
-    __slots__ = ("_annotated", "_big", "_cap", "_last", "_model", "_parts", "_size", "_usage")
+    __slots__ = ("_big", "_cap", "_last", "_model", "_parts", "_reading", "_size", "_usage")
 
-    def __init__(self, annotated: bool = False, event_cap: int = 1024 * 1024) -> None:
-        self._annotated = annotated
+    def __init__(self, reading: Reading, event_cap: int = 1024 * 1024) -> None:
+        self._reading = reading
         self._cap = max(event_cap, HEAD_BYTES + TAIL_BYTES)
         self._parts: list[bytes] = []  # the event being received, when under the cap
         self._size = 0
@@ -131,31 +126,32 @@ class SseUsageReader:
         return chunk[end:]
 
     def _events(self, complete: bytes) -> None:
-        usage_here = _has_usage(complete)
-        model_here = self._model is None and _MODEL_MARK in complete
+        reading = self._reading
+        keys = reading.keys
+        usage_here = keys.has_usage(complete)
+        model_here = self._model is None and keys.has_model(complete)
         if not (usage_here or model_here):
             return
         if b"\r" in complete:
             complete = complete.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         for event in complete.split(b"\n\n"):
-            has_usage = usage_here and _has_usage(event)
-            if not has_usage and not (self._model is None and _MODEL_MARK in event):
+            has_usage = usage_here and keys.has_usage(event)
+            if not has_usage and not (self._model is None and keys.has_model(event)):
                 continue
             if len(event) > self._cap:
                 self._fragments(event[:HEAD_BYTES], event[-TAIL_BYTES:])
                 continue
             obj = loads(_data_of(event))
             if has_usage:
-                found = usage_from(obj, self._annotated)
-                if found is not None:
-                    self._usage = found
+                self._usage = reading.stream_usage(obj, self._usage)
             if self._model is None:
-                self._model = model_from(obj)
+                self._model = reading.model(obj)
 
     def _fragments(self, head: bytes, tail: bytes) -> None:
-        if _has_usage(tail) or (self._model is None and _MODEL_MARK in head + tail):
-            found, model = usage_of_fragments(head, tail, self._annotated)
+        reading = self._reading
+        if reading.keys.has_usage(tail):
+            found = scan_usage(tail, reading, True, self._usage)
             if found is not None:
                 self._usage = found
-            if self._model is None:
-                self._model = model
+        if self._model is None and reading.keys.has_model(head + tail):
+            self._model = scan_model(reading, head, tail)

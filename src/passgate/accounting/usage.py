@@ -2,147 +2,74 @@
 
 Readers see the body in whatever chunks the relay gets and keep bounded memory.
 A JSON body is parsed once, when its usage is asked for; a body larger than the
-parse limit keeps only its head and tail, and the usage object (which Mistral
-serialises last, after pages or segments that can weigh megabytes) is cut out of
-the tail. Malformed input yields no usage; it never raises.
+parse limit keeps only its head and tail, and the usage object (which providers
+serialise last, after pages or segments that can weigh megabytes) is cut out of
+the tail. What a body's usage means is its provider's to say (``ProviderSpec.usage``);
+readers only find it. Malformed input yields no usage; it never raises.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 import orjson
 
-from passgate.exchange import Usage
+from passgate.exchange import Metered, RequestInfo, Usage
+from passgate.providers.base import ProviderSpec
 
 HEAD_BYTES = 4096
-MAX_COUNT = 2**31 - 1
 TAIL_BYTES = 64 * 1024
 
-# a key outside any string: a quote inside a JSON string is always escaped
-_USAGE_KEY = re.compile(rb'(?<!\\)"(usage_info|usage)"\s*:\s*\{')
-_MODEL_KEY = re.compile(rb'(?<!\\)"model"\s*:\s*"([^"\\]{1,256})"')
+
+class Reading:
+    """What a reader needs of one metered call: its provider's usage functions, how the
+    route is metered, the request's facts, and the provider's keys as patterns (compiled
+    once per provider by ``Reading.keys``)."""
+
+    __slots__ = ("info", "keys", "metered", "spec")
+
+    def __init__(self, spec: ProviderSpec, keys: Keys, metered: Metered, info: RequestInfo) -> None:
+        self.spec = spec
+        self.keys = keys
+        self.metered = metered
+        self.info = info
+
+    def usage(self, obj: Any) -> Usage | None:
+        """The usage a whole parsed body reports."""
+        return self.spec.usage(obj, self.metered, self.info)
+
+    def stream_usage(self, obj: Any, so_far: Usage | None) -> Usage | None:
+        """The usage known after one parsed stream event."""
+        return self.spec.stream_usage(obj, so_far, self.metered)
+
+    def model(self, obj: Any) -> str | None:
+        """The model a parsed body or event names."""
+        return self.spec.response_model(obj)
 
 
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, int) and value > MAX_COUNT:
-        return None  # float() of a huge int raises; no real usage is that large
-    number = float(value)
-    return number if 0 <= number < math.inf else None
+class Keys:
+    """A provider's usage and model keys as byte patterns: for spotting them in raw bytes
+    (``marks``) and for cutting their objects out of fragments of JSON."""
 
+    __slots__ = ("model", "model_marks", "usage", "usage_marks")
 
-def _count(value: Any) -> int | None:
-    if type(value) is int and 0 <= value <= MAX_COUNT:  # the usual case, checked first
-        return value
-    number = _seconds(value)
-    # the spend log stores counts in 32-bit integer columns
-    return None if number is None or number > MAX_COUNT else int(number)
+    def __init__(self, spec: ProviderSpec) -> None:
+        usage_names = b"|".join(re.escape(key) for key in spec.usage_keys)
+        model_names = b"|".join(re.escape(key) for key in spec.model_keys)
+        # a key outside any string: a quote inside a JSON string is always escaped
+        self.usage = re.compile(rb'(?<!\\)"(' + usage_names + rb')"\s*:\s*\{')
+        self.model = re.compile(rb'(?<!\\)"(?:' + model_names + rb')"\s*:\s*"([^"\\]{1,256})"')
+        self.usage_marks = tuple(b'"' + key + b'"' for key in spec.usage_keys)
+        self.model_marks = tuple(b'"' + key + b'"' for key in spec.model_keys)
 
+    def has_usage(self, data: bytes) -> bool:
+        """Whether ``data`` may hold a usage object (a cheap test before parsing)."""
+        return any(mark in data for mark in self.usage_marks)
 
-def _cached_tokens(usage: dict[str, Any]) -> int | None:
-    # chat: prompt_tokens_details (and the spec's prompt_token_details spelling);
-    # some Mistral responses: num_cached_tokens; responses API: input_tokens_details
-    for name in ("prompt_tokens_details", "prompt_token_details", "input_tokens_details"):
-        details = usage.get(name)
-        if isinstance(details, dict):
-            cached = _count(details.get("cached_tokens"))
-            if cached is not None:
-                return cached
-    for name in ("num_cached_tokens", "prompt_cache_hit_tokens"):
-        cached = _count(usage.get(name))
-        if cached is not None:
-            return cached
-    return None
-
-
-def token_usage(usage: Any) -> Usage | None:
-    """A ``usage`` object (chat, FIM, embeddings, conversations, transcription, responses)."""
-    if not isinstance(usage, dict):
-        return None
-    if len(usage) == 3:
-        # Most answers (chat, FIM, embeddings): three counts and nothing else, so nothing
-        # cached and no audio. Read at once, without the general path below, which costs more.
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        total = usage.get("total_tokens")
-        if (
-            type(prompt) is int
-            and type(completion) is int
-            and type(total) is int
-            and 0 <= prompt <= MAX_COUNT
-            and 0 <= completion <= MAX_COUNT
-            and 0 <= total <= MAX_COUNT
-        ):
-            return Usage(prompt, completion, None, total)
-    prompt = _count(usage.get("prompt_tokens"))
-    if prompt is None:
-        prompt = _count(usage.get("input_tokens"))
-    completion = _count(usage.get("completion_tokens"))
-    if completion is None:
-        completion = _count(usage.get("output_tokens"))
-    total = _count(usage.get("total_tokens"))
-    seconds = _seconds(usage.get("prompt_audio_seconds"))
-    if prompt is None and completion is None and total is None and seconds is None:
-        return None
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cached_tokens=_cached_tokens(usage),
-        total_tokens=total,
-        audio_seconds=seconds,
-    )
-
-
-def page_usage(info: Any, annotated: bool) -> Usage | None:
-    """An OCR ``usage_info`` object; every page is annotated when the request asked for it."""
-    if not isinstance(info, dict):
-        return None
-    pages = _count(info.get("pages_processed"))
-    if pages is None:
-        return None
-    return Usage(pages=pages, annotated_pages=pages if annotated else 0)
-
-
-def usage_from(obj: Any, annotated: bool = False) -> Usage | None:
-    """The usage a parsed response body or SSE event reports, if any."""
-    if not isinstance(obj, dict):
-        return None
-    if "usage_info" in obj:
-        found = page_usage(obj["usage_info"], annotated)
-        if found is not None:
-            return found
-    if "usage" in obj:
-        return token_usage(obj["usage"])
-    nested = obj.get("response")  # responses API stream: response.completed
-    if isinstance(nested, dict) and "usage" in nested:
-        return token_usage(nested["usage"])
-    return None
-
-
-def model_from(obj: Any) -> str | None:
-    """The model a parsed response body or SSE event names, if any."""
-    if not isinstance(obj, dict):
-        return None
-    model = obj.get("model")
-    if isinstance(model, str) and model:
-        return model
-    nested = obj.get("response")
-    if isinstance(nested, dict):
-        model = nested.get("model")
-        if isinstance(model, str) and model:
-            return model
-    outputs = obj.get("outputs")  # conversations name the model on each output entry
-    if isinstance(outputs, list):
-        for entry in outputs:
-            if isinstance(entry, dict):
-                model = entry.get("model")
-                if isinstance(model, str) and model:
-                    return model
-    return None
+    def has_model(self, data: bytes) -> bool:
+        """Whether ``data`` may name a model."""
+        return any(mark in data for mark in self.model_marks)
 
 
 def loads(data: bytes) -> Any:
@@ -178,26 +105,31 @@ def _object_end(data: bytes, start: int) -> int:
     return -1
 
 
-def scan_usage(data: bytes, annotated: bool = False) -> Usage | None:
-    """The last complete usage object found in a fragment of JSON (the tail of a body)."""
-    for match in reversed(list(_USAGE_KEY.finditer(data))):
+def scan_usage(
+    data: bytes, reading: Reading, stream: bool = False, so_far: Usage | None = None
+) -> Usage | None:
+    """The last complete usage object found in a fragment of JSON (the tail of a body), read
+    as the provider reads ``{key: object}``: as a body, or as a stream event after
+    ``so_far``."""
+    for match in reversed(list(reading.keys.usage.finditer(data))):
         start = match.end() - 1
         end = _object_end(data, start)
         if end < 0:
             continue
         inner = loads(data[start:end])
-        found = (
-            page_usage(inner, annotated) if match.group(1) == b"usage_info" else token_usage(inner)
-        )
+        if inner is None:
+            continue
+        wrapped = {match.group(1).decode("ascii"): inner}
+        found = reading.stream_usage(wrapped, so_far) if stream else reading.usage(wrapped)
         if found is not None:
             return found
     return None
 
 
-def scan_model(*fragments: bytes) -> str | None:
-    """The first ``"model": "..."`` found in fragments of JSON, tried in order."""
+def scan_model(reading: Reading, *fragments: bytes) -> str | None:
+    """The first model named in fragments of JSON, tried in order."""
     for fragment in fragments:
-        match = _MODEL_KEY.search(fragment)
+        match = reading.keys.model.search(fragment)
         if match is not None:
             return match.group(1).decode("utf-8", "replace")
     return None
@@ -259,19 +191,19 @@ class Window:
 
 
 def usage_of_fragments(
-    head: bytes, tail: bytes, annotated: bool
+    head: bytes, tail: bytes, reading: Reading
 ) -> tuple[Usage | None, str | None]:
     """Usage and model of a body of which only the head and tail were kept."""
-    return scan_usage(tail, annotated), scan_model(head, tail)
+    return scan_usage(tail, reading), scan_model(reading, head, tail)
 
 
 class JsonUsageReader:
     """Usage of a JSON response body, parsed when asked for."""
 
-    __slots__ = ("_annotated", "_limit", "_only", "_window")
+    __slots__ = ("_limit", "_only", "_reading", "_window")
 
-    def __init__(self, annotated: bool = False, limit: int = 1024 * 1024) -> None:
-        self._annotated = annotated
+    def __init__(self, reading: Reading, limit: int = 1024 * 1024) -> None:
+        self._reading = reading
         self._limit = limit
         # A buffered answer arrives whole, in one chunk: kept as it is, without a Window
         self._only: bytes | None = None
@@ -294,23 +226,24 @@ class JsonUsageReader:
 
     def result(self) -> tuple[Usage | None, str | None]:
         """Usage and model of the body seen so far."""
+        reading = self._reading
         only = self._only
         if only is not None:
             obj = loads(only)
             if obj is not None:
-                return usage_from(obj, self._annotated), model_from(obj)
-            return usage_of_fragments(only[:HEAD_BYTES], only[-TAIL_BYTES:], self._annotated)
+                return reading.usage(obj), reading.model(obj)
+            return usage_of_fragments(only[:HEAD_BYTES], only[-TAIL_BYTES:], reading)
         window = self._window
         if window is None:
             return None, None
         if window.overflowed:
-            return usage_of_fragments(window.head(), window.tail(), self._annotated)
+            return usage_of_fragments(window.head(), window.tail(), reading)
         if window.size == 0:
             return None, None
         obj = loads(window.whole())
         if obj is None:  # cut off or not JSON: salvage a usage object if one is whole
-            return usage_of_fragments(window.head(), window.tail(), self._annotated)
-        return usage_from(obj, self._annotated), model_from(obj)
+            return usage_of_fragments(window.head(), window.tail(), reading)
+        return reading.usage(obj), reading.model(obj)
 
 
 class FixedUsageReader:

@@ -15,7 +15,7 @@ was new (the usual case; otherwise the batch is redone with ``RETURNING``).
 
 On SQLite a batch's whole transaction runs on a blocking engine: in a thread of its
 own, or ``inline`` on the event loop in the spend-writer process, which does nothing
-else (see ``passgate.spend_process``).
+else (see ``passgate.runtime.spend_process``).
 
 Rows and totals go through pre-built driver-level statements (``spend_sql``), rows in
 chunks of at most ``CHUNK``, so a batch never holds the event loop for more than one
@@ -38,8 +38,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from passgate.accounting.rows import Record, call_record, row_from_record
+from passgate.accounting.rows import row_from_record
 from passgate.accounting.spend_sql import RowError, SpendStatements, Values, call_id_of
+from passgate.call_record import CallRecord, call_record
 from passgate.config import Settings
 from passgate.exchange import Exchange
 from passgate.storage.db import sqlite_file_twin
@@ -56,10 +57,6 @@ _FIRST_BACKOFF = 0.05
 # of range, a string too long) and integrity constraint violation
 _REFUSED_SQLSTATES = ("22", "23")
 _OVERFLOW_LOG_EVERY = 10.0  # seconds between two overflow log lines
-
-
-def _request_id(record: Record) -> object:
-    return record[1] if len(record) > 1 else None
 
 
 def _reason(exc: BaseException) -> str:
@@ -118,7 +115,7 @@ class SpendWriter:
             if self._blocking and not inline
             else None
         )
-        self._pending: deque[Record] = deque()
+        self._pending: deque[CallRecord] = deque()
         self._inflight = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -171,8 +168,8 @@ class SpendWriter:
         """Queue the call's record; never waits."""
         self.enqueue(call_record(ex))
 
-    def enqueue(self, record: Record) -> None:
-        """Queue one call record (``rows.call_record``; its call id a string); when the
+    def enqueue(self, record: CallRecord) -> None:
+        """Queue one call record (``call_record.call_record``; its call id a string); when the
         queue is full (or the writer stopped) count and log it."""
         if self._closed or len(self._pending) >= self.queue_max:
             self._overflow()
@@ -260,7 +257,7 @@ class SpendWriter:
                     self._pending.extendleft(reversed(batch))
         self._idle.set()
 
-    async def _store(self, batch: list[Record]) -> None:
+    async def _store(self, batch: list[CallRecord]) -> None:
         """Write a batch, waiting out outages; split it to isolate rows the database refuses."""
         delay = _FIRST_BACKOFF
         while True:
@@ -282,7 +279,7 @@ class SpendWriter:
                     self.rejected += 1
                     log.error(
                         "spend row %s refused by the database (%s); skipped",
-                        _request_id(batch[0]),
+                        batch[0].request_id,
                         type(getattr(exc, "orig", exc)).__name__,
                     )
                     return
@@ -295,12 +292,12 @@ class SpendWriter:
             self._notify(inserted)
             return
 
-    async def _write(self, batch: Sequence[Record]) -> list[Record]:
+    async def _write(self, batch: Sequence[CallRecord]) -> list[CallRecord]:
         """One transaction: insert the new rows, add their cost to the totals; the records
         inserted."""
-        first: dict[str, Record] = {}
+        first: dict[str, CallRecord] = {}
         for record in batch:
-            first.setdefault(record[0], record)
+            first.setdefault(record.call_id, record)
         unique = list(first.values())
         if self._blocking is not None:
             if self._thread is None:
@@ -314,7 +311,7 @@ class SpendWriter:
             # each statement's await hands the loop back while the database works
             return await conn.run_sync(self._transaction, unique)
 
-    def _write_blocking(self, engine: Engine, unique: Sequence[Record]) -> list[Record]:
+    def _write_blocking(self, engine: Engine, unique: Sequence[CallRecord]) -> list[CallRecord]:
         try:
             with engine.begin() as conn:
                 return self._transaction(conn, unique, counted=self._sql.counts_rows)
@@ -323,8 +320,8 @@ class SpendWriter:
                 return self._transaction(conn, unique)
 
     def _transaction(
-        self, conn: Connection, unique: Sequence[Record], counted: bool = False
-    ) -> list[Record]:
+        self, conn: Connection, unique: Sequence[CallRecord], counted: bool = False
+    ) -> list[CallRecord]:
         """Insert the new rows and add their cost to the totals; the records inserted.
 
         ``counted``: insert without RETURNING and check the count instead (SQLite: fetching
@@ -354,7 +351,7 @@ class SpendWriter:
             conn.exec_driver_sql(sql, param_sets)
         return inserted
 
-    def _notify(self, records: Sequence[Record]) -> None:
+    def _notify(self, records: Sequence[CallRecord]) -> None:
         if not records or not self._listeners:
             return
         public = []

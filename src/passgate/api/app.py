@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute
 
 from passgate.accounting.meter import Meter
-from passgate.accounting.pricing import load_catalog
+from passgate.accounting.pricing import load_catalogs
 from passgate.accounting.retention import Retention
 from passgate.accounting.spend_link import SpendForwarder
 from passgate.accounting.writer import SpendWriter
@@ -27,7 +27,7 @@ from passgate.auth.master import MasterKey
 from passgate.config import Settings
 from passgate.limits.runtime import build_limits
 from passgate.observability.stack import Observability, Tracer
-from passgate.providers.mistral import mistral_provider
+from passgate.providers.registry import BUILTIN, enabled
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Observer, Pipeline
 from passgate.proxy.relay import Relay
@@ -87,13 +87,13 @@ def build_app(
         access_log=forwarder is None,
         metrics_dir=metrics_dir,
     )
-    catalog = load_catalog(settings.pricing)
+    catalogs = load_catalogs(settings.pricing)
     cache = KeyCache(KeyStateLoader(database.sessions), ttl=settings.key_cache_ttl)
     authenticator = KeyAuthenticator(master, cache)
     limits = build_limits(
         settings,
         database.sessions,
-        catalog,
+        catalogs,
         on_key_invalidated=cache.invalidate,
         on_resync=cache.expire_all,
         on_bypass=lambda _reason: observability.metrics.count_redis_bypass(),
@@ -120,18 +120,22 @@ def build_app(
     pipeline = Pipeline(
         authenticator=authenticator,
         guards=(KeyAccessGuard(), limits.guard),
-        metering=Meter(catalog) if settings.accounting else None,
+        metering=Meter(catalogs, BUILTIN) if settings.accounting else None,
         observers=tuple(observers),
     )
-    relay = Relay(
-        prefix=b"/mistral",
-        provider=mistral_provider(settings),
-        upstream=upstream,
-        pipeline=pipeline,
-        policy=BodyPolicy(settings.max_body_bytes, settings.inspect_body_bytes),
-        first_byte_timeout=settings.first_byte_timeout,
-        idle_timeout=settings.idle_timeout,
-    )
+    policy = BodyPolicy(settings.max_body_bytes, settings.inspect_body_bytes)
+    relays = {
+        provider.spec.prefix: Relay(
+            prefix=provider.spec.prefix,
+            provider=provider,
+            upstream=upstream,
+            pipeline=pipeline,
+            policy=policy,
+            first_byte_timeout=settings.first_byte_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
+        for provider in enabled(settings.upstreams())
+    }
     ctx = AdminContext(
         database.sessions, cache, authenticator, settings, on_key_change=limits.key_changed_soon
     )
@@ -167,7 +171,7 @@ def build_app(
         on_rejected=metrics.count_request_rejected,
     )
     return Gateway(
-        {b"/mistral": relay},
+        relays,
         admin,
         components,
         max_calls_in_flight=settings.max_calls_in_flight,

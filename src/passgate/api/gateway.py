@@ -1,4 +1,4 @@
-"""The top-level ASGI app: routes ``/mistral/...`` to the relay, the rest to the admin app.
+"""The top-level ASGI app: routes each provider's prefix to its relay, the rest to the admin app.
 
 It also sheds load: past ``max_calls_in_flight`` pass-through calls in this worker, a
 new one is answered at once with ``503 overloaded`` (and ``Retry-After``) instead of
@@ -51,7 +51,7 @@ class Gateway:
 
     def __init__(
         self,
-        relays: dict[bytes, ASGIApp],
+        relays: Mapping[bytes, ASGIApp],
         admin: ASGIApp,
         components: Sequence[Component],
         *,

@@ -8,7 +8,6 @@ instead of when their cache entry expires. Polling happens off the request path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from passgate.storage.models import KeyChange, utcnow
+from passgate.tasks import cancel_and_wait
 
 log = logging.getLogger("passgate.keys")
 
@@ -56,11 +56,8 @@ class KeyChangeFeed:
 
     async def stop(self) -> None:
         """Stop polling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def poll(self) -> int:
         """Apply the changes since the last poll; returns how many keys were dropped."""

@@ -23,7 +23,7 @@ from passgate.accounting.pricing import Price
 from passgate.exchange import Exchange
 from passgate.limits.backend import to_nano
 
-PriceLookup = Callable[[str | None], Price | None]
+PriceLookup = Callable[[str, str | None], Price | None]  # (provider, model) -> its price
 
 BYTES_PER_TOKEN = 4
 DEFAULT_OUTPUT_TOKENS = 4096
@@ -46,7 +46,7 @@ class Estimator:
         """The reservation for this call, in nano-dollars."""
         if self._flat > 0:
             return self._flat
-        price = self._lookup(ex.model or ex.info.model)
+        price = self._lookup(ex.provider, ex.model or ex.info.model)
         if price is None:
             return 0
         input_tokens = math.ceil(ex.bytes_in / BYTES_PER_TOKEN)

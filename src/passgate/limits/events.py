@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from passgate.limits.backend import ScopeKind
+from passgate.tasks import cancel_and_wait
 
 log = logging.getLogger("passgate.limits")
 
@@ -77,11 +78,8 @@ class KeyEvents:
         """Finish sending, then stop listening."""
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _send(self, kind: str, id: str) -> bool:
         try:

@@ -42,6 +42,7 @@ from passgate.limits.backend import (
     Ticket,
 )
 from passgate.limits.periods import next_reset
+from passgate.tasks import cancel_and_wait
 
 log = logging.getLogger("passgate.limits")
 
@@ -108,11 +109,8 @@ class RedisCounters:
 
     async def stop(self) -> None:
         """Stop the upkeep task and try the queued finishes once more (the client stays open)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(LimitsUnavailable):
             await self.maintain()
         if self._pending:

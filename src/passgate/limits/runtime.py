@@ -9,7 +9,6 @@ background task starts a new budget period in the database when one ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from passgate.accounting.pricing import Catalog
+from passgate.accounting.pricing import Catalogs
 from passgate.config import Settings
 from passgate.limits.backend import Counters, ScopeKind
 from passgate.limits.directory import BudgetDirectory
@@ -28,6 +27,7 @@ from passgate.limits.guard import BypassCallback, LimitsGuard
 from passgate.limits.instance import InstanceCounters
 from passgate.limits.local import LocalCounters
 from passgate.limits.store import SqlBudgetStore
+from passgate.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -85,11 +85,8 @@ class Limits:
 
     async def stop(self) -> None:
         """Stop everything started, then close the Redis connections."""
-        if self._resetter is not None:
-            self._resetter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resetter
-            self._resetter = None
+        await cancel_and_wait(self._resetter)
+        self._resetter = None
         if self.events is not None:
             await self.events.stop()
         await self.counters.stop()
@@ -128,7 +125,7 @@ class Limits:
 def build_limits(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
-    catalog: Catalog,
+    catalogs: Catalogs,
     *,
     on_key_invalidated: Callable[[str], object] | None = None,
     on_resync: Callable[[], object] | None = None,
@@ -172,7 +169,7 @@ def build_limits(
     guard = LimitsGuard(
         counters,
         directory,
-        Estimator(catalog.lookup, settings.budget_estimate_usd, settings.budget_output_tokens),
+        Estimator(catalogs.lookup, settings.budget_estimate_usd, settings.budget_output_tokens),
         settings.redis_fail_mode,
         on_bypass,
     )

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import orjson
 
+from passgate.call_record import access_fields, call_record
 from passgate.exchange import Exchange
 
 ACCESS_LOGGER = "passgate.access"
@@ -107,9 +108,9 @@ class _LineWriter:
     """The listener thread: formats queued records and writes them, many lines per write.
 
     After each write it lingers a little, so under load the thread wakes (and takes the
-    GIL from the event loop) once per batch instead of once per record; profiles at 64
-    clients showed the per-record wake-ups and writes slowing the event loop by ~25%.
-    The first line after a quiet spell is written at once.
+    GIL from the event loop) once per batch instead of once per record: per-record wake-ups
+    and writes slowed the event loop under load (``docs/performance.md``). The first line
+    after a quiet spell is written at once.
     """
 
     def __init__(
@@ -245,39 +246,6 @@ def shutdown_logging() -> None:
             handler.close()
 
 
-def access_fields(ex: Exchange) -> dict[str, Any]:
-    """The fields of one call's access line: no secret, no body."""
-    principal = ex.principal
-    usage = ex.usage
-    latency = ex.latency_ms
-    ttfb = ex.ttfb_ms
-    return {
-        "request_id": ex.request_id,
-        "method": ex.method,
-        "route": ex.route,
-        "upstream_path": ex.upstream_path,
-        "provider": ex.provider,
-        "deployment": ex.deployment,
-        "status": ex.status,
-        "model": ex.model,
-        "stream": ex.stream,
-        "latency_ms": None if latency is None else round(latency, 3),
-        "ttfb_ms": None if ttfb is None else round(ttfb, 3),
-        "bytes_in": ex.bytes_in,
-        "bytes_out": ex.bytes_out,
-        "prompt_tokens": None if usage is None else usage.prompt_tokens,
-        "completion_tokens": None if usage is None else usage.completion_tokens,
-        "end_user": ex.end_user,
-        "key_alias": None if principal is None else principal.key_alias,
-        "user_id": None if principal is None else principal.user_id,
-        "team_id": None if principal is None else principal.team_id,
-        "cost": ex.cost,
-        "interrupted": ex.interrupted,
-        "error": ex.error,
-        "upstream_request_id": ex.upstream_request_id,
-    }
-
-
 class RequestLogger:
     """Observer: one JSON access line per pass-through call on the ``passgate.access`` logger.
 
@@ -292,7 +260,7 @@ class RequestLogger:
 
     async def finished(self, ex: Exchange) -> None:
         """Enqueue the access line; writing happens off the event loop."""
-        self.log(access_fields(ex))
+        self.log(access_fields(call_record(ex)))
 
     def log(self, fields: dict[str, Any], when: float | None = None) -> None:
         """Enqueue the access line of a call with these fields that ended at ``when`` (now

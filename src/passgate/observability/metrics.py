@@ -23,7 +23,6 @@ an app that is the whole instance (no directory: tests, embedding).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from passgate.observability.tables import (
     SummedTables,
     Table,
 )
+from passgate.tasks import cancel_and_wait
 
 NONE = "none"
 MAX_LABEL_LENGTH = 64
@@ -375,11 +375,8 @@ class Metrics:
 
     async def stop(self) -> None:
         """Stop sampling; this process's gauges no longer count once it is gone."""
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
-            self._sampler = None
+        await cancel_and_wait(self._sampler)
+        self._sampler = None
         for slot, _ in self._gauges:
             self.queue_depth.set(slot, 0.0)
 

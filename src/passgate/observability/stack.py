@@ -6,7 +6,7 @@ relay's ``Pipeline``, mounts ``routes``, hands ``webhook`` to the spend writer
 
 Tracing is handed in, built by the caller (``observability.tracing.Tracing``): this
 module does not import it, so a worker without tracing never loads the OpenTelemetry
-SDK and exporter (see ``passgate.worker_traced``).
+SDK and exporter (see ``passgate.runtime.worker_traced``).
 """
 
 from __future__ import annotations

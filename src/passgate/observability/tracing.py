@@ -12,6 +12,7 @@ keeping them, so there is none to export.
 from __future__ import annotations
 
 import asyncio
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -23,8 +24,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from passgate.config import Settings
 from passgate.exchange import Exchange
 from passgate.observability.families import operation_name, route_family
+from passgate.providers.registry import BUILTIN
 
-GEN_AI_SYSTEM = "mistral_ai"
+# each provider's gen_ai.system (its own declaration)
+_SYSTEMS = MappingProxyType({spec.name: spec.gen_ai_system for spec in BUILTIN})
 TRACES_PATH = "/v1/traces"
 
 
@@ -52,8 +55,9 @@ def span_attributes(ex: Exchange) -> dict[str, Any]:
     operation = operation_name(ex.method, ex.upstream_path)
     if operation is not None:
         attrs["gen_ai.operation.name"] = operation
-        attrs["gen_ai.system"] = GEN_AI_SYSTEM
-        attrs["gen_ai.provider.name"] = GEN_AI_SYSTEM  # the newer name of gen_ai.system
+        system = _SYSTEMS.get(ex.provider, ex.provider)
+        attrs["gen_ai.system"] = system
+        attrs["gen_ai.provider.name"] = system  # the newer name of gen_ai.system
     request_model = ex.info.model
     if request_model:
         attrs["gen_ai.request.model"] = request_model

@@ -18,13 +18,21 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _DROP_REQUEST = _HOP_BY_HOP | {b"host", b"content-length", b"expect"}
-# The caller's credentials for the gateway; the provider's credential replaces them.
-_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"api-key"})
+# The caller's credential for the gateway (a provider may name more headers); the
+# provider's credential replaces it.
+_CREDENTIALS = frozenset({b"authorization"})
 # Gateway control headers: read by passgate, never forwarded.
 _CONTROL_PREFIXES = (b"x-passgate-", b"x-litellm-", b"proxy-")
 _CONTROL = frozenset({b"x-end-user-id"})
 # Every request field never forwarded by name: one set look-up per header.
 _NOT_FORWARDED = _DROP_REQUEST | _CREDENTIALS | _CONTROL
+
+
+def not_forwarded(caller_key_headers: tuple[bytes, ...] = ()) -> frozenset[bytes]:
+    """The request fields never forwarded by name, with a provider's caller-key headers."""
+    return _NOT_FORWARDED | frozenset(caller_key_headers)
+
+
 # Connection tokens that name no field (or only ones dropped anyway): "keep-alive" comes
 # on nearly every answer, and ignoring it spares a second pass over the headers.
 _PLAIN_TOKENS = _HOP_BY_HOP | {b"close"}
@@ -38,7 +46,6 @@ _RESPONSE_FIELDS = {
     b"content-type": _TYPE,
     b"content-length": _LENGTH,
     b"content-encoding": _ENCODING,
-    b"mistral-correlation-id": _CORRELATION,
 }
 
 
@@ -53,7 +60,9 @@ def _connection_tokens(value: bytes) -> frozenset[bytes]:
 
 
 def upstream_request_headers(
-    headers: RawHeaders, credential: tuple[str, str] | None
+    headers: RawHeaders,
+    credential: tuple[str, str] | None,
+    dropped: frozenset[bytes] = _NOT_FORWARDED,
 ) -> list[tuple[str, str]]:
     """Client headers to send upstream: no hop-by-hop, no caller credentials, the provider's.
 
@@ -65,7 +74,7 @@ def upstream_request_headers(
     named: frozenset[bytes] = frozenset()
     out: list[tuple[str, str]] = []
     for name, value in headers:
-        if name in _NOT_FORWARDED or name.startswith(_CONTROL_PREFIXES):
+        if name in dropped or name.startswith(_CONTROL_PREFIXES):
             if name == b"connection":
                 named |= _connection_tokens(value)
             continue
@@ -77,8 +86,16 @@ def upstream_request_headers(
     return out
 
 
+def response_fields(correlation_headers: tuple[bytes, ...]) -> dict[bytes, int]:
+    """The response fields the relay reads, with a provider's correlation headers (which
+    name the upstream's request id when it sends no ``x-request-id``)."""
+    return {**_RESPONSE_FIELDS, **dict.fromkeys(correlation_headers, _CORRELATION)}
+
+
 def client_response_headers(
-    raw: tuple[tuple[bytes, bytes], ...], request_id: bytes
+    raw: tuple[tuple[bytes, bytes], ...],
+    request_id: bytes,
+    fields: dict[bytes, int] = _RESPONSE_FIELDS,
 ) -> tuple[RawHeaders, bytes | None, bytes, int | None, bytes | None]:
     """Upstream response headers for the client, plus what the relay needs from them.
 
@@ -95,7 +112,7 @@ def client_response_headers(
     encoding: bytes | None = None
     for name, value in raw:
         lower = name.lower()
-        action = _RESPONSE_FIELDS.get(lower)
+        action = fields.get(lower)
         if action is None:
             if not lower.startswith(b"proxy-"):
                 out.append((lower, value))

@@ -16,15 +16,31 @@ from passgate.exchange import RequestInfo
 _FIELD_CAP = 256  # longest multipart text field kept (model names are short)
 
 
+# where APIs put the most output a call may produce: chat completions (old and new name),
+# the responses API, and a generation config object
+_MAX_TOKENS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _max_tokens(data: dict[str, Any]) -> int | None:
+    for name in _MAX_TOKENS:
+        found = _whole(data.get(name))
+        if found is not None:
+            return found
+    config = data.get("generationConfig")
+    return _whole(config.get("maxOutputTokens")) if isinstance(config, dict) else None
+
+
 def _info_from_mapping(data: dict[str, Any]) -> RequestInfo:
     info = RequestInfo(body=data)
     model = data.get("model")
     if isinstance(model, str):
         info.model = model
     info.stream = data.get("stream") is True
-    max_tokens = data.get("max_tokens")
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
-        info.max_tokens = max_tokens
+    info.max_tokens = _max_tokens(data)
     text = data.get("input")
     if isinstance(text, str):
         info.input_chars = len(text)

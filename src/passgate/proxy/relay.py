@@ -13,16 +13,17 @@ import asyncio
 import logging
 from time import perf_counter, time
 
+from passgate.asgi import CLOSE_CONNECTION
 from passgate.errors import GatewayError, bad_gateway, gateway_timeout, send_error
 from passgate.exchange import Exchange, new_call_id
 from passgate.providers.base import Provider
 from passgate.proxy.body import BODY_TOO_LARGE, Body, BodyPolicy, ClientGone, read_body
+from passgate.proxy.caller_key import caller_key, take_query_key
 from passgate.proxy.connection import UpstreamConnectError, UpstreamError
-from passgate.proxy.headers import upstream_request_headers
+from passgate.proxy.headers import not_forwarded, upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
 from passgate.proxy.response import IDLE_MESSAGE, ResponseRelay
-from passgate.proxy.transport import CLOSE_CONNECTION
 from passgate.proxy.upstream import Upstream, UpstreamResponse
 from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
 from passgate.request_id import SANE_REQUEST_ID as _REQUEST_ID
@@ -34,7 +35,8 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 # Calls that end sooner never start the task that watches for a client disconnect.
 _WATCH_CLIENT_AFTER = 0.05
 # The request headers the relay reads (ASGI names are lowercase), each to its slot: one
-# dict look-up per header instead of a chain of comparisons.
+# dict look-up per header instead of a chain of comparisons. The provider adds the headers
+# its callers may present a gateway key in (``caller_key_headers``), to the key's slot.
 _READ = {
     b"authorization": 0,
     b"content-type": 1,
@@ -43,20 +45,10 @@ _READ = {
     b"x-end-user-id": 4,
     b"x-litellm-end-user-id": 4,
     b"x-passgate-tags": 5,
-    b"x-api-key": 6,
-    b"api-key": 6,
 }
+_KEY_SLOT = 6
 _READ_SLOTS = 7
 _INTERNAL = "internal error in the gateway"
-
-
-def _bearer(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    scheme, _, token = value.partition(b" ")
-    if scheme.lower() != b"bearer":
-        return None
-    return token.strip().decode("latin-1") or None
 
 
 class Relay:
@@ -74,18 +66,25 @@ class Relay:
     ) -> None:
         self._prefix = prefix
         self._provider = provider
+        spec = provider.spec
+        self._read = {**_READ, **dict.fromkeys(spec.caller_key_headers, _KEY_SLOT)}
+        self._key_query = spec.caller_key_query
+        self._not_forwarded = not_forwarded(spec.caller_key_headers)
         self._upstream = upstream
         self._pipeline = pipeline
         self._policy = policy
         self._first_byte_timeout = first_byte_timeout
         self._metering = pipeline.metering
-        self._responder = ResponseRelay(pipeline.metering, idle_timeout)
+        self._responder = ResponseRelay(
+            pipeline.metering, idle_timeout, provider.spec.correlation_headers
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
         found: list[bytes | None] = [None] * _READ_SLOTS
+        read = self._read
         for name, value in scope["headers"]:
-            slot = _READ.get(name)
+            slot = read.get(name)
             if slot is not None:
                 found[slot] = value
         authorization, content_type, length, request_id, end_user, tags, alt_key = found
@@ -165,12 +164,17 @@ class Relay:
                 "method_not_allowed",
             )
         sub = sub_path(raw_path, self._prefix)
-        api_path = self._provider.api_path(sub)
+        provider = self._provider
+        api_path = provider.api_path(sub)
         ex.api_path = api_path.decode("latin-1")
-        ex.upstream_path = (self._provider.base_path + api_path).decode("latin-1")
-        token = _bearer(authorization)
-        if token is None and authorization:
-            token = authorization.strip().decode("latin-1") or None
+        ex.upstream_path = (provider.base_path + api_path).decode("latin-1")
+        query: bytes = scope["query_string"]
+        token = caller_key(authorization)
+        if self._key_query is not None and query:
+            query, in_query = take_query_key(query, self._key_query)
+            if token is None:
+                token = in_query
+        ex.query = query
         principal = await self._pipeline.authenticator.authenticate(token, ex)
         ex.principal = principal
         ex.end_user = end_user.decode("utf-8", "replace") if end_user else principal.end_user_id
@@ -186,8 +190,12 @@ class Relay:
             self._policy,
             want_model=bool(principal.models),
         )
+        spec = provider.spec
+        if ex.info.model is None:
+            ex.info.model = spec.model_from_path(ex.api_path)
         ex.model = ex.info.model
         ex.stream = ex.info.stream
+        ex.metered = spec.metered(ex.method, ex.api_path, ex.info)
         for guard in self._pipeline.guards:
             await guard.admit(ex)
         await self._forward(ex, scope, receive, send, body, content_length)
@@ -195,11 +203,13 @@ class Relay:
     async def _forward(
         self, ex: Exchange, scope: Scope, receive: Receive, send: Send, body: Body, length: int
     ) -> None:
-        query: bytes = scope["query_string"]
+        query = ex.query
         target = ex.upstream_path
         if query:
             target += "?" + query.decode("latin-1")
-        headers = upstream_request_headers(scope["headers"], self._provider.credential)
+        headers = upstream_request_headers(
+            scope["headers"], self._provider.credential, self._not_forwarded
+        )
         task = asyncio.current_task()
         assert task is not None
         # A streamed request body is still being read while it is written upstream:

@@ -8,7 +8,7 @@ from typing import Final
 from passgate.errors import GatewayError, gateway_timeout, upstream_interrupted
 from passgate.exchange import Exchange, Usage
 from passgate.proxy.connection import UpstreamError
-from passgate.proxy.headers import client_response_headers
+from passgate.proxy.headers import client_response_headers, response_fields
 from passgate.proxy.hooks import Metering, UsageReader
 from passgate.proxy.upstream import UpstreamResponse
 from passgate.proxy.watch import DISCONNECT, IDLE, CallWatch
@@ -55,9 +55,15 @@ def _cost_headers(ex: Exchange, out: RawHeaders) -> None:
 class ResponseRelay:
     """Sends one upstream response to the client, feeding a usage reader on the side."""
 
-    def __init__(self, metering: Metering | None, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        metering: Metering | None,
+        idle_timeout: float,
+        correlation_headers: tuple[bytes, ...] = (),
+    ) -> None:
         self._metering = metering
         self._idle = idle_timeout
+        self._fields = response_fields(correlation_headers)
 
     async def relay(
         self,
@@ -76,7 +82,7 @@ class ResponseRelay:
         unfinished and its connection must be closed, so that the client sees it cut.
         """
         headers, upstream_id, content_type, length, encoding = client_response_headers(
-            response.raw_headers, request_id
+            response.raw_headers, request_id, self._fields
         )
         if upstream_id is not None:
             ex.upstream_request_id = upstream_id.decode("latin-1")

@@ -2,7 +2,7 @@
 
 The schema is not this component's business: ``passgate`` runs the migrations
 (``storage.migrate``) once, before any worker starts, so a worker never imports Alembic
-(several MiB it would keep for its whole life).
+(memory it would keep for its whole life).
 """
 
 from __future__ import annotations

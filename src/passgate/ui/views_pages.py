@@ -30,7 +30,7 @@ RANGES = {
 LOG_PAGE_SIZE = 50
 _FILTERS = ("key", "user_id", "team_id", "end_user", "model", "route")
 _STATUS_CLASSES = {"2xx": 2, "3xx": 3, "4xx": 4, "5xx": 5}
-_URL_SETTINGS = ("database_url", "redis_url", "webhook_url", "otlp_endpoint", "mistral_api_base")
+_URL_SETTINGS = ("database_url", "redis_url", "webhook_url", "otlp_endpoint")
 
 
 def _day(value: str | None) -> datetime | None:
@@ -85,6 +85,12 @@ def public_settings(ui: UiContext) -> list[tuple[str, str]]:
             shown = "not set" if not value else _public_url(str(value))
         elif name == "pricing":
             shown = f"{len(value)} model price override(s)"
+        elif name == "providers":
+            for provider, upstream in sorted(value.items()):
+                base = upstream.api_base
+                rows.append((f"{provider}_api_base", "default" if not base else _public_url(base)))
+                rows.append((f"{provider}_api_key", "set" if upstream.api_key else "not set"))
+            continue
         else:
             shown = str(value)
         rows.append((name, shown))
