@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
-from passgate.exchange import RequestInfo, Usage
-from passgate.providers.base import Metered, ProviderSpec
+from passgate.exchange import Metered, RequestInfo, Usage
+from passgate.providers.base import ProviderSpec
+from passgate.providers.shapes import MAX_COUNT, count
 
 NAME = "gemini"
-MAX_COUNT = 2**31 - 1
 
 TOKENS = "tokens"
 EMBED = "embed"
@@ -52,19 +52,6 @@ _METERED_METHODS = MappingProxyType(
 )
 
 
-def _count(value: Any) -> int | None:
-    """A token count as the spend log stores it (a 32-bit integer), else None."""
-    if type(value) is int and 0 <= value <= MAX_COUNT:
-        return value
-    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
-        return int(value)
-    # proto3 JSON may write 64-bit integers as strings
-    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 10:
-        number = int(value)
-        return number if number <= MAX_COUNT else None
-    return None
-
-
 def _sum(first: int | None, second: int | None) -> int | None:
     """Two optional counts added, None only when both are missing."""
     if first is None:
@@ -78,17 +65,17 @@ def usage_from_metadata(metadata: Any) -> Usage | None:
     """The normalised usage of one ``usageMetadata`` object, or None when it has no counts."""
     if not isinstance(metadata, dict):
         return None
-    prompt = _count(metadata.get("promptTokenCount"))
+    prompt = count(metadata.get("promptTokenCount"))
     # tool results fed back to the model (search, code execution) are billed as input
-    tool_prompt = _count(metadata.get("toolUsePromptTokenCount"))
-    candidates = _count(metadata.get("candidatesTokenCount"))
-    thoughts = _count(metadata.get("thoughtsTokenCount"))
-    total = _count(metadata.get("totalTokenCount"))
+    tool_prompt = count(metadata.get("toolUsePromptTokenCount"))
+    candidates = count(metadata.get("candidatesTokenCount"))
+    thoughts = count(metadata.get("thoughtsTokenCount"))
+    total = count(metadata.get("totalTokenCount"))
     prompt = _sum(prompt, tool_prompt)
     completion = _sum(candidates, thoughts)
     if prompt is None and completion is None and total is None:
         return None
-    cached = _count(metadata.get("cachedContentTokenCount"))
+    cached = count(metadata.get("cachedContentTokenCount"))
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -102,18 +89,16 @@ def usage_from_interaction(usage: Any) -> Usage | None:
     """The normalised usage of an Interactions API ``usage`` object, or None without counts."""
     if not isinstance(usage, dict):
         return None
-    prompt = _sum(
-        _count(usage.get("total_input_tokens")), _count(usage.get("total_tool_use_tokens"))
-    )
-    thoughts = _count(usage.get("total_thought_tokens"))
-    completion = _sum(_count(usage.get("total_output_tokens")), thoughts)
-    total = _count(usage.get("total_tokens"))
+    prompt = _sum(count(usage.get("total_input_tokens")), count(usage.get("total_tool_use_tokens")))
+    thoughts = count(usage.get("total_thought_tokens"))
+    completion = _sum(count(usage.get("total_output_tokens")), thoughts)
+    total = count(usage.get("total_tokens"))
     if prompt is None and completion is None and total is None:
         return None
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        cached_tokens=_count(usage.get("total_cached_tokens")),
+        cached_tokens=count(usage.get("total_cached_tokens")),
         total_tokens=total,
         reasoning_tokens=thoughts,
     )
@@ -164,22 +149,32 @@ def _path_match(api_path: str) -> re.Match[str] | None:
 class GeminiSpec(ProviderSpec):
     """Google AI Studio's Gemini API under ``/gemini``."""
 
-    name = NAME
-    prefix = b"/gemini"
-    gen_ai_system = "gcp.gemini"
-    default_base = "https://generativelanguage.googleapis.com"
-    base_env = ("GEMINI_API_BASE",)
-    key_env = ("GEMINI_API_KEY",)
-    default_version = b"v1beta"
-    caller_key_headers = (b"x-goog-api-key",)
-    caller_key_query = b"key"
-    correlation_headers = ()
-    usage_keys = (b"usageMetadata", b"usage")
-    prices_file = "gemini.json"
+    name: ClassVar[str] = NAME
+    prefix: ClassVar[bytes] = b"/gemini"
+    gen_ai_system: ClassVar[str] = "gcp.gemini"
+    default_base: ClassVar[str] = "https://generativelanguage.googleapis.com"
+    base_env: ClassVar[tuple[str, ...]] = ("GEMINI_API_BASE",)
+    key_env: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY",)
+    default_version: ClassVar[bytes] = b"v1beta"
+    # the google-genai SDK sends its API key here; LiteLLM's examples use ?key=
+    caller_key_headers: ClassVar[tuple[bytes, ...]] = (b"x-goog-api-key",)
+    caller_key_query: ClassVar[bytes | None] = b"key"
+    # usageMetadata (generateContent, embeddings); usage (Interactions API)
+    usage_keys: ClassVar[tuple[bytes, ...]] = (b"usageMetadata", b"usage")
+    # modelVersion (generateContent); model (Interactions API)
+    model_keys: ClassVar[tuple[bytes, ...]] = (b"modelVersion", b"model")
+    prices_file: ClassVar[str] = "gemini.json"
 
     def credential(self, key: str) -> tuple[str, str]:
         """Google's API key header."""
         return ("x-goog-api-key", key)
+
+    def api_path(self, sub_path: bytes) -> bytes:
+        """As for every provider, except that media uploads keep their own path: Google
+        serves them under ``/upload/{version}/...``, with the version second."""
+        if sub_path.startswith(b"/upload/v"):
+            return sub_path
+        return super().api_path(sub_path)
 
     def metered(self, method: str, api_path: str, info: RequestInfo) -> Metered | None:
         """Generation, interactions and embeddings are metered, token counting is free, the
@@ -239,6 +234,3 @@ class GeminiSpec(ProviderSpec):
             nested = obj.get("interaction")
             model = nested.get("model") if isinstance(nested, dict) else None
         return model if isinstance(model, str) and model else None
-
-
-GEMINI = GeminiSpec()

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from passgate.providers.base import Provider, ProviderSpec
+from passgate.providers.gemini import GeminiSpec
 from passgate.providers.mistral import MistralSpec
 
-BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(),)
+BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), GeminiSpec())
 
 
 def spec_named(name: str, specs: tuple[ProviderSpec, ...] = BUILTIN) -> ProviderSpec | None:

@@ -6,11 +6,12 @@ from typing import Any
 import orjson
 import pytest
 
-from passgate.accounting.pricing import parse_catalog
+from passgate.accounting.pricing import load_catalog
 from passgate.exchange import RequestInfo, Usage
 from passgate.providers.base import Metered
-from passgate.providers.gemini import GEMINI, usage_from_metadata
+from passgate.providers.gemini import GeminiSpec, usage_from_metadata
 
+GEMINI = GeminiSpec()
 INFO = RequestInfo()
 TOKENS = Metered(kind="tokens")
 
@@ -47,6 +48,14 @@ def _event(candidates: int | None, thoughts: int | None = None, **extra: Any) ->
     }
 
 
+def test_media_uploads_keep_their_path_and_other_paths_get_a_version() -> None:
+    assert GEMINI.api_path(b"/upload/v1beta/files") == b"/upload/v1beta/files"
+    assert GEMINI.api_path(b"/models/m:generateContent") == b"/v1beta/models/m:generateContent"
+    assert GEMINI.api_path(b"/v1/models") == b"/v1/models"
+    assert GEMINI.api_path(b"/v1alpha/models") == b"/v1alpha/models"
+    assert GEMINI.api_path(b"/uploads") == b"/v1beta/uploads"
+
+
 def test_identity_of_the_provider() -> None:
     assert GEMINI.name == "gemini"
     assert GEMINI.prefix == b"/gemini"
@@ -58,6 +67,8 @@ def test_identity_of_the_provider() -> None:
     assert GEMINI.caller_key_headers == (b"x-goog-api-key",)
     assert GEMINI.caller_key_query == b"key"
     assert GEMINI.usage_keys == (b"usageMetadata", b"usage")
+    assert GEMINI.model_keys == (b"modelVersion", b"model")
+    assert GEMINI.correlation_headers == ()
     assert GEMINI.credential("real-key") == ("x-goog-api-key", "real-key")
 
 
@@ -154,9 +165,9 @@ def test_usage_without_thoughts_or_cache() -> None:
     assert GEMINI.usage(body, TOKENS, INFO) == Usage(8, 3, None, 11)
 
 
-def test_usage_counts_written_as_strings_are_read() -> None:
+def test_whole_float_counts_are_read_and_strings_are_not() -> None:
     body = {"usageMetadata": {"promptTokenCount": "12", "candidatesTokenCount": 4.0}}
-    assert GEMINI.usage(body, TOKENS, INFO) == Usage(prompt_tokens=12, completion_tokens=4)
+    assert GEMINI.usage(body, TOKENS, INFO) == Usage(completion_tokens=4)
 
 
 def test_embedding_usage_is_the_prompt() -> None:
@@ -309,7 +320,7 @@ def _catalog_document() -> Any:
 
 def test_the_price_catalog_loads_and_prices_a_cached_thinking_call() -> None:
     document = _catalog_document()
-    catalog = parse_catalog(document)
+    catalog = load_catalog(spec=GEMINI)
     for name, entry in document["models"].items():
         assert entry["source"].startswith("https://"), name
         assert entry["date"] == "2026-12-07", name
@@ -322,7 +333,7 @@ def test_the_price_catalog_loads_and_prices_a_cached_thinking_call() -> None:
 
 
 def test_the_catalog_prices_embeddings_and_the_latest_names() -> None:
-    catalog = parse_catalog(_catalog_document())
+    catalog = load_catalog(spec=GEMINI)
     embedding = catalog.lookup("gemini-embedding-001")
     assert embedding is not None
     assert embedding.cost(Usage(prompt_tokens=1000, total_tokens=1000)) == pytest.approx(1.5e-04)
