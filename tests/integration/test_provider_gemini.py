@@ -391,12 +391,16 @@ TAGS = """curl 'http://0.0.0.0:4000/gemini/v1beta/models/gemini-1.5-flash:genera
 LITELLM_KEYS = ("sk-1234ewknldferwedojwojw", "sk-anything", "anything", "sk-1234")
 
 
-def run_curl(command: str, gateway: GatewayProcess, key: str, **env: str) -> tuple[int, bytes]:
-    """Run one of the page's curls through bash against the gateway, with ``key`` for LiteLLM's."""
+def run_curl(
+    command: str, gateway: GatewayProcess, key: str | None, **env: str
+) -> tuple[int, bytes]:
+    """Run one of the page's curls through bash against the gateway, with ``key`` for LiteLLM's
+    (None: the page's own key, for a gateway without a master key)."""
     if command.startswith(LITELLM_TYPO):
         command = "curl '" + command
     command = command.replace(LITELLM_URL, gateway.url)
-    for litellm_key in LITELLM_KEYS:  # longest first: "anything" is inside "sk-anything"
+    for litellm_key in LITELLM_KEYS if key is not None else ():
+        # longest first: "anything" is inside "sk-anything"
         command = command.replace(f"key={litellm_key}", f"key={key}")
         command = command.replace(f"Bearer {litellm_key}", f"Bearer {key}")
     command = command.replace("curl ", "curl -sS -o /dev/stdout -w '\\n%{http_code}' ", 1)
@@ -455,6 +459,22 @@ def test_litellm_page_curls(command: str, up: FakeGemini, gw: GatewayProcess) ->
         assert answer["usageMetadata"] == payloads.usage_metadata(
             cached, payloads.CANDIDATE_TOKENS, payloads.THOUGHT_TOKENS
         )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_litellm_quick_start_as_written_on_a_gateway_without_master_key(
+    up: FakeGemini, fake_gemini: FakeGemini, start_gateway: GatewayFactory
+) -> None:
+    # the Quick Start's environment: only GEMINI_API_KEY (and the fake's base URL)
+    env = {"GEMINI_API_KEY": fake_gemini.api_key, "GEMINI_API_BASE": fake_gemini.url}
+    open_gateway = start_gateway(env)
+    status, body = run_curl(QUICK_START, open_gateway, None)
+    assert status == 200, body
+    assert orjson.loads(body)["totalTokens"] == payloads.PROMPT_TOKENS
+    (record,) = up.wait_for_requests(1)
+    assert (record.path, record.query) == ("/v1beta/models/gemini-1.5-flash:countTokens", b"")
+    assert record.body == body_of(QUICK_START)
+    assert_no_gateway_key(record, "anything")
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
