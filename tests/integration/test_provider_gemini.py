@@ -195,6 +195,8 @@ def test_key_in_the_query_is_removed_and_the_rest_kept_byte_for_byte(
     assert record.body == body
     assert_no_gateway_key(record, MASTER_KEY)
     row = spend_row(gw, "gem-query-key")
+    assert MASTER_KEY not in orjson.dumps(row).decode()
+    assert MASTER_KEY not in gw.logs()
     assert row["cached_tokens"] == payloads.CACHED_TOKENS
     assert row["cost"] == pytest.approx(generate_cost(FLASH, cached=True), rel=1e-9)
 
