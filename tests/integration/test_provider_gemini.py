@@ -165,6 +165,42 @@ def test_interactions_are_priced_streamed_or_not(up: FakeGemini, gw: GatewayProc
         assert row["cost"] == pytest.approx(generate_cost(FLASH, cached=False), rel=1e-9)
 
 
+def test_a_cut_stream_is_recorded_with_the_usage_it_reached(
+    up: FakeGemini, gw: GatewayProcess
+) -> None:
+    up.configure(stream_events=4, cut_stream_after=2)
+    target = f"/gemini/v1beta/models/{FLASH}:streamGenerateContent?alt=sse"
+    headers = {**JSON, "x-goog-api-key": MASTER_KEY, "x-request-id": "gem-cut"}
+    with (
+        pytest.raises(httpx.HTTPError),
+        httpx.stream("POST", gw.url + target, content=b"{}", headers=headers) as response,
+    ):
+        for _ in response.iter_raw():
+            pass
+    row = spend_row(gw, "gem-cut")
+    assert row["interrupted"] is True
+    candidates = payloads.CANDIDATE_TOKENS * 2 // 4  # as the second event reported them
+    assert row["completion_tokens"] == candidates + payloads.THOUGHT_TOKENS
+    per_in, per_out, _ = PRICES[FLASH]
+    expected = payloads.PROMPT_TOKENS * per_in + (candidates + payloads.THOUGHT_TOKENS) * per_out
+    assert row["cost"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_keys_budget_stops_gemini_calls(up: FakeGemini, gw: GatewayProcess) -> None:
+    # two calls fit in the budget, then the spend exceeds it
+    key = new_key(gw, max_budget=round(1.5 * generate_cost(FLASH, cached=False), 6))
+    body = orjson.dumps({"contents": [], "generationConfig": {"maxOutputTokens": 10}})
+    path = f"/gemini/v1beta/models/{FLASH}:generateContent"
+    headers = {**JSON, "x-goog-api-key": key}
+    statuses = [request(gw.url, "POST", path, body, headers).status for _ in range(2)]
+    deadline = time.monotonic() + WAIT
+    while (reply := request(gw.url, "POST", path, body, headers)).status == 200:
+        assert time.monotonic() < deadline, "the budget was never enforced"
+        time.sleep(0.05)
+    assert statuses == [200, 200]
+    assert (reply.status, reply.error["code"]) == (429, "budget_exceeded")
+
+
 def test_raw_sse_events_arrive_one_by_one(up: FakeGemini, gw: GatewayProcess) -> None:
     up.configure(stream_events=3, hold_last_event=True)
     target = f"{gw.url}/gemini/v1beta/models/{FLASH}:streamGenerateContent?alt=sse"
