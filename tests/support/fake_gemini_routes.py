@@ -38,21 +38,21 @@ class GeminiFile:
 
 
 @dataclass
-class GeminiStore:
-    """What the fake keeps between calls besides the recorded requests."""
-
-    api_key: str
-    files: dict[str, GeminiFile] = field(default_factory=dict)
-    uploads: dict[str, "Upload"] = field(default_factory=dict)  # resumable sessions by id
-
-
-@dataclass
 class Upload:
     """A resumable upload under way."""
 
     display_name: str
     mime_type: str
     received: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class GeminiStore:
+    """What the fake keeps between calls besides the recorded requests."""
+
+    api_key: str
+    files: dict[str, GeminiFile] = field(default_factory=dict)
+    uploads: dict[str, Upload] = field(default_factory=dict)  # resumable sessions by id
 
 
 def _query(call: Call) -> dict[str, list[str]]:
