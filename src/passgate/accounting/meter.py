@@ -82,7 +82,10 @@ class Meter:
         return None
 
     def settle(self, ex: Exchange) -> None:
-        """Set ``ex.cost`` and ``ex.priced`` from the model, the usage and the catalog."""
+        """Set ``ex.cost`` and ``ex.priced`` from the model, the usage and the catalog, once."""
+        if ex.settled:
+            return
+        ex.settled = True
         ex.priced = True
         metered = ex.metered
         if metered is None or metered.free:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from passgate.providers.base import Provider, ProviderSpec
+from passgate.providers.cohere import CohereSpec
 from passgate.providers.gemini import GeminiSpec
 from passgate.providers.mistral import MistralSpec
 
-BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), GeminiSpec())
+BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), CohereSpec(), GeminiSpec())
 
 
 def spec_named(name: str, specs: tuple[ProviderSpec, ...] = BUILTIN) -> ProviderSpec | None:
