@@ -72,7 +72,9 @@ class ProviderSpec(ABC):
         return sub_path
 
     def model_from_path(self, api_path: str) -> str | None:
-        """The model a path names (as Gemini's ``/v1beta/models/M:generateContent``), else None."""
+        """The model a path names (as Gemini's ``/v1beta/models/M:generateContent``), else None.
+        When it names one, it is the call's model (for a key's allowlist and the price),
+        whatever model the request body names."""
         return None
 
     @abstractmethod

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from passgate.providers.anthropic import AnthropicSpec
 from passgate.providers.base import Provider, ProviderSpec
 from passgate.providers.cohere import CohereSpec
+from passgate.providers.gemini import GeminiSpec
 from passgate.providers.mistral import MistralSpec
 
-BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), CohereSpec(), AnthropicSpec())
+BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), CohereSpec(), GeminiSpec(), AnthropicSpec())
 
 
 def spec_named(name: str, specs: tuple[ProviderSpec, ...] = BUILTIN) -> ProviderSpec | None:

@@ -205,8 +205,11 @@ class Relay:
             want_model=bool(principal.models),
         )
         spec = provider.spec
-        if ex.info.model is None:
-            ex.info.model = spec.model_from_path(ex.api_path)
+        # The model a path names is the one the upstream runs (models/M:generateContent):
+        # it wins over a body's "model", which could name another, allowed, cheaper one.
+        path_model = spec.model_from_path(ex.api_path)
+        if path_model is not None:
+            ex.info.model = path_model
         ex.model = ex.info.model
         ex.stream = ex.info.stream
         ex.metered = spec.metered(ex.method, ex.api_path, ex.info)
