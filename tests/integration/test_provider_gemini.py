@@ -143,8 +143,8 @@ def test_sdk_stream_is_relayed_and_priced(up: FakeGemini, gw: GatewayProcess) ->
     assert record.raw_path == f"/v1/models/{FLASH}:streamGenerateContent?alt=sse".encode()
     assert_no_gateway_key(record, MASTER_KEY)
     row = spend_row(gw, "gem-sdk-stream")
-    # (the row's stream column follows a body's "stream": true; Gemini says it in the path)
-    assert (row["model"], row["interrupted"]) == (FLASH, False)
+    # Gemini asks for a stream in the path, not the body
+    assert (row["model"], row["interrupted"], row["stream"]) == (FLASH, False, True)
     assert row["cost"] == pytest.approx(generate_cost(FLASH, cached=False), rel=1e-9)
 
 

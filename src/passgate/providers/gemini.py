@@ -188,6 +188,10 @@ class GeminiSpec(ProviderSpec):
             return None
         return _METERED_METHODS.get(match.group(3))
 
+    def streamed(self, api_path: str, info: RequestInfo) -> bool:
+        """``:streamGenerateContent`` streams whatever the body says."""
+        return info.stream or api_path.endswith("streamGenerateContent")
+
     def model_from_path(self, api_path: str) -> str | None:
         """``gemini-2.5-flash`` for ``/v1beta/models/gemini-2.5-flash:generateContent``.
 

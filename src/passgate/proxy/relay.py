@@ -211,7 +211,7 @@ class Relay:
         if path_model is not None:
             ex.info.model = path_model
         ex.model = ex.info.model
-        ex.stream = ex.info.stream
+        ex.stream = spec.streamed(ex.api_path, ex.info)
         ex.metered = spec.metered(ex.method, ex.api_path, ex.info)
         for guard in self._pipeline.guards:
             await guard.admit(ex)
