@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from passgate.providers.registry import BUILTIN
+
 ROOT = Path(__file__).resolve().parents[2]
 PASSGATE = Path(sys.executable).with_name("passgate")
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -47,7 +49,9 @@ class GatewayProcess:
         self.data_dir = data_dir or Path(self._tmp.name) / "data"
         self.log_path = Path(self._tmp.name) / "gateway.log"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PASSGATE_", "LITELLM_"))}
-        for name in ("MISTRAL_API_KEY", "MISTRAL_API_BASE", "DATABASE_URL", "REDIS_URL"):
+        # a developer's own provider keys and base URLs never reach a test gateway
+        providers = [name for spec in BUILTIN for name in (*spec.base_env, *spec.key_env)]
+        for name in (*providers, "DATABASE_URL", "REDIS_URL"):
             base.pop(name, None)
         for name in [k for k in base if k.lower() in _PROXY_VARIABLES]:
             base.pop(name)  # the gateway honours them: a test names the proxy it means

@@ -1,9 +1,10 @@
 """Anthropic at ``/anthropic``: ``ANTHROPIC_API_BASE`` (default ``https://api.anthropic.com``),
 the key from ``ANTHROPIC_API_KEY`` sent upstream as ``x-api-key``.
 
-Callers present their gateway key as ``x-api-key`` (the Anthropic SDK's default) or as
-``Authorization: Bearer`` (an SDK given an auth token, and Claude Code): neither reaches the
-upstream. ``anthropic-version`` and ``anthropic-beta`` pass through untouched.
+Callers present their gateway key as ``x-api-key`` or as ``Authorization: Bearer`` (what
+the SDK and Claude Code send, depending on their version and settings); with both, the bearer
+token is the gateway key. Neither reaches the upstream. ``anthropic-version`` and
+``anthropic-beta`` pass through untouched.
 
 Metered:
 
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 
 from passgate.exchange import Metered, RequestInfo, Usage
 from passgate.providers.base import ProviderSpec
-from passgate.providers.shapes import count, detail
+from passgate.providers.shapes import MAX_COUNT, count, detail
 
 MESSAGES = Metered("messages")
 # served as application/binary: JSON lines all the same
@@ -36,6 +37,8 @@ COUNT_TOKENS = Metered("count_tokens", free=True)
 
 _BATCH_RESULTS = re.compile(r"/v1/messages/batches/[^/]+/results")
 _CACHE_DETAILS = ("cache_creation",)
+_OUTPUT_DETAILS = ("output_tokens_details",)
+_SERVER_TOOLS = ("server_tool_use",)  # web searches, billed per request
 
 
 def message_usage(usage: Any) -> Usage | None:
@@ -45,6 +48,11 @@ def message_usage(usage: Any) -> Usage | None:
     fresh = count(usage.get("input_tokens"))
     read = count(usage.get("cache_read_input_tokens"))
     written = count(usage.get("cache_creation_input_tokens"))
+    written_1h = detail(usage, _CACHE_DETAILS, "ephemeral_1h_input_tokens")
+    if written is None:  # only the split by lifetime given
+        written_5m = detail(usage, _CACHE_DETAILS, "ephemeral_5m_input_tokens")
+        if written_5m is not None or written_1h is not None:
+            written = (written_5m or 0) + (written_1h or 0)
     output = count(usage.get("output_tokens"))
     if fresh is None and read is None and written is None and output is None:
         return None
@@ -55,7 +63,9 @@ def message_usage(usage: Any) -> Usage | None:
         completion_tokens=output,
         cached_tokens=read,
         cache_write_tokens=written,
-        cache_write_1h_tokens=detail(usage, _CACHE_DETAILS, "ephemeral_1h_input_tokens"),
+        cache_write_1h_tokens=written_1h,
+        reasoning_tokens=detail(usage, _OUTPUT_DETAILS, "thinking_tokens"),
+        search_units=detail(usage, _SERVER_TOOLS, "web_search_requests"),
     )
 
 
@@ -77,17 +87,28 @@ def _merged(so_far: Usage | None, later: Usage) -> Usage:
     return replace(so_far, **changes)
 
 
+_SUMMED = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "search_units",
+)
+
+
+def _sum(first: int | None, second: int | None) -> int | None:
+    """Two counts added: unknown only when both are, capped where the spend log's columns end."""
+    if first is None or second is None:
+        return second if first is None else first
+    return min(first + second, MAX_COUNT)
+
+
 def _added(total: Usage | None, more: Usage) -> Usage:
     if total is None:
         return more
-    return Usage(
-        prompt_tokens=(total.prompt_tokens or 0) + (more.prompt_tokens or 0),
-        completion_tokens=(total.completion_tokens or 0) + (more.completion_tokens or 0),
-        cached_tokens=(total.cached_tokens or 0) + (more.cached_tokens or 0),
-        cache_write_tokens=(total.cache_write_tokens or 0) + (more.cache_write_tokens or 0),
-        cache_write_1h_tokens=(total.cache_write_1h_tokens or 0)
-        + (more.cache_write_1h_tokens or 0),
-    )
+    return Usage(**{name: _sum(getattr(total, name), getattr(more, name)) for name in _SUMMED})
 
 
 class AnthropicSpec(ProviderSpec):

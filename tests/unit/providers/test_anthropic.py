@@ -55,6 +55,33 @@ def test_metered_routes(method: str, path: str, metered: object) -> None:
     assert SPEC.metered(method, path, INFO) is metered
 
 
+def test_thinking_web_searches_and_a_lifetime_split_alone_are_counted() -> None:
+    usage = {
+        "input_tokens": 5,
+        "cache_creation": {"ephemeral_5m_input_tokens": 7, "ephemeral_1h_input_tokens": 3},
+        "output_tokens": 50,
+        "output_tokens_details": {"thinking_tokens": 30},
+        "server_tool_use": {"web_search_requests": 2},
+    }
+    assert message_usage(usage) == Usage(
+        prompt_tokens=15,
+        completion_tokens=50,
+        cache_write_tokens=10,
+        cache_write_1h_tokens=3,
+        reasoning_tokens=30,
+        search_units=2,
+    )
+
+
+def test_a_batch_sum_stays_within_the_spend_log_and_unknown_stays_unknown() -> None:
+    big = {"result": {"message": {"usage": {"input_tokens": 2**31 - 10, "output_tokens": 1}}}}
+    total = SPEC.stream_usage(big, None, BATCH_RESULTS)
+    total = SPEC.stream_usage(big, total, BATCH_RESULTS)
+    assert total is not None
+    assert (total.prompt_tokens, total.completion_tokens) == (2**31 - 1, 2)
+    assert total.cached_tokens is None
+
+
 def test_a_stream_merges_message_start_and_message_delta() -> None:
     start = {
         "type": "message_start",
@@ -92,13 +119,7 @@ def test_batch_result_lines_add_up() -> None:
     total = None
     for obj in (line, errored, line):
         total = SPEC.stream_usage(obj, total, BATCH_RESULTS)
-    assert total == Usage(
-        prompt_tokens=20,
-        completion_tokens=10,
-        cached_tokens=0,
-        cache_write_tokens=0,
-        cache_write_1h_tokens=0,
-    )
+    assert total == Usage(prompt_tokens=20, completion_tokens=10)
 
 
 @pytest.mark.parametrize(
