@@ -10,8 +10,10 @@ from collections.abc import Mapping
 
 from passgate.providers.base import Provider, ProviderSpec
 from passgate.providers.mistral import MistralSpec
+from passgate.providers.openai import OpenAISpec
+from passgate.providers.openai_compatible import VllmSpec
 
-BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(),)
+BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), OpenAISpec(), VllmSpec())
 
 
 def spec_named(name: str, specs: tuple[ProviderSpec, ...] = BUILTIN) -> ProviderSpec | None:
