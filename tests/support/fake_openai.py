@@ -138,7 +138,11 @@ async def images(call: Call, _: re.Match[str]) -> None:
         )
     else:
         body = _body(call)
-        model, n, stream = _model(body, "gpt-image-1"), int(body.get("n", 1)), body.get("stream")
+        model, n, stream = (
+            _model(body, "gpt-image-1"),
+            int(body.get("n", 1)),
+            body.get("stream") is True,
+        )
     if stream is True:
         events = payloads.image_events(n)
         await _stream(call, [sse_event(name, data) for name, data in events])
