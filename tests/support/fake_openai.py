@@ -300,3 +300,7 @@ class FakeOpenAI(FakeMistral):
         self.key = key
         # the same uvicorn server and recording, answering OpenAI's API instead of Mistral's
         self._server.config.app = FakeApp(self._state, router(key, base_path.rstrip("/")))
+
+    def __enter__(self) -> "FakeOpenAI":
+        self.start()
+        return self
