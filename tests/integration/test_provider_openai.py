@@ -38,6 +38,7 @@ CHAT_COST_4O = 16 * GPT_4O[0] + 7 * GPT_4O[1] + 41 * GPT_4O[2]
 # responses usage of the fake: 31 input (11 cached), 52 output (20 reasoning)
 RESPONSE_COST_5 = 20 * GPT_5[0] + 11 * GPT_5[1] + 52 * GPT_5[2]
 MESSAGES: Any = [{"role": "user", "content": "Hi"}]
+NAMED_KEY = "ollama-secret-0123456789"
 VLLM_PRICE = {"input_cost_per_token": 1e-07, "output_cost_per_token": 3e-07}
 
 
@@ -55,16 +56,33 @@ def vllm() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def gateway(upstream: FakeOpenAI, vllm: FakeOpenAI, tmp_path_factory: Any) -> Iterator[Any]:
+def named() -> Iterator[FakeOpenAI]:
+    """A server declared in the config file, living under ``/api`` on its host."""
+    with FakeOpenAI(key=None, base_path="/api") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    upstream: FakeOpenAI, vllm: FakeOpenAI, named: FakeOpenAI, tmp_path_factory: Any
+) -> Iterator[Any]:
     config: Path = tmp_path_factory.mktemp("openai") / "config.yaml"
     config.write_text(
         "pricing:\n"
         "  vllm/served-model:\n"
         "    input_cost_per_token: 0.0000001\n"
-        "    output_cost_per_token: 0.0000003\n",
+        "    output_cost_per_token: 0.0000003\n"
+        "openai_compatible:\n"
+        "  - name: ollama\n"
+        f"    api_base: {named.url}/api\n"
+        "    api_key: os.environ/OLLAMA_TEST_KEY\n"
+        "    credential_header: X-Api-Key\n"
+        "    pricing:\n"
+        "      llama3: {input_cost_per_token: 0.000002, output_cost_per_token: 0.000004}\n",
         encoding="utf-8",
     )
     env = {
+        "OLLAMA_TEST_KEY": NAMED_KEY,
         "OPENAI_API_BASE": upstream.url,
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "HOSTED_VLLM_API_BASE": vllm.url,
@@ -319,3 +337,26 @@ def test_vllm_priced_from_the_config_and_unpriced_models_cost_null(
     )
     row = spend_row(gateway, unpriced)
     assert (row["provider"], row["prompt_tokens"], row["cost"]) == ("vllm", 23, None)
+
+
+def test_a_named_server_from_the_config_file_gets_its_key_header_and_prices(
+    gateway: GatewayProcess, named: FakeOpenAI
+) -> None:
+    priced, unpriced = rid(), rid()
+    client = openai.OpenAI(base_url=gateway.url + "/ollama", api_key=MASTER_KEY, max_retries=0)
+    client.chat.completions.create(
+        model="llama3", messages=MESSAGES, extra_headers={"x-request-id": priced}
+    )
+    seen = named.last
+    assert seen.path == "/api/v1/chat/completions"  # the base URL's path kept, v1 added
+    assert seen.header_values("x-api-key") == [NAMED_KEY]
+    assert seen.header("authorization") is None
+    client.chat.completions.create(
+        model="qwen3", messages=MESSAGES, extra_headers={"x-request-id": unpriced}
+    )
+    row = spend_row(gateway, priced)
+    assert (row["provider"], row["model"]) == ("ollama", "llama3")
+    assert row["cost"] == pytest.approx(23 * 0.000002 + 41 * 0.000004, rel=1e-9)
+    row = spend_row(gateway, unpriced)
+    assert (row["provider"], row["total_tokens"], row["cost"]) == ("ollama", 64, None)
+    assert NAMED_KEY not in gateway.logs()

@@ -18,6 +18,8 @@ from passgate.providers.base import ProviderSpec
 from passgate.providers.openai import event_usage, metered_route, model_from, usage_from
 
 BEARER = "Authorization"
+# the config file's list of named servers (docs/providers/openai.md)
+SECTION = "openai_compatible"
 
 
 class OpenAICompatibleSpec(ProviderSpec):
