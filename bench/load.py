@@ -130,7 +130,7 @@ def _headers(auth: str, content_type: str) -> dict[str, str]:
     return {"Authorization": auth, "Content-Type": content_type}
 
 
-async def _stream(url: str, auth: str, count: int) -> StreamResult:
+async def _stream(url: str, auth: str, count: int, request: bytes) -> StreamResult:
     ttfb: list[float] = []
     total: list[float] = []
     chunks = events = errors = 0
@@ -143,7 +143,7 @@ async def _stream(url: str, auth: str, count: int) -> StreamResult:
             first: float | None = None
             got_chunks = got_events = 0
             body = b""
-            async with session.post(url, data=STREAM_REQUEST, headers=headers) as response:
+            async with session.post(url, data=request, headers=headers) as response:
                 async for data in response.content.iter_any():
                     first = first or time.perf_counter()
                     got_chunks += 1
@@ -164,9 +164,9 @@ async def _stream(url: str, auth: str, count: int) -> StreamResult:
     return StreamResult(ttfb, total, chunks, events, errors, first_error)
 
 
-def stream(url: str, auth: str, count: int) -> StreamResult:
-    """`count` streamed chats one after another on one keep-alive connection."""
-    return asyncio.run(_stream(url, auth, count))
+def stream(url: str, auth: str, count: int, body: bytes = STREAM_REQUEST) -> StreamResult:
+    """`count` streamed answers to ``body`` one after another on one keep-alive connection."""
+    return asyncio.run(_stream(url, auth, count, body))
 
 
 async def _upload(url: str, auth: str, rounds: int, body: bytes) -> tuple[list[float], int, str]:

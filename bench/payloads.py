@@ -58,6 +58,55 @@ def stream_events() -> list[bytes]:
     return events
 
 
+ANTHROPIC_MODEL = "claude-sonnet-4-6"
+ANTHROPIC_REQUEST: bytes = json.dumps(
+    {
+        "model": ANTHROPIC_MODEL,
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "stream": True,
+    }
+).encode()
+
+
+def anthropic_events() -> list[bytes]:
+    """The SSE events of one streamed Anthropic message: message_start (the input usage),
+    STREAM_EVENTS text deltas, message_delta (the output usage), message_stop."""
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
+
+    usage = {"input_tokens": 12, "cache_read_input_tokens": 0, "output_tokens": 1}
+    start = {"id": "msg_bench", "type": "message", "role": "assistant", "content": []}
+    events = [
+        event("message_start", {"type": "message_start", "message": {**start, "usage": usage}}),
+        event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}},
+        ),
+    ]
+    for index in range(STREAM_EVENTS):
+        delta = {"type": "text_delta", "text": f"token{index} "}
+        events.append(
+            event(
+                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+            )
+        )
+    events += [
+        event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": 24},
+            },
+        ),
+        event("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
 def upload_body() -> bytes:
     """A multipart/form-data body holding a file of UPLOAD_BYTES bytes (as the SDK sends)."""
     head = (

@@ -19,6 +19,8 @@ class Results:
 
     chat: dict[str, dict[int, ChatResult]] = field(default_factory=dict)
     stream: dict[str, StreamResult] = field(default_factory=dict)
+    # streamed Anthropic messages (/v1/messages), direct and through /anthropic
+    stream_messages: dict[str, StreamResult] = field(default_factory=dict)
     upload: dict[str, UploadResult] = field(default_factory=dict)
     rss: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # target -> why it was not measured
@@ -70,10 +72,10 @@ def _chat_rows(results: Results) -> list[Row]:
     return rows
 
 
-def _stream_rows(results: Results) -> list[Row]:
+def _stream_rows(streams: dict[str, StreamResult], kind: str) -> list[Row]:
     rows: list[Row] = []
-    direct = results.stream.get(DIRECT)
-    for target, result in results.stream.items():
+    direct = streams.get(DIRECT)
+    for target, result in streams.items():
         responses = len(result.ttfb)
         chunks = result.chunks / responses if responses else float("nan")
         events = result.events / responses if responses else float("nan")
@@ -86,7 +88,7 @@ def _stream_rows(results: Results) -> list[Row]:
         ):
             rows.append(
                 (
-                    f"stream {STREAM_EVENTS} events, {name}",
+                    f"{kind} {STREAM_EVENTS} events, {name}",
                     target,
                     "",
                     _ms(median(values)),
@@ -141,7 +143,8 @@ def table(results: Results) -> str:
     """The markdown table of one run."""
     rows = [
         *_chat_rows(results),
-        *_stream_rows(results),
+        *_stream_rows(results.stream, "stream"),
+        *_stream_rows(results.stream_messages, "anthropic stream"),
         *_upload_rows(results),
         *_rss_rows(results),
     ]

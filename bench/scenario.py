@@ -20,6 +20,7 @@ from bench.gateways import (
 )
 from bench.load import ChatResult
 from bench.nginx import proxy_config, upstream_config
+from bench.payloads import ANTHROPIC_REQUEST
 from bench.procs import BenchError, Service, Services, ensure_tools, free_port
 from bench.report import DIRECT, NGINX, Results
 
@@ -27,6 +28,7 @@ PROVIDER_AUTH = "Bearer x"
 MASTER_AUTH = f"Bearer {MASTER_KEY}"
 CHAT = "/v1/chat/completions"
 FILES = "/v1/files"
+MESSAGES = "/v1/messages"
 REDIS_URL = os.environ.get("PASSGATE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 RPM_NEVER_REACHED = 1_000_000_000  # a limit every call is checked against, none refused
 
@@ -150,6 +152,12 @@ class Bench:
         print(f"  stream   {target} ...", flush=True)
         self.results.stream[target] = load.stream(url, auth, self.plan.streams)
 
+    def stream_messages(self, target: str, url: str, auth: str) -> None:
+        """Sequential streamed Anthropic messages."""
+        print(f"  anthropic stream {target} ...", flush=True)
+        found = load.stream(url, auth, self.plan.streams, ANTHROPIC_REQUEST)
+        self.results.stream_messages[target] = found
+
     def upload(self, target: str, url: str, auth: str, gateway: Service | None) -> None:
         """10 MB multipart uploads, with the gateway's peak RSS."""
         print(f"  upload   {target} ...", flush=True)
@@ -198,6 +206,7 @@ def _baselines(bench: Bench) -> None:
     bench.chat(NGINX, urls.proxy_chat + CHAT, "", proxy, levels)
     bench.stream(DIRECT, urls.sse + CHAT, PROVIDER_AUTH)
     bench.stream(NGINX, urls.proxy_sse + CHAT, "")
+    bench.stream_messages(DIRECT, urls.sse + MESSAGES, PROVIDER_AUTH)
     bench.upload(DIRECT, urls.sse + FILES, PROVIDER_AUTH, None)
     bench.upload(NGINX, urls.proxy_sse + FILES, "", proxy)
 
@@ -250,8 +259,10 @@ def _rate_limited(bench: Bench) -> None:
 
 
 def _passgate_stream_and_upload(bench: Bench) -> None:
-    gateway, url = start_passgate(bench.services, "gateway", bench.urls.sse)
+    anthropic = {"ANTHROPIC_API_BASE": bench.urls.sse, "ANTHROPIC_API_KEY": "x"}
+    gateway, url = start_passgate(bench.services, "gateway", bench.urls.sse, extra_env=anthropic)
     bench.stream(targets.PASSGATE, url + "/mistral" + CHAT, MASTER_AUTH)
+    bench.stream_messages(targets.PASSGATE, url + "/anthropic" + MESSAGES, MASTER_AUTH)
     bench.upload(targets.PASSGATE, url + "/mistral" + FILES, MASTER_AUTH, gateway)
     bench.rss(f"{targets.PASSGATE} (after stream + upload)", gateway)
 

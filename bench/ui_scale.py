@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from passgate.accounting.spend_sql import SpendStatements
-from passgate.api.app import build_app
+from passgate.app import build_app
 from passgate.call_record import CallRecord
 from passgate.config import Settings
 from passgate.storage.db import create_engine

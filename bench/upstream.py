@@ -9,18 +9,27 @@ import json
 
 from aiohttp import web
 
-from bench.payloads import STREAM_EVENTS, stream_events
+from bench.payloads import STREAM_EVENTS, anthropic_events, stream_events
 
 GAP = web.AppKey("gap", float)
 EVENTS = web.AppKey("events", list)
+MESSAGE_EVENTS = web.AppKey("message_events", list)
 
 
 async def stream_chat(request: web.Request) -> web.StreamResponse:
     """Send the streamed chat one event per write, `gap` seconds apart."""
+    return await _stream(request, request.app[EVENTS])
+
+
+async def stream_message(request: web.Request) -> web.StreamResponse:
+    """Send the streamed Anthropic message one event per write, `gap` seconds apart."""
+    return await _stream(request, request.app[MESSAGE_EVENTS])
+
+
+async def _stream(request: web.Request, events: list[bytes]) -> web.StreamResponse:
     await request.read()
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
-    events: list[bytes] = request.app[EVENTS]
     for index, event in enumerate(events):
         await response.write(event)
         if index < len(events) - 1:
@@ -48,7 +57,9 @@ def build_app(gap: float) -> web.Application:
     app = web.Application(client_max_size=1 << 30)
     app[GAP] = gap
     app[EVENTS] = stream_events()
+    app[MESSAGE_EVENTS] = anthropic_events()
     app.router.add_post("/v1/chat/completions", stream_chat)
+    app.router.add_post("/v1/messages", stream_message)
     app.router.add_post("/v1/files", upload_sink)
     app.router.add_get("/ready", ready)
     return app

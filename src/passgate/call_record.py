@@ -52,6 +52,7 @@ class CallRecord(NamedTuple):
     reasoning_tokens: int | None
     search_units: int | None
     images: int | None
+    cache_write_1h_tokens: int | None
     cost: float | None
     upstream_request_id: str | None
     error: str | None

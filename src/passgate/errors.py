@@ -79,14 +79,22 @@ def gateway_timeout(message: str) -> GatewayError:
     return GatewayError(504, message, "upstream_error", "upstream_timeout")
 
 
-async def send_error(send: Send, err: GatewayError, request_id: bytes) -> None:
-    """Answer an ASGI HTTP request with ``err`` in the JSON shape, carrying ``request_id``."""
+def error_headers(
+    err: GatewayError, body: bytes, request_id: bytes | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The response headers of ``err`` answered with ``body``: JSON, its length, the request
+    id when given (the admin app's middleware adds its own), and the error's own."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id))
+    headers.extend(err.headers)
+    return headers
+
+
+async def send_error(send: Send, err: GatewayError, request_id: bytes | None = None) -> None:
+    """Answer an ASGI HTTP request with ``err`` in the JSON shape (the one renderer of the
+    gateway's errors, for the relay and the admin app alike)."""
     body = err.body()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id),
-        *err.headers,
-    ]
+    headers = error_headers(err, body, request_id)
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from passgate.principal import Principal
 
@@ -24,6 +24,36 @@ def new_call_id() -> str:
     # call, where uuid4 reads the OS's random source on every request.
     # 16 bytes as hex: cheaper than an f-string, where each ``:016x`` is a format call.
     return ((time.time_ns() << 64) | random.getrandbits(64)).to_bytes(16).hex()
+
+
+T = TypeVar("T")
+
+
+class Slot(Generic[T]):
+    """A typed place for one feature's state on a call (the limits' ticket, say), owned by
+    that feature: only code holding the ``Slot`` object reads or writes it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # for reading a call's state while debugging
+
+    def get(self, ex: Exchange) -> T | None:
+        """The state held for this call, if any."""
+        slots = ex.slots
+        return None if slots is None else slots.get(self)
+
+    def put(self, ex: Exchange, value: T) -> None:
+        """Hold ``value`` for this call."""
+        if ex.slots is None:
+            ex.slots = {self: value}
+        else:
+            ex.slots[self] = value
+
+    def take(self, ex: Exchange) -> T | None:
+        """The state held for this call, removed from it."""
+        slots = ex.slots
+        return None if slots is None else slots.pop(self, None)
 
 
 @dataclass(slots=True)
@@ -44,6 +74,8 @@ class Usage:
     reasoning_tokens: int | None = None
     search_units: int | None = None  # rerank searches, as the provider bills them
     images: int | None = None  # images generated
+    # of cache_write_tokens, those written for an hour (priced above the default lifetime's)
+    cache_write_1h_tokens: int | None = None
 
     def tokens(self) -> int:
         """Tokens to count against a token rate limit."""
@@ -60,6 +92,7 @@ class Metered:
     discount: float = 1.0  # multiplier on the cost (a batch API at half price: 0.5)
     free: bool = False  # metered but never charged (token counting): cost 0.0
     fixed: Usage | None = None  # usage known from the request alone; the body is not read
+    json_lines: bool = False  # the answer is JSON lines whatever its content type says
 
 
 @dataclass(slots=True)
@@ -106,8 +139,10 @@ class Exchange:
     upstream_request_id: str | None = None
     deployment: str | None = None  # the named upstream deployment that answered
     metered: Metered | None = None  # how the call's usage is read; None: it reports none
-    reservation: Any = None  # set by the limits guard, settled when the call ends
-    settled: bool = False  # cost has been computed by the metering
+    # per-call state of the features, each under a ``Slot`` the feature owns; None until one
+    # stores something (most calls carry none)
+    slots: dict[Slot[Any], Any] | None = None
+    settled: bool = False  # cost has been computed by the metering (which sets it)
     # The gateway's own id of this call: unique even when clients reuse x-request-id,
     # so a spend row can never be mistaken for another call's (and dropped as a duplicate).
     call_id: str = field(default_factory=new_call_id)

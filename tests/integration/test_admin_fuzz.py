@@ -37,7 +37,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 from starlette.routing import Mount, Route
 
-from passgate.api.app import build_app
 from passgate.api.entity_schemas import (
     CustomerRequest,
     TeamQuery,
@@ -55,6 +54,7 @@ from passgate.api.key_schemas import (
     UpdateKeyRequest,
 )
 from passgate.api.spend import CustomerQuery, LogsQuery, ReportQuery
+from passgate.app import build_app
 from passgate.config import Settings
 from tests.conftest import PROVIDER_KEY
 from tests.support.admin_inputs import (

@@ -27,6 +27,7 @@ from passgate.config import Settings
 from passgate.errors import GatewayError
 from passgate.exchange import Exchange
 from passgate.limits.backend import ScopeKind
+from passgate.limits.guard import TICKET
 from passgate.limits.runtime import Limits, build_limits
 from passgate.storage.db import session_factory
 from tests.support.databases import migrated_engine, sqlite_url
@@ -190,7 +191,7 @@ async def test_customer_budget_is_enforced_and_updates_apply_at_once(gateway: Ga
     guard = gateway.limits.guard
     ok = call_for("alice")
     await guard.admit(ok)
-    await guard.finished(ok)
+    await guard.cleanup(ok)
 
     status, _ = await gateway.client.call(
         "POST", "/customer/update", {"user_id": "alice", "max_budget": 0.0}
@@ -204,8 +205,8 @@ async def test_customer_budget_is_enforced_and_updates_apply_at_once(gateway: Ga
     await gateway.client.call("POST", "/customer/new", {"user_id": "bob", "max_budget": 1.0})
     bob = call_for("bob")
     await guard.admit(bob)
-    assert bob.reservation is not None
-    await guard.finished(bob)
+    assert TICKET.get(bob) is not None
+    await guard.cleanup(bob)
 
     await gateway.client.call("POST", "/customer/update", {"user_id": "bob", "blocked": True})
     with pytest.raises(GatewayError) as blocked:

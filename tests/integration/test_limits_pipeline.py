@@ -87,11 +87,10 @@ async def start_instance(
     )
     writer = SpendWriter(engine, flush_interval=0.05)
     upstream = Upstream(UpstreamOptions.from_settings(settings))
-    pipeline = Pipeline(
-        authenticator=KeyAuthenticator(MasterKey(MASTER), cache),
-        guards=[KeyAccessGuard(), limits.guard],
+    pipeline = Pipeline.of(
+        KeyAuthenticator(MasterKey(MASTER), cache),
+        [KeyAccessGuard(), limits.guard, writer],
         metering=Meter(CATALOGS),
-        observers=[limits.guard, writer],
     )
     relay = Relay(
         b"/mistral",

@@ -15,6 +15,7 @@ from passgate.accounting.pricing import load_catalogs
 from passgate.config import Settings
 from passgate.errors import GatewayError
 from passgate.exchange import Exchange
+from passgate.limits.guard import TICKET
 from passgate.limits.runtime import build_limits, limits_warning
 from passgate.limits.store import SqlBudgetStore, to_datetime
 from passgate.principal import Principal
@@ -163,8 +164,8 @@ async def test_counters_start_from_the_database_spend(
             end_user="bob",
         )
         await limits.guard.admit(ex2)
-        assert ex2.reservation is not None
-        await limits.guard.finished(ex2)
+        assert TICKET.get(ex2) is not None
+        await limits.guard.cleanup(ex2)
     finally:
         await limits.stop()
 

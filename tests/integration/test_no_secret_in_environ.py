@@ -93,3 +93,19 @@ def test_no_process_keeps_a_key_in_its_environment(
     _assert_no_secret_in(_processes(gateway))
     for _ in range(4):
         _call_uses_the_provider_key(gateway, upstream)
+
+
+def test_a_key_the_config_file_names_by_variable_stays_out_of_every_environment(
+    upstream: FakeMistral, start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "passgate.yaml"
+    config.write_text(
+        "master_key: os.environ/PROD_MASTER\n"
+        "providers:\n"
+        f"  mistral: {{api_base: {upstream.url}, api_key: os.environ/PROD_PROVIDER_KEY}}\n",
+        encoding="utf-8",
+    )
+    env = {"PROD_PROVIDER_KEY": PROVIDER_KEY, "PROD_MASTER": MASTER_KEY}
+    gateway = start_gateway(env, 1, args=("--config", str(config)))
+    _assert_no_secret_in(_processes(gateway))
+    _call_uses_the_provider_key(gateway, upstream)

@@ -101,7 +101,7 @@ def test_a_default_worker_imports_no_migrations_tracing_or_redis(tmp_path: Path)
     worker = worker_modules(tmp_path)
     assert worker["factory"] == "passgate.runtime.worker:worker_app"
     modules = worker["modules"]
-    assert "passgate.api.app" in modules  # the app was built
+    assert "passgate.app" in modules  # the app was built
     assert loaded(modules, NEVER_IN_A_WORKER) == []
     assert loaded(modules, (*TRACING, "redis")) == []
 

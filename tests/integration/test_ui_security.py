@@ -276,7 +276,8 @@ def test_a_deleted_keys_session_ends(gw: GatewayProcess) -> None:
 
 
 def test_logout_and_expiry(fake_upstream: FakeMistral, start_gateway: GatewayFactory) -> None:
-    gw = start_gateway(env(fake_upstream, PASSGATE_UI_SESSION_TTL="1"))
+    # long enough for a login and a page on a loaded machine, short enough to wait out
+    gw = start_gateway(env(fake_upstream, PASSGATE_UI_SESSION_TTL="4"))
     client = UiClient(gw.url)
     assert client.login(MASTER_KEY).status == 303
     assert client.get("/ui/").status == 200
@@ -285,7 +286,7 @@ def test_logout_and_expiry(fake_upstream: FakeMistral, start_gateway: GatewayFac
     assert client.get("/ui/").status == 303
     client.login(MASTER_KEY)
     assert client.get("/ui/").status == 200
-    time.sleep(2.1)  # past the one-second session lifetime
+    time.sleep(5.1)  # past the session lifetime
     assert client.get("/ui/").status == 303
 
 

@@ -7,7 +7,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from passgate.api.app import build_app
+from passgate.app import build_app
 from passgate.config import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]

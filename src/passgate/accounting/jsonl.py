@@ -20,7 +20,14 @@ from passgate.accounting.usage import (
 )
 from passgate.exchange import Usage
 
-MEDIA_TYPES = frozenset({b"application/x-ndjson", b"application/jsonl", b"application/stream+json"})
+MEDIA_TYPES = frozenset(
+    {
+        b"application/x-ndjson",
+        b"application/jsonl",
+        b"application/x-jsonl",
+        b"application/stream+json",
+    }
+)
 
 
 class JsonLinesUsageReader:

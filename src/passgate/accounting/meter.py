@@ -73,16 +73,19 @@ class Meter:
             return None
         spec, keys = found
         media = content_type.split(b";", 1)[0].strip().lower()
+        if metered.json_lines or media in _JSON_LINES:
+            return JsonLinesUsageReader(Reading(spec, keys, metered, ex.info), self.sse_event_cap)
         if media == _SSE:
             return SseUsageReader(Reading(spec, keys, metered, ex.info), self.sse_event_cap)
         if media in _JSON or media.endswith(b"+json"):
             return JsonUsageReader(Reading(spec, keys, metered, ex.info), self.json_limit)
-        if media in _JSON_LINES:
-            return JsonLinesUsageReader(Reading(spec, keys, metered, ex.info), self.sse_event_cap)
         return None
 
     def settle(self, ex: Exchange) -> None:
-        """Set ``ex.cost`` and ``ex.priced`` from the model, the usage and the catalog."""
+        """Set ``ex.cost`` and ``ex.priced`` from the model, the usage and the catalog, once."""
+        if ex.settled:
+            return
+        ex.settled = True
         ex.priced = True
         metered = ex.metered
         if metered is None or metered.free:

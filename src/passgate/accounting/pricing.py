@@ -33,6 +33,7 @@ _FIELDS = {
     "output_cost_per_token": "output_per_token",
     "cache_read_input_token_cost": "cached_input_per_token",
     "cache_creation_input_token_cost": "cache_write_per_token",
+    "cache_creation_input_token_cost_above_1hr": "cache_write_1h_per_token",
     "ocr_cost_per_page": "per_page",
     "annotation_cost_per_page": "per_annotated_page",
     "input_cost_per_second": "per_audio_second",
@@ -42,7 +43,12 @@ _FIELDS = {
 }
 # these fall back to the base rate (input, page) when null
 _NULLABLE = frozenset(
-    {"cache_read_input_token_cost", "cache_creation_input_token_cost", "annotation_cost_per_page"}
+    {
+        "cache_read_input_token_cost",
+        "cache_creation_input_token_cost",
+        "cache_creation_input_token_cost_above_1hr",
+        "annotation_cost_per_page",
+    }
 )
 _TEXT_FIELDS = ("source", "date", "mode")
 # not a price: the most output tokens one call can produce (what a budget reserves
@@ -68,6 +74,7 @@ class Price:
     cache_write_per_token: float | None = None
     per_search_unit: float = 0.0
     per_image: float = 0.0
+    cache_write_1h_per_token: float | None = None  # None: the cache-write rate
     max_output_tokens: int | None = None
     source: str = ""
     date: str = ""
@@ -87,6 +94,7 @@ class Price:
                 self.cache_write_per_token,
                 self.per_search_unit,
                 self.per_image,
+                self.cache_write_1h_per_token,
             )
         )
 
@@ -120,6 +128,10 @@ class Price:
             if self.cache_write_per_token is None
             else self.cache_write_per_token
         )
+        written_1h = min(usage.cache_write_1h_tokens or 0, written)
+        write_1h_rate = (
+            write_rate if self.cache_write_1h_per_token is None else self.cache_write_1h_per_token
+        )
         pages = usage.pages or 0
         annotated = min(usage.annotated_pages or 0, pages)
         annotated_rate = (
@@ -128,7 +140,8 @@ class Price:
         return (
             (prompt - cached - written) * self.input_per_token
             + cached * cached_rate
-            + written * write_rate
+            + (written - written_1h) * write_rate
+            + written_1h * write_1h_rate
             + (usage.completion_tokens or 0) * self.output_per_token
             + (pages - annotated) * self.per_page
             + annotated * annotated_rate

@@ -13,6 +13,7 @@ from passgate.auth.authenticator import KeyAuthenticator
 from passgate.auth.cache import KeyCache
 from passgate.config import Settings
 from passgate.principal import Principal
+from passgate.proxy.caller_key import bearer
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,14 +29,9 @@ class AdminContext:
 
 
 def bearer_token(request: Request) -> str | None:
-    """The token of an ``Authorization: Bearer`` header, or None."""
+    """The token of an ``Authorization: Bearer`` header, or None (the relay's parser)."""
     header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
+    return None if header is None else bearer(header.encode("latin-1"))
 
 
 async def caller(request: Request, ctx: AdminContext) -> Principal:

@@ -64,28 +64,15 @@ def internal_error(request_id: str) -> GatewayError:
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's routing errors (404, 405) in the gateway's JSON shape."""
+    """Starlette's routing errors (404, 405) become a ``GatewayError`` for the boundary,
+    which renders it as every other error."""
     assert isinstance(exc, HTTPException)
     kind = "not_found" if exc.status_code == 404 else "http_error"
-    err = GatewayError(exc.status_code, str(exc.detail), "invalid_request_error", kind)
-    return Response(
-        err.body(),
-        status_code=exc.status_code,
-        media_type="application/json",
-        headers=exc.headers,
+    headers = tuple(
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in (exc.headers or {}).items()
     )
-
-
-async def send_error(send: Send, error: GatewayError) -> None:
-    """Answer with ``error``'s status, headers and JSON body."""
-    body = error.body()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *error.headers,
-    ]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    raise GatewayError(exc.status_code, str(exc.detail), "invalid_request_error", kind, headers)
 
 
 def _log_failure(scope: Scope, exc: Exception, what: str) -> str:
@@ -131,7 +118,7 @@ class ErrorBoundary(HttpMiddleware):
             what = "after its response started" if started else "unexpectedly"
             error = internal_error(_log_failure(scope, exc, what))
         if not started:
-            await send_error(send, error)
+            await errors.send_error(send, error)
 
 
 def admin_app(

@@ -40,7 +40,6 @@ from passgate.api.key_schemas import (
 from passgate.api.key_service import KeyService, conflict
 from passgate.api.responses import json_response
 from passgate.api.validation import describe, invalid, parse_body, parse_query, read_body
-from passgate.auth.master import MasterKey
 from passgate.durations import parse_duration
 from passgate.limits.backend import ScopeKind
 from passgate.storage import entities_repo, keys_repo
@@ -90,10 +89,7 @@ class EntityRoutes:
     def __init__(self, ctx: AdminContext, on_change: OnChange | None = None) -> None:
         self._ctx = ctx
         self._on_change = on_change
-        master = ctx.settings.master_key
-        self._keys = KeyService(
-            ctx.sessions, ctx.cache, MasterKey(master.get_secret_value() if master else None)
-        )
+        self._keys = KeyService(ctx.sessions, ctx.cache, ctx.authenticator.master)
 
     async def new_user(self, request: Request) -> Response:
         """POST /user/new: a user, and (unless ``auto_create_key`` is false) a key for it."""

@@ -29,7 +29,6 @@ from passgate.api.key_schemas import (
 from passgate.api.key_service import KeyService
 from passgate.api.responses import json_response
 from passgate.api.validation import parse_body, parse_query, read_body
-from passgate.auth.master import MasterKey
 from passgate.storage.models import Key
 
 
@@ -42,11 +41,10 @@ class KeyRoutes:
 
     def __init__(self, ctx: AdminContext) -> None:
         self._ctx = ctx
-        master = ctx.settings.master_key
         self._service = KeyService(
             ctx.sessions,
             ctx.cache,
-            MasterKey(master.get_secret_value() if master else None),
+            ctx.authenticator.master,
             on_change=ctx.on_key_change,
             propagation_delay=2 * ctx.settings.key_change_poll_interval,
         )

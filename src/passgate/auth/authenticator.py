@@ -44,6 +44,11 @@ class KeyAuthenticator:
         self._cache = cache
         self._clock = clock
 
+    @property
+    def master(self) -> MasterKey:
+        """The gateway's master key (the one ``MasterKey`` of an app)."""
+        return self._master
+
     async def authenticate(self, token: str | None, ex: Exchange) -> Principal:
         """The caller of a pass-through request; adds the key's tags to ``ex.tags``."""
         principal = await self.resolve(token)

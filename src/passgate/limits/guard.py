@@ -1,11 +1,12 @@
 """The limits as a pipeline stage: admit before forwarding, settle after the last byte.
 
-``LimitsGuard`` is both a ``Guard`` and an ``Observer``. ``admit`` checks the
+``LimitsGuard`` takes part in two phases of the pipeline. ``admit`` checks the
 key's rpm, tpm and parallel limits and reserves the call's estimated cost on
 every budget it counts against (key, user, team, end user), all in one atomic
-step; ``finished`` frees the parallel slot, counts the tokens the upstream
-reported, and replaces the reservation by the real cost. The relay calls
-``finished`` for every call, refused, failed or interrupted ones included.
+step, holding the ticket in its own slot of the call; ``cleanup`` frees the parallel
+slot, counts the tokens the upstream reported, and replaces the reservation by the
+real cost. The relay runs ``cleanup`` for every call, refused, failed or interrupted
+ones included, before any best-effort observer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from passgate.errors import GatewayError, forbidden, too_many, unavailable
-from passgate.exchange import Exchange
+from passgate.exchange import Exchange, Slot
 from passgate.limits.backend import (
     Admission,
     AdmitRequest,
@@ -35,6 +36,8 @@ from passgate.limits.estimate import Estimator
 log = logging.getLogger("passgate.limits")
 
 FailMode = Literal["open", "closed"]
+# the call's ticket: its parallel slot and budget reservations, from admit to cleanup
+TICKET: Slot[Ticket] = Slot("limits ticket")
 BypassCallback = Callable[[str], None]
 
 
@@ -87,18 +90,19 @@ class LimitsGuard:
             admission = await self._counters.admit(AdmitRequest(key, budgets, amount))
         except LimitsUnavailable as exc:
             self._unavailable(exc)
-            ex.reservation = _bypass_ticket(key, budgets)
+            bypass = _bypass_ticket(key, budgets)
+            if bypass is not None:
+                TICKET.put(ex, bypass)
             return
         if admission.ticket is None:
             raise _refusal(admission, key)
-        ex.reservation = admission.ticket
+        TICKET.put(ex, admission.ticket)
 
-    async def finished(self, ex: Exchange) -> None:
+    async def cleanup(self, ex: Exchange) -> None:
         """Give back the call's slot and reservation, and count what it really used."""
-        ticket = ex.reservation
-        if not isinstance(ticket, Ticket):
+        ticket = TICKET.take(ex)
+        if ticket is None:
             return
-        ex.reservation = None
         tokens = ex.usage.tokens() if ex.usage is not None else 0
         cost = to_nano(ex.cost) if ex.cost else 0
         try:

@@ -71,8 +71,15 @@ class ProviderSpec(ABC):
             return b"/" + self.default_version + sub_path
         return sub_path
 
+    def streamed(self, api_path: str, info: RequestInfo) -> bool:
+        """Whether the call asks for a streamed answer: the body's ``"stream": true``, unless
+        the provider decides it by the path (Gemini's ``:streamGenerateContent``)."""
+        return info.stream
+
     def model_from_path(self, api_path: str) -> str | None:
-        """The model a path names (as Gemini's ``/v1beta/models/M:generateContent``), else None."""
+        """The model a path names (as Gemini's ``/v1beta/models/M:generateContent``), else None.
+        When it names one, it is the call's model (for a key's allowlist and the price),
+        whatever model the request body names."""
         return None
 
     @abstractmethod

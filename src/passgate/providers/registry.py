@@ -9,12 +9,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from passgate.providers.anthropic import AnthropicSpec
 from passgate.providers.base import Provider, ProviderSpec
+from passgate.providers.cohere import CohereSpec
+from passgate.providers.gemini import GeminiSpec
 from passgate.providers.mistral import MistralSpec
 from passgate.providers.openai import OpenAISpec
 from passgate.providers.openai_compatible import SECTION, VllmSpec, compatible_spec
 
-BUILTIN: tuple[ProviderSpec, ...] = (MistralSpec(), OpenAISpec(), VllmSpec())
+BUILTIN: tuple[ProviderSpec, ...] = (
+    MistralSpec(),
+    CohereSpec(),
+    GeminiSpec(),
+    AnthropicSpec(),
+    OpenAISpec(),
+    VllmSpec(),
+)
 
 # the config file's section declaring further OpenAI-compatible servers by name
 COMPATIBLE_SECTION = SECTION

@@ -11,6 +11,15 @@ from __future__ import annotations
 from urllib.parse import unquote_to_bytes
 
 
+def bearer(value: bytes) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` value; None for another scheme or
+    an empty token (the admin API's rule)."""
+    scheme, _, token = value.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip().decode("latin-1") or None
+
+
 def caller_key(value: bytes | None) -> str | None:
     """The key in an ``Authorization: Bearer KEY`` value, or the value itself when it has no
     bearer scheme (an ``x-api-key`` header's); None when empty."""
@@ -24,7 +33,7 @@ def caller_key(value: bytes | None) -> str | None:
 
 def take_query_key(query: bytes, name: bytes) -> tuple[bytes, str | None]:
     """``query`` without its ``name=`` parameters, and the first one's (decoded) value."""
-    if name + b"=" not in query and not query.startswith(name):
+    if name not in query and b"%" not in query:  # the name, plain or percent-encoded
         return query, None
     found: str | None = None
     kept = []

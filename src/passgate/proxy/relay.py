@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from time import perf_counter, time
 
 from passgate.asgi import CLOSE_CONNECTION
-from passgate.errors import GatewayError, bad_gateway, gateway_timeout, send_error
+from passgate.errors import GatewayError, bad_gateway, gateway_timeout, send_error, too_large
 from passgate.exchange import Exchange, new_call_id
 from passgate.providers.base import Provider
 from passgate.proxy.body import BODY_TOO_LARGE, Body, BodyPolicy, ClientGone, read_body
@@ -123,25 +124,38 @@ class Relay:
         except ClientGone:
             ex.interrupted = True
             ex.error = "client disconnected before the request body was read"
-        except Exception:
+        except Exception as exc:
             # A defect, not a fault of the call or the upstream: logged once, and answered
             # here so that it never reaches the server as an exception.
-            log.exception("relaying call %s failed", ex.request_id)
+            _log_defect(f"relaying call {ex.call_id}", exc)
             ex.error = _INTERNAL
             if await _answer_failure(scope, send, request_id):
                 ex.status = 500
             else:
                 ex.interrupted = True  # the client's response was cut
         finally:
-            ex.end = perf_counter()
-            if self._metering is not None and not ex.settled:
+            await self._ended(ex)
+
+    async def _ended(self, ex: Exchange) -> None:
+        """The call's last phases: its cost settled, then every cleanup (always, each on its
+        own), then the best-effort observers."""
+        ex.end = perf_counter()
+        pipeline = self._pipeline
+        if self._metering is not None:
+            try:
                 self._metering.settle(ex)
-                ex.settled = True
-            for observer in self._pipeline.observers:
-                try:
-                    await observer.finished(ex)
-                except Exception:
-                    log.exception("observer %s failed", type(observer).__name__)
+            except Exception as exc:
+                _log_defect(f"settling call {ex.call_id}", exc)
+        for feature in pipeline.cleanups:
+            try:
+                await feature.cleanup(ex)
+            except Exception as exc:
+                _log_defect(f"cleanup {type(feature).__name__} of call {ex.call_id}", exc)
+        for observer in pipeline.observers:
+            try:
+                await observer.finished(ex)
+            except Exception as exc:
+                _log_defect(f"observer {type(observer).__name__} of call {ex.call_id}", exc)
 
     async def _handle(
         self,
@@ -191,10 +205,13 @@ class Relay:
             want_model=bool(principal.models),
         )
         spec = provider.spec
-        if ex.info.model is None:
-            ex.info.model = spec.model_from_path(ex.api_path)
+        # The model a path names is the one the upstream runs (models/M:generateContent):
+        # it wins over a body's "model", which could name another, allowed, cheaper one.
+        path_model = spec.model_from_path(ex.api_path)
+        if path_model is not None:
+            ex.info.model = path_model
         ex.model = ex.info.model
-        ex.stream = ex.info.stream
+        ex.stream = spec.streamed(ex.api_path, ex.info)
         ex.metered = spec.metered(ex.method, ex.api_path, ex.info)
         for guard in self._pipeline.guards:
             await guard.admit(ex)
@@ -282,4 +299,12 @@ def _close_unfinished(scope: Scope) -> None:
 
 
 def _body_too_large() -> GatewayError:
-    return GatewayError(413, BODY_TOO_LARGE, "invalid_request_error", "body_too_large")
+    return too_large(BODY_TOO_LARGE)
+
+
+def _log_defect(what: str, exc: BaseException) -> None:
+    """Log a failure of the gateway's own code with its type and stack, never its message:
+    an exception's text can carry request data (a header, a body excerpt)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    stack = "\n".join(f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames)
+    log.error("%s failed: %s\n%s", what, type(exc).__name__, stack)

@@ -107,7 +107,6 @@ class ResponseRelay:
                 self._read_usage(ex, reader)
                 if self._metering is not None:
                     self._metering.settle(ex)
-                    ex.settled = True
                 _cost_headers(ex, headers)
             ex.bytes_out = len(body)
             watch.stop()

@@ -23,7 +23,7 @@ from passgate.listen_tls import serves_tls
 from passgate.observability.logs import shutdown_logging
 from passgate.providers.registry import COMPATIBLE_SECTION
 from passgate.runtime.cli_keys import add_subcommands
-from passgate.runtime.handover import hand_over, secret_free_environ
+from passgate.runtime.handover import hand_over, secret_free_environ, secret_values
 from passgate.runtime.networks import network_refusal, start_notes, upstream_route
 from passgate.runtime.process import setup_process_logging
 from passgate.runtime.server import (
@@ -119,9 +119,11 @@ def serve(settings: Settings) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     # The settings (keys included) go over in an unnamed file the server inherits and
-    # reads at once; the server's environment keeps none of the variables holding a key.
+    # reads at once; the server's environment keeps none of the variables holding a key,
+    # whatever their name (a config file's ``os.environ/NAME``).
     argv = server_argv(settings, hand_over(settings))
-    os.execve(argv[0], argv, secret_free_environ(os.environ))  # noqa: S606 (our own interpreter)
+    environ = secret_free_environ(os.environ, secret_values(settings))
+    os.execve(argv[0], argv, environ)  # noqa: S606 (our own interpreter)
 
 
 def check_prices(settings: Settings) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from passgate.errors import GatewayError
+from passgate.errors import GatewayError, error_headers
 from passgate.exchange import new_call_id
 from passgate.proxy import server_limits as reasons
 from passgate.proxy.server_limits import STATE_KEY, ServerLimits
@@ -65,13 +65,9 @@ def _too_large(limits: ServerLimits) -> GatewayError:
 def closing_response(err: GatewayError) -> bytes:
     """``err`` as a complete HTTP/1.1 response that closes the connection."""
     body = err.body()
-    lines = [
-        STATUS_LINE[err.status],
-        b"content-type: application/json\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"x-request-id: " + new_call_id().encode() + b"\r\n",
-    ]
-    lines.extend(name + b": " + value + b"\r\n" for name, value in err.headers)
+    lines = [STATUS_LINE[err.status]]
+    headers = error_headers(err, body, new_call_id().encode())
+    lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
     lines.append(b"connection: close\r\n\r\n")
     lines.append(body)
     return b"".join(lines)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, ValidationError
+from pydantic import AliasChoices, SecretStr, ValidationError
 from uvicorn.importer import import_from_string
 
 from passgate.config import Settings, SettingsError, settings_json
@@ -85,11 +85,31 @@ def _secret_variables() -> frozenset[str]:
     return frozenset(names)
 
 
-def secret_free_environ(environ: Mapping[str, str]) -> dict[str, str]:
+def secret_values(settings: Settings) -> frozenset[str]:
+    """The credentials ``settings`` hold: the master and provider keys, and every setting that
+    may carry one (a URL with a password in it)."""
+    values = set(settings.provider_keys())
+    for field in _SECRET_FIELDS:
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value:
+            values.add(str(value))
+    return frozenset(values)
+
+
+def secret_free_environ(
+    environ: Mapping[str, str], secrets: Collection[str] = frozenset()
+) -> dict[str, str]:
     """``environ`` without the variables that set a credential (names compared as
-    pydantic-settings compares them: case-insensitively)."""
+    pydantic-settings compares them: case-insensitively), nor any whose value is one of
+    ``secrets``: the config file may name a key's variable by any name (``os.environ/NAME``)."""
     secret = _secret_variables()
-    return {name: value for name, value in environ.items() if name.upper() not in secret}
+    return {
+        name: value
+        for name, value in environ.items()
+        if name.upper() not in secret and value not in secrets
+    }
 
 
 @dataclass(frozen=True, slots=True)

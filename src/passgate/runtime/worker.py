@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from passgate.api.app import build_app
 from passgate.api.gateway import Gateway
+from passgate.app import build_app
 from passgate.config import Settings
 from passgate.observability.stack import Tracer
 from passgate.runtime.handover import WorkerApp

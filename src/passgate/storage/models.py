@@ -173,6 +173,7 @@ class SpendLog(Base):
     reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
     search_units: Mapped[int | None] = mapped_column(Integer)
     images: Mapped[int | None] = mapped_column(Integer)
+    cache_write_1h_tokens: Mapped[int | None] = mapped_column(Integer)
     cost: Mapped[float | None] = mapped_column(Float)  # None: the model has no price
     latency_ms: Mapped[float | None] = mapped_column(Float)
     ttfb_ms: Mapped[float | None] = mapped_column(Float)

@@ -88,8 +88,7 @@ def build_ui(ui: UiContext, master: MasterKey) -> Starlette:
 
 def ui_mount(ctx: AdminContext, limits: Limits | None = None) -> Mount:
     """``/ui``, over the admin API's context: its database sessions, key cache and settings."""
-    secret = ctx.settings.master_key
-    master = MasterKey(secret.get_secret_value() if secret else None)
+    master = ctx.authenticator.master
     keys = KeyService(
         ctx.sessions,
         ctx.cache,

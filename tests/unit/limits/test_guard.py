@@ -10,10 +10,10 @@ import pytest
 from passgate.accounting.pricing import Price
 from passgate.errors import GatewayError
 from passgate.exchange import Exchange, RequestInfo, Usage
-from passgate.limits.backend import LimitsUnavailable, ScopeKind, to_nano
+from passgate.limits.backend import LimitsUnavailable, ScopeKind, Ticket, to_nano
 from passgate.limits.directory import BudgetDirectory, key_counter
 from passgate.limits.estimate import Estimator
-from passgate.limits.guard import LimitsGuard
+from passgate.limits.guard import TICKET, LimitsGuard
 from passgate.limits.local import LocalCounters
 from passgate.limits.store import BudgetRow
 from passgate.principal import MASTER, Principal
@@ -21,6 +21,12 @@ from tests.unit.limits.test_backends import Clock
 
 TOKEN = "f" * 64  # a key's hash id: must never appear in a message
 PRICE = Price(input_per_token=1e-6, output_per_token=2e-6)
+
+
+def ticket_of(ex: Exchange) -> Ticket:
+    ticket = TICKET.get(ex)
+    assert ticket is not None
+    return ticket
 
 
 async def test_without_max_tokens_the_output_allowance_is_reserved() -> None:
@@ -108,7 +114,7 @@ async def test_rpm_refusal_carries_retry_and_rate_limit_headers() -> None:
     for _ in range(2):
         ex = exchange(principal)
         await guard.admit(ex)
-        await guard.finished(ex)
+        await guard.cleanup(ex)
     error = await refused(guard, exchange(principal))
     assert (error.status, error.code, error.type) == (
         429,
@@ -131,7 +137,7 @@ async def test_tpm_counts_the_usage_of_finished_calls() -> None:
     ex = exchange(principal)
     await guard.admit(ex)
     ex.usage = Usage(prompt_tokens=40, completion_tokens=20)
-    await guard.finished(ex)
+    await guard.cleanup(ex)
     error = await refused(guard, exchange(principal))
     assert error.code == "rate_limit_exceeded"
     headers = dict(error.headers)
@@ -150,11 +156,11 @@ async def test_parallel_slot_is_released_by_failed_and_interrupted_calls() -> No
     error = await refused(guard, exchange(principal))
     assert "2 parallel requests" in error.message
     first.status, first.error = 502, "cannot reach the upstream"
-    await guard.finished(first)
+    await guard.cleanup(first)
     third = exchange(principal)
     await guard.admit(third)
     second.interrupted = True
-    await guard.finished(second)
+    await guard.cleanup(second)
     await guard.admit(exchange(principal))
 
 
@@ -163,8 +169,8 @@ async def test_finished_runs_once_per_ticket() -> None:
     principal = key(max_parallel_requests=1)
     ex = exchange(principal)
     await guard.admit(ex)
-    await guard.finished(ex)
-    await guard.finished(ex)  # a second call must not free a slot someone else holds
+    await guard.cleanup(ex)
+    await guard.cleanup(ex)  # a second call must not free a slot someone else holds
     holder = exchange(principal)
     await guard.admit(holder)
     await refused(guard, exchange(principal))
@@ -177,7 +183,7 @@ async def test_key_budget_message_names_the_key_and_the_numbers_never_the_hash()
         ex = exchange(principal)
         await guard.admit(ex)
         ex.cost = 0.4
-        await guard.finished(ex)
+        await guard.cleanup(ex)
     last = exchange(principal)
     await guard.admit(last)  # reserves the 0.2 left
     in_flight = exchange(principal)
@@ -187,7 +193,7 @@ async def test_key_budget_message_names_the_key_and_the_numbers_never_the_hash()
     assert "$0.8" in error.message and "$0.2 reserved" in error.message
     assert "$1" in error.message
     assert TOKEN not in error.message and key_counter(TOKEN) not in error.message
-    assert in_flight.reservation is None
+    assert TICKET.get(in_flight) is None
 
 
 async def test_end_user_budget_refuses_alice_and_not_bob() -> None:
@@ -203,11 +209,11 @@ async def test_end_user_budget_refuses_alice_and_not_bob() -> None:
     bob = exchange(MASTER)
     bob.end_user = "bob"
     await guard.admit(bob)
-    assert bob.reservation is not None
+    assert TICKET.get(bob) is not None
     stranger = exchange(MASTER)
     stranger.end_user = "carol"  # no row: no budget
     await guard.admit(stranger)
-    assert stranger.reservation is None
+    assert TICKET.get(stranger) is None
 
 
 async def test_user_and_team_budgets_apply_to_their_keys() -> None:
@@ -220,7 +226,7 @@ async def test_user_and_team_budgets_apply_to_their_keys() -> None:
     assert "team 't1'" in error.message
     ok = exchange(key(user_id="u1", team_id="t2"))
     await guard.admit(ok)
-    assert [s.kind for s in ok.reservation.budgets] == ["user"]
+    assert [s.kind for s in ticket_of(ok).budgets] == ["user"]
 
 
 async def test_the_estimate_uses_max_tokens_and_the_body_size() -> None:
@@ -230,12 +236,12 @@ async def test_the_estimate_uses_max_tokens_and_the_body_size() -> None:
     ex = exchange(key(user_id="u1"), model="mistral-small-latest", max_tokens=1000)
     ex.bytes_in = 4001  # ceil(4001 / 4) = 1001 input tokens
     await guard.admit(ex)
-    scope = ex.reservation.budgets[0]
+    scope = ticket_of(ex).budgets[0]
     state = await counters.budget_state(scope)
     assert state is not None
     assert state.reserved == to_nano(1001 * 1e-6 + 1000 * 2e-6)
     ex.cost, ex.usage = 0.0005, Usage(total_tokens=10)
-    await guard.finished(ex)
+    await guard.cleanup(ex)
     state = await counters.budget_state(scope)
     assert state is not None
     assert (state.spent, state.reserved) == (to_nano(0.0005), 0)
@@ -253,8 +259,8 @@ async def test_a_call_without_limits_touches_no_counter() -> None:
     guard, _, _ = make_guard(rows)
     ex = exchange(key())
     await guard.admit(ex)
-    assert ex.reservation is None
-    await guard.finished(ex)
+    assert TICKET.get(ex) is None
+    await guard.cleanup(ex)
 
 
 async def test_budget_rows_are_cached_and_served_stale_when_the_database_is_down() -> None:

@@ -33,12 +33,18 @@ from passgate.limits.backend import (
 from passgate.limits.directory import BudgetDirectory
 from passgate.limits.estimate import Estimator
 from passgate.limits.events import KeyEvents
-from passgate.limits.guard import FailMode, LimitsGuard
+from passgate.limits.guard import TICKET, FailMode, LimitsGuard
 from passgate.limits.redis_backend import RedisCounters, redis_client
 from passgate.limits.store import BudgetRow
 from passgate.principal import Principal
 from tests.support.services import REDIS_URL, require_redis
 from tests.unit.limits.test_backends import T0, Clock, Seeds
+
+
+def ticket_of(ex: Exchange) -> Ticket:
+    ticket = TICKET.get(ex)
+    assert ticket is not None
+    return ticket
 
 
 class RedisRelay:
@@ -219,25 +225,25 @@ async def test_redis_down_fail_open_serves_and_counts_the_bypass(
     guard = _guard(counters, "open", bypassed)
     ex = _exchange()
     await guard.admit(ex)
-    assert ex.reservation is not None
-    await guard.finished(ex)
+    assert TICKET.get(ex) is not None
+    await guard.cleanup(ex)
 
     await relay.down()
     during = _exchange()
     await guard.admit(during)  # served: no exception
-    assert during.reservation.id.startswith("bypass-")  # holds nothing, counts usage later
+    assert ticket_of(during).id.startswith("bypass-")  # holds nothing, counts usage later
     assert bypassed == ["Redis is unreachable"]
-    await guard.finished(during)
+    await guard.cleanup(during)
 
     await relay.up()  # Redis is back: counters resume without a restart
     after, second = _exchange(), _exchange()
     await guard.admit(after)
-    assert after.reservation is not None
+    assert TICKET.get(after) is not None
     with pytest.raises(GatewayError) as refused:
         await guard.admit(second)  # max_parallel_requests=1 is enforced again
     assert refused.value.status == 429
     assert bypassed == ["Redis is unreachable"]
-    await guard.finished(after)
+    await guard.cleanup(after)
 
 
 async def test_redis_down_fail_closed_refuses_with_503(
@@ -256,8 +262,8 @@ async def test_redis_down_fail_closed_refuses_with_503(
     await relay.up()
     ex = _exchange()
     await guard.admit(ex)
-    assert ex.reservation is not None
-    await guard.finished(ex)
+    assert TICKET.get(ex) is not None
+    await guard.cleanup(ex)
 
 
 async def test_a_finish_during_an_outage_is_applied_when_redis_returns(
@@ -419,13 +425,13 @@ async def test_spend_served_during_an_outage_is_counted_when_redis_returns(
     before = _exchange(principal)
     await guard.admit(before)
     before.cost = 0.25
-    await guard.finished(before)
+    await guard.cleanup(before)
 
     await relay.down()
     during = _exchange(principal)
     await guard.admit(during)
     during.cost, during.usage = 0.5, Usage(total_tokens=30)
-    await guard.finished(during)
+    await guard.cleanup(during)
     assert counters.pending == 1
 
     await counters.start()  # upkeep runs every 20 s, or at once when Redis returns
@@ -442,8 +448,8 @@ async def test_spend_served_during_an_outage_is_counted_when_redis_returns(
     state = await counters.budget_state(team)
     assert state is not None
     assert state.spent == to_nano(0.75)
-    assert isinstance(after.reservation, Ticket)
-    assert (await counters.admit(AdmitRequest(after.reservation.key))).tokens_used == 30
+    assert isinstance(TICKET.get(after), Ticket)
+    assert (await counters.admit(AdmitRequest(ticket_of(after).key))).tokens_used == 30
 
 
 async def test_a_repeated_delivery_of_a_clamped_reservation_takes_it_once(

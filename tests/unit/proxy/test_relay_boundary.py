@@ -118,7 +118,10 @@ async def test_a_defect_before_the_answer_is_a_json_500_logged_once(
     (ex,) = recorder.exchanges
     assert (ex.status, ex.error, ex.interrupted) == (500, "internal error in the gateway", False)
     (record,) = [r for r in caplog.records if r.name == "passgate.relay"]
-    assert "rid-1" in record.getMessage() and record.exc_info is not None
+    logged = record.getMessage()
+    # the type and the stack, never the exception's text (it may carry request data)
+    assert ex.call_id in logged and "RuntimeError" in logged and "in admit" in logged
+    assert "a defect in a guard" not in logged and record.exc_info is None
 
 
 async def test_a_defect_after_the_head_went_out_cuts_the_connection(
@@ -132,3 +135,72 @@ async def test_a_defect_after_the_head_went_out_cuts_the_connection(
     assert client.closed == 1
     (ex,) = recorder.exchanges
     assert (ex.error, ex.interrupted) == ("internal error in the gateway", True)
+
+
+class Phases:
+    """A feature in every phase, recording the order they ran in (into a shared list)."""
+
+    def __init__(self, name: str, log: list[str], fail: str = "") -> None:
+        self.name, self.log, self.fail = name, log, fail
+
+    async def admit(self, ex: Exchange) -> None:
+        self.log.append(f"{self.name}.admit")
+
+    async def cleanup(self, ex: Exchange) -> None:
+        self.log.append(f"{self.name}.cleanup")
+        if self.fail == "cleanup":
+            raise RuntimeError("cleanup broke")
+
+    async def finished(self, ex: Exchange) -> None:
+        self.log.append(f"{self.name}.finished")
+        if self.fail == "finished":
+            raise RuntimeError("observer broke")
+
+
+def _relay_of(upstream: tuple[Upstream, Settings], features: list[object]) -> Relay:
+    client, settings = upstream
+    pipeline = Pipeline.of(MasterKeyAuthenticator(MasterKey(None)), features)
+    return Relay(
+        b"/mistral",
+        enabled(settings.upstreams())[0],
+        client,
+        pipeline,
+        BodyPolicy(1 << 20, 1 << 20),
+        settings.first_byte_timeout,
+        settings.idle_timeout,
+    )
+
+
+async def test_cleanups_always_run_each_on_its_own_before_the_observers(
+    upstream_client: tuple[Upstream, Settings],
+) -> None:
+    order: list[str] = []
+    first = Phases("a", order, fail="cleanup")
+    second = Phases("b", order, fail="finished")
+    relay = _relay_of(upstream_client, [first, second, BrokenGuard(), Phases("c", order)])
+    client = Client()
+    await relay(client.scope(), client.receive, client.send)  # the guard's defect: a 500
+    assert client.sent[0]["status"] == 500
+    # c was never admitted (the broken guard came first), yet every cleanup ran, each once,
+    # the failing one did not stop the next, and the observers came after all of them
+    assert order == [
+        "a.admit",
+        "b.admit",
+        "a.cleanup",
+        "b.cleanup",
+        "c.cleanup",
+        "a.finished",
+        "b.finished",
+        "c.finished",
+    ]
+
+
+def test_a_feature_is_registered_once_in_every_phase_it_implements() -> None:
+    order: list[str] = []
+    both, watcher = Phases("both", order), Recorder()
+    pipeline = Pipeline.of(MasterKeyAuthenticator(MasterKey(None)), [both, watcher])
+    assert list(pipeline.guards) == [both]
+    assert list(pipeline.cleanups) == [both]
+    assert list(pipeline.observers) == [both, watcher]
+    with pytest.raises(TypeError, match="object implement no hook"):
+        Pipeline.of(MasterKeyAuthenticator(MasterKey(None)), [object()])

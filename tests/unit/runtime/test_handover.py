@@ -15,6 +15,7 @@ from passgate.runtime.handover import (
     hand_over_text,
     handed_settings,
     secret_free_environ,
+    secret_values,
 )
 from passgate.settings_env import load_settings
 
@@ -71,6 +72,30 @@ def test_the_server_environment_keeps_no_variable_that_sets_a_credential() -> No
         "PATH": "/usr/bin",
         "PASSGATE_PORT": "4100",
         "MISTRAL_API_BASE": "http://127.0.0.1:9",
+    }
+
+
+def test_a_variable_the_config_file_names_for_a_key_leaves_the_server_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROD_PROVIDER_KEY", "provider-by-reference")
+    monkeypatch.setenv("PROD_MASTER", "sk-master-by-reference")
+    config = tmp_path / "passgate.yaml"
+    config.write_text(
+        "master_key: os.environ/PROD_MASTER\n"
+        "providers:\n  mistral: {api_key: os.environ/PROD_PROVIDER_KEY}\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(config, data_dir=tmp_path)
+    environ = {
+        "PATH": "/usr/bin",
+        "PROD_PROVIDER_KEY": "provider-by-reference",
+        "PROD_MASTER": "sk-master-by-reference",
+        "UNRELATED": "kept",
+    }
+    assert secret_free_environ(environ, secret_values(settings)) == {
+        "PATH": "/usr/bin",
+        "UNRELATED": "kept",
     }
 
 

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from passgate.api.app import build_app
+from passgate.app import build_app
 from passgate.config import Settings
 
 

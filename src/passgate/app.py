@@ -29,7 +29,7 @@ from passgate.limits.runtime import build_limits
 from passgate.observability.stack import Observability, Tracer
 from passgate.providers.registry import enabled
 from passgate.proxy.body import BodyPolicy
-from passgate.proxy.hooks import Observer, Pipeline
+from passgate.proxy.hooks import Pipeline
 from passgate.proxy.relay import Relay
 from passgate.proxy.server_limits import STATE_KEY, ServerLimits
 from passgate.proxy.upstream import Upstream, UpstreamOptions
@@ -101,11 +101,12 @@ def build_app(
         prefix=settings.redis_prefix,
         limits_socket=limits_socket,
     )
-    observers: list[Observer] = [limits.guard]
+    # each feature once, in the order its hooks run (hooks.Pipeline.of)
+    features: list[object] = [KeyAccessGuard(), limits.guard]
     spend: Component | None = None
     retention: Retention | None = None
     if forwarder is not None:
-        observers.append(forwarder)
+        features.append(forwarder)
         spend = forwarder
         observability.metrics.watch_queue("spend", lambda: float(forwarder.pending))
     elif settings.accounting:
@@ -113,16 +114,15 @@ def build_app(
         if observability.webhook is not None:
             writer.add_listener(observability.webhook.submit)
         observability.metrics.watch_queue("spend", lambda: float(writer.pending))
-        observers.append(writer)
+        features.append(writer)
         spend = _WriterComponent(writer)
         # with a forwarder, the spend-writer process runs the retention
         retention = Retention.from_settings(database.engine, settings)
-    observers.extend(observability.observers)
-    pipeline = Pipeline(
-        authenticator=authenticator,
-        guards=(KeyAccessGuard(), limits.guard),
+    features.extend(observability.observers)
+    pipeline = Pipeline.of(
+        authenticator,
+        features,
         metering=Meter(catalogs, specs) if settings.accounting else None,
-        observers=tuple(observers),
     )
     policy = BodyPolicy(settings.max_body_bytes, settings.inspect_body_bytes)
     relays = {
