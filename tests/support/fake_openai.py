@@ -9,7 +9,7 @@ answer with the fixed usage of ``fake_openai_payloads``; streams are OpenAI's SS
 ending in ``data: [DONE]``, the responses API's named events, transcription, speech and image
 events). Files, batches, assistants, threads and the like are kept in a small object store, so
 the SDK's create / retrieve / list / delete flows work. The server plumbing (recording, knobs
-such as ``stream_events`` and ``gzip``) is the fake Mistral upstream's.
+such as ``stream_events`` and ``gzip``) is ``fake_server``'s.
 """
 
 import json
@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support import fake_openai_payloads as payloads
-from tests.support.fake_mistral import FakeMistral
-from tests.support.fake_mistral_app import Call, FakeApp, Handler, sse_data, sse_event
+from tests.support.fake_mistral_app import Call, Handler, encode_json, sse_data, sse_event
 from tests.support.fake_mistral_payloads import Part, parse_multipart
+from tests.support.fake_server import FakeServer
 
 __all__ = ["FakeOpenAI"]
 
@@ -60,16 +60,8 @@ def _headers(call: Call) -> list[tuple[str, str]]:
 
 
 async def _json(call: Call, value: Any, status: int = 200) -> None:
-    await call.respond(status, payloads_json(value), headers=_headers(call))
-
-
-def payloads_json(value: Any) -> bytes:
-    """JSON as OpenAI sends it (compact)."""
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-async def _stream(call: Call, events: list[bytes], trailer: bytes = b"") -> None:
-    await call.stream(events, trailer)
+    """A JSON answer with OpenAI's headers."""
+    await call.respond(status, encode_json(value), headers=_headers(call))
 
 
 async def chat(call: Call, _: re.Match[str]) -> None:
@@ -80,7 +72,7 @@ async def chat(call: Call, _: re.Match[str]) -> None:
         options = body.get("stream_options")
         include = isinstance(options, dict) and options.get("include_usage") is True
         chunks = payloads.chat_chunks(model, cid, call.knobs.stream_events, include)
-        await _stream(call, [sse_data(chunk) for chunk in chunks], b"data: [DONE]\n\n")
+        await call.stream([sse_data(chunk) for chunk in chunks], b"data: [DONE]\n\n")
     else:
         await _json(call, payloads.chat_completion(model, cid))
 
@@ -91,7 +83,7 @@ async def responses(call: Call, _: re.Match[str]) -> None:
     model, rid = _model(body), "resp_" + call.state.next_id("r")
     if body.get("stream") is True:
         events = payloads.response_events(model, rid, call.knobs.stream_events)
-        await _stream(call, [sse_event(name, data) for name, data in events])
+        await call.stream([sse_event(name, data) for name, data in events])
     else:
         await _json(call, payloads.response(model, rid))
 
@@ -110,7 +102,7 @@ async def transcription(call: Call, _: re.Match[str]) -> None:
     model = _text(form, "model", "whisper-1")
     if _text(form, "stream", "false").lower() == "true":
         events = payloads.transcription_events()
-        await _stream(call, [sse_event(name, data) for name, data in events])
+        await call.stream([sse_event(name, data) for name, data in events])
         return
     answer = payloads.transcription(model, _text(form, "response_format", "json"))
     await _json(call, answer)
@@ -121,7 +113,7 @@ async def speech(call: Call, _: re.Match[str]) -> None:
     body = _body(call)
     if body.get("stream_format") == "sse":
         events = payloads.speech_events()
-        await _stream(call, [sse_event(name, data) for name, data in events])
+        await call.stream([sse_event(name, data) for name, data in events])
         return
     await call.respond(200, payloads.SPEECH_AUDIO, "audio/mpeg", _headers(call))
 
@@ -145,7 +137,7 @@ async def images(call: Call, _: re.Match[str]) -> None:
         )
     if stream is True:
         events = payloads.image_events(n)
-        await _stream(call, [sse_event(name, data) for name, data in events])
+        await call.stream([sse_event(name, data) for name, data in events])
         return
     await _json(call, payloads.images(model, n))
 
@@ -291,16 +283,10 @@ def _bind(endpoint: Endpoint, match: re.Match[str]) -> Handler:
     return handler
 
 
-class FakeOpenAI(FakeMistral):
+class FakeOpenAI(FakeServer):
     """The fake upstream; ``key`` is the credential it demands (None: any or none), and
     ``base_path`` a path it lives under (an OpenAI-compatible server's ``/api``, say)."""
 
     def __init__(self, *, key: str | None = "sk-upstream-real", base_path: str = "", **knobs: Any):
-        super().__init__(**knobs)
+        super().__init__("openai", router(key, base_path.rstrip("/")), **knobs)
         self.key = key
-        # the same uvicorn server and recording, answering OpenAI's API instead of Mistral's
-        self._server.config.app = FakeApp(self._state, router(key, base_path.rstrip("/")))
-
-    def __enter__(self) -> "FakeOpenAI":
-        self.start()
-        return self
