@@ -360,3 +360,27 @@ def test_a_named_server_from_the_config_file_gets_its_key_header_and_prices(
     row = spend_row(gateway, unpriced)
     assert (row["provider"], row["total_tokens"], row["cost"]) == ("ollama", 64, None)
     assert NAMED_KEY not in gateway.logs()
+
+
+def test_litellms_recommended_openai_passthrough_prefix_is_the_same_provider(
+    gateway: GatewayProcess, upstream: FakeOpenAI
+) -> None:
+    call = rid()
+    body = b'{"model": "gpt-5", "input": "Hi"}'
+    reply = request(
+        gateway.url,
+        "POST",
+        "/openai_passthrough/v1/responses",
+        body,
+        {
+            "Authorization": f"Bearer {MASTER_KEY}",
+            "Content-Type": "application/json",
+            "x-request-id": call,
+        },
+    )
+    assert reply.status == 200, reply.body
+    assert (upstream.last.path, upstream.last.body) == ("/v1/responses", body)
+    assert upstream.last.header_values("authorization") == [f"Bearer {UPSTREAM_KEY}"]
+    row = spend_row(gateway, call)
+    assert (row["provider"], row["route"]) == ("openai", "/openai_passthrough/v1/responses")
+    assert row["cost"] == pytest.approx(RESPONSE_COST_5, rel=1e-9)

@@ -201,3 +201,11 @@ class OpenAISpec(ProviderSpec):
     def response_model(self, obj: Any) -> str | None:
         """``model``, or a streamed response's nested one."""
         return model_from(obj)
+
+
+class OpenAIPassthroughSpec(OpenAISpec):
+    """OpenAI again at ``/openai_passthrough``, the prefix LiteLLM now recommends for its
+    OpenAI pass-through: the same provider (name, upstream, key, usage, prices), one more
+    route to it."""
+
+    prefix: ClassVar[bytes] = b"/openai_passthrough"

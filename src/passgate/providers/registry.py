@@ -14,7 +14,7 @@ from passgate.providers.base import Provider, ProviderSpec
 from passgate.providers.cohere import CohereSpec
 from passgate.providers.gemini import GeminiSpec
 from passgate.providers.mistral import MistralSpec
-from passgate.providers.openai import OpenAISpec
+from passgate.providers.openai import OpenAIPassthroughSpec, OpenAISpec
 from passgate.providers.openai_compatible import SECTION, VllmSpec, compatible_spec
 
 BUILTIN: tuple[ProviderSpec, ...] = (
@@ -23,6 +23,7 @@ BUILTIN: tuple[ProviderSpec, ...] = (
     GeminiSpec(),
     AnthropicSpec(),
     OpenAISpec(),
+    OpenAIPassthroughSpec(),
     VllmSpec(),
 )
 
