@@ -231,6 +231,13 @@ def test_a_streamed_response_is_priced_from_response_completed(gateway: GatewayP
             lambda c: c.audio.transcriptions.create(model="whisper-1", file=("a.mp3", b"ID3")),
             42 * 0.006 / 60,
         ),
+        # a verbose_json answer reports no usage but its duration: 12.5 seconds
+        (
+            lambda c: c.audio.transcriptions.create(
+                model="whisper-1", file=("a.mp3", b"ID3"), response_format="verbose_json"
+            ),
+            12.5 * 0.006 / 60,
+        ),
         # tts-1: $15 per million characters of input
         (
             lambda c: c.audio.speech.create(model="tts-1", voice="alloy", input="Hello there"),
@@ -244,7 +251,7 @@ def test_a_streamed_response_is_priced_from_response_completed(gateway: GatewayP
         # moderations are free
         (lambda c: c.moderations.create(model="omni-moderation-latest", input="Hi"), 0.0),
     ],
-    ids=["embeddings", "transcription", "speech", "image", "moderation"],
+    ids=["embeddings", "transcription", "verbose", "speech", "image", "moderation"],
 )
 def test_other_metered_routes_through_the_sdk(
     gateway: GatewayProcess, call: Any, cost: float
@@ -384,3 +391,31 @@ def test_litellms_recommended_openai_passthrough_prefix_is_the_same_provider(
     row = spend_row(gateway, call)
     assert (row["provider"], row["route"]) == ("openai", "/openai_passthrough/v1/responses")
     assert row["cost"] == pytest.approx(RESPONSE_COST_5, rel=1e-9)
+
+
+def test_token_billed_speech_is_priced_from_its_sse_usage_and_unknown_as_audio_bytes(
+    gateway: GatewayProcess,
+) -> None:
+    streamed, binary = rid(), rid()
+    client = sdk(gateway)
+    with client.audio.speech.with_streaming_response.create(
+        model="gpt-4o-mini-tts",
+        voice="alloy",
+        input="Hello there",
+        stream_format="sse",
+        extra_headers={"x-request-id": streamed},
+    ) as answer:
+        events = [line for line in answer.iter_lines() if line.startswith("event:")]
+    assert events[-1] == "event: speech.audio.done"
+    client.audio.speech.create(
+        model="gpt-4o-mini-tts",
+        voice="alloy",
+        input="Hello there",
+        extra_headers={"x-request-id": binary},
+    )
+    # gpt-4o-mini-tts: $0.60 per million input tokens, $12 per million output audio tokens
+    row = spend_row(gateway, streamed)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (14, 101)
+    assert row["cost"] == pytest.approx(14 * 0.6 / M + 101 * 12.0 / M, rel=1e-9)
+    row = spend_row(gateway, binary)
+    assert (row["status"], row["prompt_tokens"], row["cost"]) == (200, None, None)

@@ -120,8 +120,6 @@ def event_usage(obj: Any, so_far: Usage | None, metered: Metered) -> Usage | Non
         images = 0 if so_far is None else so_far.images or 0
         found.images = images + 1
         return found
-    if metered.kind == "transcription" and kind is not None and kind != "transcript.text.done":
-        return so_far
     # a chat chunk (usage null until the last one), transcript.text.done, speech.audio.done
     found = token_usage(obj.get("usage"))
     return so_far if found is None else found
