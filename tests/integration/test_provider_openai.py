@@ -379,13 +379,11 @@ def test_litellms_recommended_openai_passthrough_prefix_is_the_same_provider(
         "POST",
         "/openai_passthrough/v1/responses",
         body,
-        {
-            "Authorization": f"Bearer {MASTER_KEY}",
-            "Content-Type": "application/json",
-            "x-request-id": call,
-        },
+        # the key as Azure-style clients send it
+        {"api-key": MASTER_KEY, "Content-Type": "application/json", "x-request-id": call},
     )
     assert reply.status == 200, reply.body
+    assert upstream.last.header("api-key") is None
     assert (upstream.last.path, upstream.last.body) == ("/v1/responses", body)
     assert upstream.last.header_values("authorization") == [f"Bearer {UPSTREAM_KEY}"]
     row = spend_row(gateway, call)
