@@ -19,6 +19,8 @@ Metered routes and their usage (the shapes of OpenAI's API reference):
 - images (generations, edits, variations): the images returned (``data``), and the ``usage``
   tokens the gpt-image models report; streamed, each ``*.completed`` event.
 - moderations and input-token counting are metered but free.
+- video generation is metered, but no answer reports what is billed (seconds of video): its
+  calls are recorded with an unknown (null) cost, never as free.
 
 Every other route (files, batches, models, assistants, vector stores, ...) reports no usage and
 costs nothing; a batch's usage is in its output file, which the gateway does not price.
@@ -38,6 +40,9 @@ TRANSCRIPTION = Metered("transcription")
 SPEECH = Metered("speech")
 IMAGE = Metered("image")
 FREE = Metered("free", free=True)
+# video generation is billed per second of video, which no answer reports: a call is
+# recorded with an unknown cost rather than as free
+VIDEO = Metered("video")
 _SPEECH_KIND = "speech"
 
 # chat-style routes where ``service_tier: "flex"`` halves the price
@@ -60,6 +65,7 @@ _ROUTES = {
     "/v1/responses/input_tokens": FREE,
 }
 _SPEECH_PATH = "/v1/audio/speech"
+_VIDEOS = "/v1/videos"  # create, remix, extend
 # speech models billed per character of input (the others per token)
 _CHARACTER_SPEECH = ("tts-1",)
 # stream events that close a response (each carries the response with its usage)
@@ -162,6 +168,8 @@ def metered_route(api_path: str, info: RequestInfo) -> Metered | None:
         return found
     if path == _SPEECH_PATH:
         return speech_metered(info)
+    if path.startswith(_VIDEOS):
+        return VIDEO
     return None
 
 

@@ -16,6 +16,7 @@ from passgate.providers.openai import (
     TOKENS,
     TOKENS_FLEX,
     TRANSCRIPTION,
+    VIDEO,
     OpenAISpec,
 )
 from passgate.providers.openai_compatible import VllmSpec, compatible_spec
@@ -69,6 +70,8 @@ def test_the_spec_is_registered_with_openai_settings() -> None:
         ("/v1/images/generations", IMAGE),
         ("/v1/images/edits", IMAGE),
         ("/v1/moderations", FREE),
+        ("/v1/videos", VIDEO),
+        ("/v1/videos/video_1/remix", VIDEO),
         ("/v1/responses/input_tokens", FREE),
         ("/v1/batches", None),
         ("/v1/files", None),
@@ -182,6 +185,11 @@ def test_image_usage_counts_images_and_tokens() -> None:
 def test_an_image_stream_counts_each_completed_image() -> None:
     found = stream([data for _, data in payloads.image_events(2)], IMAGE)
     assert found is not None and found.images == 2 and found.completion_tokens == 4160
+
+
+def test_a_video_reports_no_usage() -> None:
+    video = {"id": "video_1", "object": "video", "model": "sora-2", "seconds": "8"}
+    assert SPEC.usage(video, VIDEO, INFO) is None
 
 
 def test_moderation_reports_no_usage() -> None:
