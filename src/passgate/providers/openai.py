@@ -116,6 +116,8 @@ def event_usage(obj: Any, so_far: Usage | None, metered: Metered) -> Usage | Non
     if not isinstance(obj, dict):
         return so_far
     kind = obj.get("type")
+    if not isinstance(kind, str):
+        kind = None  # an unhashable "type" must not raise in the set lookups below
     if kind in _RESPONSE_DONE:
         response = obj.get("response")
         found = token_usage(response.get("usage")) if isinstance(response, dict) else None

@@ -211,6 +211,8 @@ MALFORMED: list[Any] = [
     {"type": "response.completed", "response": "done"},
     {"type": "response.completed", "response": {"usage": [1, 2]}},
     {"type": "image_generation.completed", "usage": 5},
+    {"type": ["response.completed"], "usage": {}},
+    {"type": {"a": 1}, "response": {}},
     {"data": "not-a-list", "duration": -3},
     {"model": 5, "response": {"model": None}},
 ]
