@@ -27,7 +27,7 @@ from passgate.auth.master import MasterKey
 from passgate.config import Settings
 from passgate.limits.runtime import build_limits
 from passgate.observability.stack import Observability, Tracer
-from passgate.providers.registry import BUILTIN, enabled
+from passgate.providers.registry import enabled
 from passgate.proxy.body import BodyPolicy
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.relay import Relay
@@ -87,7 +87,8 @@ def build_app(
         access_log=forwarder is None,
         metrics_dir=metrics_dir,
     )
-    catalogs = load_catalogs(settings.pricing)
+    specs = settings.provider_specs()
+    catalogs = load_catalogs(settings.all_pricing(), specs)
     cache = KeyCache(KeyStateLoader(database.sessions), ttl=settings.key_cache_ttl)
     authenticator = KeyAuthenticator(master, cache)
     limits = build_limits(
@@ -121,7 +122,7 @@ def build_app(
     pipeline = Pipeline.of(
         authenticator,
         features,
-        metering=Meter(catalogs, BUILTIN) if settings.accounting else None,
+        metering=Meter(catalogs, specs) if settings.accounting else None,
     )
     policy = BodyPolicy(settings.max_body_bytes, settings.inspect_body_bytes)
     relays = {
@@ -134,7 +135,7 @@ def build_app(
             first_byte_timeout=settings.first_byte_timeout,
             idle_timeout=settings.idle_timeout,
         )
-        for provider in enabled(settings.upstreams())
+        for provider in enabled(settings.upstreams(), specs)
     }
     ctx = AdminContext(
         database.sessions, cache, authenticator, settings, on_key_change=limits.key_changed_soon

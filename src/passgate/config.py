@@ -29,7 +29,14 @@ from pydantic import (
     model_validator,
 )
 
-from passgate.providers.registry import BUILTIN, spec_named
+from passgate.providers.base import ProviderSpec
+from passgate.providers.registry import (
+    BUILTIN,
+    COMPATIBLE_SECTION,
+    prefix_problem,
+    spec_named,
+    with_servers,
+)
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -66,6 +73,50 @@ class UpstreamSettings(BaseModel):
     @classmethod
     def _check_base(cls, value: str | None) -> str | None:
         return None if value is None else check_base_url(value)
+
+
+# an HTTP header name (RFC 9110 token)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_SERVER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+class CompatibleServerSettings(BaseModel):
+    """A named server speaking OpenAI's API (vLLM, SGLang, Ollama, TGI, ...), declared in the
+    config file: its route prefix (``/<name>`` unless given), base URL, optional key, the
+    header that carries the key, and the prices of its models."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    prefix: str | None = None
+    api_base: str
+    api_key: SecretStr | None = None
+    credential_header: str = "Authorization"
+    pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _SERVER_NAME.fullmatch(value):
+            raise ValueError("must be 1 to 32 of a-z, 0-9, '_' or '-', starting with a letter")
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_base(cls, value: str) -> str:
+        return check_base_url(value)
+
+    @field_validator("credential_header")
+    @classmethod
+    def _check_header(cls, value: str) -> str:
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError("must be an HTTP header name")
+        return value
+
+    @property
+    def route(self) -> str:
+        """The route prefix."""
+        return self.prefix if self.prefix is not None else "/" + self.name
 
 
 # a provider's flat setting: ``mistral_api_key``, ``anthropic_api_base``, ...
@@ -159,6 +210,10 @@ class Settings(BaseModel):
         ),
     )
     pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # further OpenAI-compatible servers, each its own provider (config file only)
+    compatible_servers: tuple[CompatibleServerSettings, ...] = Field(
+        default=(), validation_alias=AliasChoices(COMPATIBLE_SECTION, "compatible_servers")
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -190,16 +245,55 @@ class Settings(BaseModel):
             raise ValueError(f"unknown provider {unknown[0]!r} (known: {', '.join(sorted(known))})")
         return value
 
+    @field_validator("compatible_servers")
+    @classmethod
+    def _check_servers(
+        cls, value: tuple[CompatibleServerSettings, ...]
+    ) -> tuple[CompatibleServerSettings, ...]:
+        names = {spec.name for spec in BUILTIN}
+        prefixes: set[str] = set()
+        for index, server in enumerate(value):
+            entry = f"entry {index} ({server.name!r})"
+            if server.name in names:
+                raise ValueError(f"{entry}: the name is already a provider's")
+            problem = prefix_problem(server.route, prefixes)
+            if problem is not None:
+                raise ValueError(f"{entry}: {problem}")
+            names.add(server.name)
+            prefixes.add(server.route)
+        return value
+
     def upstreams(self) -> dict[str, tuple[str | None, str | None]]:
         """Provider name -> (base URL, key) as set; None where unset."""
-        return {
+        found = {
             name: (up.api_base, None if up.api_key is None else up.api_key.get_secret_value())
             for name, up in self.providers.items()
         }
+        for server in self.compatible_servers:
+            key = None if server.api_key is None else server.api_key.get_secret_value()
+            found[server.name] = (server.api_base, key)
+        return found
 
     def provider_keys(self) -> list[str]:
         """Every provider key set (to redact them from logs)."""
-        return [up.api_key.get_secret_value() for up in self.providers.values() if up.api_key]
+        keys = [up.api_key.get_secret_value() for up in self.providers.values() if up.api_key]
+        keys += [s.api_key.get_secret_value() for s in self.compatible_servers if s.api_key]
+        return keys
+
+    def provider_specs(self) -> tuple[ProviderSpec, ...]:
+        """The built-in providers' specs, then one per named compatible server."""
+        return with_servers(
+            (s.name, s.route, s.api_base, s.credential_header) for s in self.compatible_servers
+        )
+
+    def all_pricing(self) -> dict[str, dict[str, Any]]:
+        """The ``pricing:`` overrides with each compatible server's own prices, named
+        ``<server>/<model>`` so that they apply to that server alone."""
+        found = dict(self.pricing)
+        for server in self.compatible_servers:
+            for model, fields in server.pricing.items():
+                found[f"{server.name}/{model}"] = fields
+        return found
 
     @model_validator(mode="after")
     def _check_head_limits(self) -> Settings:
@@ -276,6 +370,8 @@ def _plain(value: Any) -> Any:
     """A dumped model's values as JSON takes them, secrets revealed."""
     if isinstance(value, dict):
         return {name: _plain(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, Path):

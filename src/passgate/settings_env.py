@@ -39,6 +39,9 @@ def _describe(error: ValidationError) -> str:
         loc = item["loc"]
         field = str(loc[0]) if loc else "?"
         name = field if field.isupper() else f"{field} ({env_name(field)})"
+        if len(loc) >= 2 and isinstance(loc[1], int):
+            # an entry of a list given in the config file: name it by position and field
+            name = f"{field} entry {loc[1]}" + "".join(f".{part}" for part in loc[2:])
         if field == "providers" and len(loc) >= 3:
             bases, keys = upstream_env_names(str(loc[1]))
             names = bases if loc[2] == "api_base" else keys
@@ -70,9 +73,12 @@ def _upstreams_from_environment() -> dict[str, dict[str, str]]:
 
 
 def _resolve_references(value: Any) -> Any:
-    """``os.environ/NAME`` (in the config file's provider entries) -> that variable's value."""
+    """``os.environ/NAME`` (in the config file's provider entries, lists of entries included)
+    -> that variable's value."""
     if isinstance(value, dict):
         return {key: _resolve_references(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve_references(item) for item in value]
     if isinstance(value, str) and value.startswith(_ENV_REFERENCE):
         name = value[len(_ENV_REFERENCE) :]
         found = os.environ.get(name)

@@ -21,6 +21,7 @@ from passgate.config import Settings, SettingsError
 from passgate.limits.runtime import limits_warning
 from passgate.listen_tls import serves_tls
 from passgate.observability.logs import shutdown_logging
+from passgate.providers.registry import COMPATIBLE_SECTION
 from passgate.runtime.cli_keys import add_subcommands
 from passgate.runtime.handover import hand_over, secret_free_environ, secret_values
 from passgate.runtime.networks import network_refusal, start_notes, upstream_route
@@ -125,6 +126,19 @@ def serve(settings: Settings) -> int:
     os.execve(argv[0], argv, environ)  # noqa: S606 (our own interpreter)
 
 
+def check_prices(settings: Settings) -> None:
+    """Load every price catalog with the config's prices, so a bad price stops the start; a
+    compatible server's bad price names the server."""
+    specs = settings.provider_specs()
+    load_catalogs(settings.pricing, specs)
+    for server in settings.compatible_servers:
+        own = {f"{server.name}/{model}": fields for model, fields in server.pricing.items()}
+        try:
+            load_catalogs(own, specs)
+        except PricingError as exc:
+            raise PricingError(f"{COMPATIBLE_SECTION} entry {server.name!r}: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run."""
     parser = _parser()
@@ -139,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
         )
-        load_catalogs(settings.pricing)
+        check_prices(settings)
     except (SettingsError, PricingError) as exc:
         print(f"passgate: {exc}", file=sys.stderr)
         return 2

@@ -58,7 +58,7 @@ def upstream_route(settings: Settings) -> str:
     credentials): ``upstream /mistral -> https://api.mistral.ai``, one per provider."""
     routes = egress_routes(settings)
     shown = []
-    for provider in enabled(settings.upstreams()):
+    for provider in enabled(settings.upstreams(), settings.provider_specs()):
         parts = urlsplit(provider.origin)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         proxy = routes.proxy_for(parts.scheme, parts.hostname or "", port)
