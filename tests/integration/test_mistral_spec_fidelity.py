@@ -15,30 +15,23 @@ operation is listed below with the reason; the test fails if such a list goes st
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import MASTER_KEY, PROVIDER_KEY, GatewayFactory
+from tests.support.fidelity import Answer, Client, differences
 from tests.support.gateway import GatewayProcess
-from tests.support.openapi_calls import METHODS, SSE, SpecCall, spec_calls
+from tests.support.openapi_calls import METHODS, SpecCall, spec_calls
 from tests.support.prism import PrismMock, load_spec
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "mistral" / "openapi.yaml"
 SPEC_OPERATIONS = 288  # paths x methods in the fixture; a new fixture states its own count
-
-# Fields of one response alone (its time) or of one hop: never compared.
-_PER_HOP = frozenset({"date", "connection", "keep-alive", "transfer-encoding"})
-# What the gateway adds to an answer (docs/passthrough.md): its request id, and cost and
-# usage headers on priced answers.
-_GATEWAY_ADDS = ("x-request-id", "x-passgate-")
 
 # Prism answers these requests 422, direct and through the gateway alike: the spec gives a
 # streamed call under an SDK alias path ("/x#stream"), but at the HTTP path Prism
@@ -140,88 +133,6 @@ _EXAMPLE_INVALID = {
     ),
 }
 EXAMPLE_INVALID = {key: reason for reason, keys in _EXAMPLE_INVALID.items() for key in keys}
-
-
-@dataclass
-class Answer:
-    """One response as received: status, header fields in order, body bytes."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name), None)
-
-    def problem_type(self) -> str:
-        """The ``type`` of Prism's own problem+json answer, or ``""``."""
-        if self.header("content-type") != "application/problem+json":
-            return ""
-        try:
-            data = json.loads(self.body)
-        except ValueError:
-            return ""
-        return str(data.get("type", "")) if isinstance(data, dict) else ""
-
-
-class Client:
-    """Keep-alive HTTP/1.1 to one server; a connection the server closed is opened again."""
-
-    def __init__(self, base_url: str) -> None:
-        host, port = base_url.removeprefix("http://").split(":")
-        self._conn = http.client.HTTPConnection(host, int(port), timeout=15)
-
-    def send(self, target: str, call: SpecCall, credential: tuple[str, str]) -> Answer:
-        """``call`` to ``target``, its headers and body exactly as built."""
-        try:
-            return self._send(target, call, credential)
-        except (http.client.RemoteDisconnected, ConnectionError):
-            self._conn.close()  # closed while idle: every call here may be sent again
-            return self._send(target, call, credential)
-
-    def _send(self, target: str, call: SpecCall, credential: tuple[str, str]) -> Answer:
-        self._conn.putrequest(call.method, target, skip_accept_encoding=True)
-        for name, value in (*call.headers, credential):
-            self._conn.putheader(name, value)
-        if call.body is not None:
-            self._conn.putheader("Content-Length", str(len(call.body)))
-        self._conn.endheaders(call.body)
-        response = self._conn.getresponse()
-        body = response.read()
-        headers = [(k.lower(), v) for k, v in response.getheaders()]
-        return Answer(response.status, headers, body)
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def sse_events(body: bytes) -> list[bytes]:
-    """An SSE body cut into its events (each with its lines, without the blank line)."""
-    return [e for e in body.replace(b"\r\n", b"\n").split(b"\n\n") if e]
-
-
-def differences(direct: Answer, relayed: Answer) -> list[str]:
-    """How the gateway's answer differs from Prism's direct one (empty when faithful)."""
-    found: list[str] = []
-    if relayed.status != direct.status:
-        found.append(f"status {relayed.status} != {direct.status}")
-    direct_type = direct.header("content-type")
-    if relayed.header("content-type") != direct_type:
-        found.append(f"content-type {relayed.header('content-type')!r} != {direct_type!r}")
-    if (direct_type or "").startswith(SSE):
-        if sse_events(relayed.body) != sse_events(direct.body):
-            found.append("SSE events differ")
-    elif relayed.body != direct.body:
-        found.append(f"body {relayed.body[:120]!r} != {direct.body[:120]!r}")
-    expected = Counter((k, v) for k, v in direct.headers if k not in _PER_HOP)
-    got = Counter((k, v) for k, v in relayed.headers if k not in _PER_HOP)
-    missing = expected - got
-    if missing:
-        found.append(f"headers lost or changed: {sorted(missing)}")
-    added = sorted(k for k, _ in (got - expected).elements() if not k.startswith(_GATEWAY_ADDS))
-    if added:
-        found.append(f"headers added: {added}")
-    return found
 
 
 def prism_rejection(call: SpecCall, direct: Answer) -> str | None:
