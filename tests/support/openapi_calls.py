@@ -231,9 +231,9 @@ def _string(schema: dict[str, Any]) -> str:
 def _number(schema: dict[str, Any], kind: str) -> int | float:
     value: int | float = 1
     if "minimum" in schema:
-        value = max(value, schema["minimum"]) if "maximum" not in schema else schema["minimum"]
-    if "exclusiveMinimum" in schema and isinstance(schema["exclusiveMinimum"], int | float):
-        value = max(value, schema["exclusiveMinimum"] + 1)
+        value = schema["minimum"]
+    elif isinstance(schema.get("exclusiveMinimum"), int | float):
+        value = schema["exclusiveMinimum"] + 1
     if "maximum" in schema:
         value = min(value, schema["maximum"])
     return int(value) if kind == "integer" else value
