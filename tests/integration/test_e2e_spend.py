@@ -542,6 +542,7 @@ def test_metrics_from_the_real_process_count_requests_tokens_and_cost(
         _value(
             samples,
             "passgate_requests_total",
+            provider="mistral",
             route_family="chat",
             model=model,
             key_alias="e2e-metrics",

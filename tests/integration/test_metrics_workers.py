@@ -26,6 +26,7 @@ from tests.support.http import request
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 CHAT = b'{"model":"mistral-small-latest","messages":[{"role":"user","content":"hi"}]}'
 LABELS = {
+    "provider": "mistral",
     "route_family": "chat",
     "model": "mistral-small-latest",
     "key_alias": "master",
@@ -87,6 +88,7 @@ def _scrape(url: str) -> tuple[float, float, float]:
             if sample.name == "passgate_requests_total" and sample.labels == LABELS:
                 found["requests"] += sample.value
             elif sample.name == "passgate_cost_usd_total" and sample.labels == {
+                "provider": "mistral",
                 "model": LABELS["model"],
                 "key_alias": "master",
             }:

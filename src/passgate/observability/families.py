@@ -2,10 +2,14 @@
 
 Metrics labels and span names must not grow with the paths clients send, so an
 upstream path is reduced to one of a fixed set of families. The version segment
-(``v1``, ``v2``) and any path prefix of ``MISTRAL_API_BASE`` before it are skipped.
+(``v1``, ``v2``, ``v1beta``) and any path prefix of the provider's base URL before it are
+skipped. Providers name the same kinds of call differently (``/v1/messages``,
+``/v1beta/models/M:generateContent``): they map to the same families.
 """
 
 from __future__ import annotations
+
+import re
 
 ROUTE_FAMILIES = (
     "chat",
@@ -21,6 +25,8 @@ ROUTE_FAMILIES = (
     "models",
     "fine_tuning",
     "libraries",
+    "images",
+    "rerank",
     "other",
 )
 
@@ -39,6 +45,21 @@ _FIRST_SEGMENT = {
     "models": "models",
     "fine_tuning": "fine_tuning",
     "libraries": "libraries",
+    # other providers' names for the same kinds of call
+    "messages": "chat",
+    "responses": "chat",
+    "completions": "chat",
+    "interactions": "chat",
+    "images": "images",
+    "rerank": "rerank",
+    "embed": "embeddings",
+}
+# a model's method in the path (models/M:generateContent) -> its family
+_METHODS = {
+    "generateContent": "chat",
+    "streamGenerateContent": "chat",
+    "embedContent": "embeddings",
+    "batchEmbedContents": "embeddings",
 }
 
 # /v1/chat/moderations and /v1/chat/classifications classify; they are not chat.
@@ -57,13 +78,29 @@ _OPERATIONS = {
     ("classifications", ""): "classification",
     ("chat", "moderations"): "classification",
     ("chat", "classifications"): "classification",
+    ("messages", ""): "chat",
+    ("responses", ""): "chat",
+    ("completions", ""): "text_completion",
+    ("embed", ""): "embeddings",
+    ("rerank", ""): "rerank",
+    ("images", "generations"): "image_generation",
 }
+# a model's method in the path -> its operation
+_METHOD_OPERATIONS = {
+    "generateContent": "chat",
+    "streamGenerateContent": "chat",
+    "embedContent": "embeddings",
+    "batchEmbedContents": "embeddings",
+}
+
+
+_VERSION = re.compile(r"v\d+(?:(?:alpha|beta)\d*)?")
 
 
 def _segments(upstream_path: str) -> list[str]:
     parts = [p for p in upstream_path.split("?", 1)[0].split("/") if p]
     for index, part in enumerate(parts):
-        if part[0] == "v" and part[1:].isdigit():
+        if part[0] == "v" and _VERSION.fullmatch(part):
             return parts[index + 1 :]
     return parts
 
@@ -75,6 +112,10 @@ def route_family(upstream_path: str) -> str:
         return "other"
     if parts[0] == "chat" and len(parts) > 1 and parts[1] in _CHAT_CLASSIFIERS:
         return "classifiers"
+    if parts[0] == "models" and len(parts) > 1:
+        method = parts[-1].replace("%3A", ":").replace("%3a", ":").rpartition(":")[2]
+        if method in _METHODS:
+            return _METHODS[method]
     return _FIRST_SEGMENT.get(parts[0], "other")
 
 
@@ -89,5 +130,8 @@ def operation_name(method: str, upstream_path: str) -> str | None:
         # Starting, appending to or restarting a conversation runs the model; other
         # POSTs under /conversations do not exist today, and GETs are excluded above.
         return "invoke_agent"
+    if parts[0] == "models" and len(parts) > 1:
+        method = parts[-1].replace("%3A", ":").replace("%3a", ":").rpartition(":")[2]
+        return _METHOD_OPERATIONS.get(method)
     second = parts[1] if len(parts) > 1 else ""
     return _OPERATIONS.get((parts[0], second))

@@ -195,11 +195,11 @@ class Metrics:
         self._family = _Families()
         # The slots of each kind of call seen (path, model, key alias, status): worked
         # out once instead of four label look-ups and twelve slot look-ups per call.
-        self._keys: dict[tuple[str, str | None, str | None, int], _CallKeys] = {}
+        self._keys: dict[tuple[str, str, str | None, str | None, int], _CallKeys] = {}
         self.requests = CounterTable(
             "passgate_requests",
             "Pass-through calls by outcome.",
-            ("route_family", "model", "key_alias", "status_class"),
+            ("provider", "route_family", "model", "key_alias", "status_class"),
         )
         self.errors = CounterTable(
             "passgate_errors",
@@ -214,17 +214,17 @@ class Metrics:
         self.tokens = CounterTable(
             "passgate_tokens",
             "Tokens reported by the upstream; cached is part of input.",
-            ("model", "direction"),
+            ("provider", "model", "direction"),
         )
         self.cost = CounterTable(
             "passgate_cost_usd",
             "Cost of priced calls in US dollars.",
-            ("model", "key_alias"),
+            ("provider", "model", "key_alias"),
         )
         self.unpriced = CounterTable(
             "passgate_unpriced_model",
             "Calls whose model has no price in the catalog.",
-            ("model",),
+            ("provider", "model"),
         )
         self.bytes = CounterTable(
             "passgate_bytes",
@@ -282,10 +282,10 @@ class Metrics:
     async def finished(self, ex: Exchange) -> None:
         """Count one call (in memory; never blocks)."""
         alias = _key_alias(ex)
-        shape = (ex.upstream_path, ex.model, alias, ex.status)
+        shape = (ex.provider, ex.upstream_path, ex.model, alias, ex.status)
         keys = self._keys.get(shape)
         if keys is None:
-            keys = self._call_keys(ex.upstream_path, ex.model, alias, ex.status)
+            keys = self._call_keys(ex.provider, ex.upstream_path, ex.model, alias, ex.status)
             if len(self._keys) < SHAPES_MAX:  # paths come from clients: bounded
                 self._keys[shape] = keys
         values = self._values
@@ -316,23 +316,28 @@ class Metrics:
             self.overhead.add(keys.overhead, ex.first_byte - ex.start)
 
     def _call_keys(
-        self, upstream_path: str, model_name: str | None, alias_name: str | None, status: int
+        self,
+        provider: str,
+        upstream_path: str,
+        model_name: str | None,
+        alias_name: str | None,
+        status: int,
     ) -> _CallKeys:
         family = self._family(upstream_path)
         model = self._model(model_name)
         alias = self._alias(alias_name)
         klass = status_class(status)
         return _CallKeys(
-            requests=self.requests.slot((family, model, alias, klass)),
+            requests=self.requests.slot((provider, family, model, alias, klass)),
             errors=self.errors.slot((family, klass)),
             interrupted=self.interrupted.slot((family,)),
             bytes_in=self.bytes.slot((family, "in")),
             bytes_out=self.bytes.slot((family, "out")),
-            tokens_in=self.tokens.slot((model, "input")),
-            tokens_out=self.tokens.slot((model, "output")),
-            tokens_cached=self.tokens.slot((model, "cached")),
-            cost=self.cost.slot((model, alias)),
-            unpriced=self.unpriced.slot((model,)),
+            tokens_in=self.tokens.slot((provider, model, "input")),
+            tokens_out=self.tokens.slot((provider, model, "output")),
+            tokens_cached=self.tokens.slot((provider, model, "cached")),
+            cost=self.cost.slot((provider, model, alias)),
+            unpriced=self.unpriced.slot((provider, model)),
             latency=self.latency.slot((family,)),
             overhead=self.overhead.slot((family,)),
         )

@@ -64,3 +64,36 @@ def test_route_family(path: str, family: str) -> None:
 )
 def test_operation_name(method: str, path: str, operation: str | None) -> None:
     assert operation_name(method, path) == operation
+
+
+@pytest.mark.parametrize(
+    ("path", "family"),
+    [
+        ("/v1/messages", "chat"),
+        ("/v1/responses", "chat"),
+        ("/v1beta/models/gemini-2.5-flash:generateContent", "chat"),
+        ("/v1beta/models/gemini-2.5-flash%3AstreamGenerateContent", "chat"),
+        ("/v1beta/models/text-embedding-004:embedContent", "embeddings"),
+        ("/v1beta/models/gemini-2.5-flash:countTokens", "models"),
+        ("/v1beta/models", "models"),
+        ("/v2/rerank", "rerank"),
+        ("/v2/embed", "embeddings"),
+        ("/v1/images/generations", "images"),
+    ],
+)
+def test_other_providers_paths_map_to_the_same_families(path: str, family: str) -> None:
+    assert route_family(path) == family
+
+
+@pytest.mark.parametrize(
+    ("path", "operation"),
+    [
+        ("/v1/messages", "chat"),
+        ("/v1beta/models/gemini-2.5-flash:generateContent", "chat"),
+        ("/v1beta/models/text-embedding-004:embedContent", "embeddings"),
+        ("/v1beta/models/gemini-2.5-flash:countTokens", None),
+        ("/v2/rerank", "rerank"),
+    ],
+)
+def test_other_providers_model_calls_have_an_operation(path: str, operation: str | None) -> None:
+    assert operation_name("POST", path) == operation

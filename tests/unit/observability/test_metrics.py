@@ -119,24 +119,56 @@ async def test_metrics_endpoint_counts_fed_exchanges() -> None:
     assert start["status"] == 200
     content_type = dict(start["headers"])[b"content-type"]
     assert content_type.startswith(b"text/plain")
-    chat_ok = {"route_family": "chat", "model": "mistral-small-latest", "key_alias": "team-a"}
+    chat_ok = {
+        "provider": "mistral",
+        "route_family": "chat",
+        "model": "mistral-small-latest",
+        "key_alias": "team-a",
+    }
     assert value(samples, "passgate_requests_total", **chat_ok, status_class="2xx") == 3
-    emb = {"route_family": "embeddings", "model": "mistral-embed", "key_alias": "team-a"}
+    emb = {
+        "provider": "mistral",
+        "route_family": "embeddings",
+        "model": "mistral-embed",
+        "key_alias": "team-a",
+    }
     assert value(samples, "passgate_requests_total", **emb, status_class="5xx") == 1
-    files = {"route_family": "files", "model": "none", "key_alias": "team-a"}
+    files = {"provider": "mistral", "route_family": "files", "model": "none", "key_alias": "team-a"}
     assert value(samples, "passgate_requests_total", **files, status_class="2xx") == 1
-    models = {"route_family": "models", "model": "none", "key_alias": "master"}
+    models = {
+        "provider": "mistral",
+        "route_family": "models",
+        "model": "none",
+        "key_alias": "master",
+    }
     assert value(samples, "passgate_requests_total", **models, status_class="4xx") == 1
     assert value(samples, "passgate_errors_total", route_family="embeddings", status_class="5xx")
     assert value(samples, "passgate_errors_total", route_family="chat", status_class="2xx") == 1
     assert value(samples, "passgate_errors_total", route_family="models", status_class="4xx") == 1
     assert value(samples, "passgate_interrupted_total", route_family="chat") == 1
     small = "mistral-small-latest"
-    assert value(samples, "passgate_tokens_total", model=small, direction="input") == 20
-    assert value(samples, "passgate_tokens_total", model=small, direction="output") == 40
-    assert value(samples, "passgate_tokens_total", model=small, direction="cached") == 8
-    assert value(samples, "passgate_cost_usd_total", model=small, key_alias="team-a") == 0.75
-    assert value(samples, "passgate_unpriced_model_total", model="my-own-model") == 1
+    assert (
+        value(samples, "passgate_tokens_total", provider="mistral", model=small, direction="input")
+        == 20
+    )
+    assert (
+        value(samples, "passgate_tokens_total", provider="mistral", model=small, direction="output")
+        == 40
+    )
+    assert (
+        value(samples, "passgate_tokens_total", provider="mistral", model=small, direction="cached")
+        == 8
+    )
+    assert (
+        value(
+            samples, "passgate_cost_usd_total", provider="mistral", model=small, key_alias="team-a"
+        )
+        == 0.75
+    )
+    assert (
+        value(samples, "passgate_unpriced_model_total", provider="mistral", model="my-own-model")
+        == 1
+    )
     assert value(samples, "passgate_bytes_total", route_family="chat", direction="in") == 100
     assert value(samples, "passgate_bytes_total", route_family="chat", direction="out") == 300
     # chat: four calls of 0.25, 1.5, 0.25, 0.25 s.
@@ -166,7 +198,13 @@ async def test_model_and_alias_labels_are_capped() -> None:
     }
     assert models == {"model-0", "model-1", "model-2", "other"}
     assert aliases == {"alias-0", "alias-1", "alias-2", "other"}
-    labels = {"route_family": "chat", "model": "other", "key_alias": "other", "status_class": "2xx"}
+    labels = {
+        "provider": "mistral",
+        "route_family": "chat",
+        "model": "other",
+        "key_alias": "other",
+        "status_class": "2xx",
+    }
     assert value(samples, "passgate_requests_total", **labels) == 3
 
 
@@ -182,7 +220,12 @@ async def test_calls_past_the_remembered_kinds_are_still_counted_right() -> None
         await metrics.finished(make_exchange(status=status, bytes_in=5))
     assert len(metrics._keys) == SHAPES_MAX
     _, samples = await scrape(metrics)
-    files = {"route_family": "files", "model": "mistral-small-latest", "key_alias": "team-a"}
+    files = {
+        "provider": "mistral",
+        "route_family": "files",
+        "model": "mistral-small-latest",
+        "key_alias": "team-a",
+    }
     assert value(samples, "passgate_requests_total", **files, status_class="2xx") == kinds
     chat = {**files, "route_family": "chat"}
     assert value(samples, "passgate_requests_total", **chat, status_class="2xx") == 2
@@ -214,6 +257,7 @@ async def test_two_apps_have_separate_registries() -> None:
     _, samples_first = await scrape(first)
     _, samples_second = await scrape(second)
     labels = {
+        "provider": "mistral",
         "route_family": "chat",
         "model": "mistral-small-latest",
         "key_alias": "team-a",
