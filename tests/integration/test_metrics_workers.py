@@ -54,7 +54,8 @@ def _requests_per_file(directory: Path) -> list[float]:
             sum(
                 values[0]
                 for series, values in reader.series()
-                if series.name == "passgate_requests" and series.labels[0] == "chat"
+                if series.name == "passgate_requests"
+                and series.labels[1] == "chat"  # (provider, family, ...)
             )
         )
     return counts
