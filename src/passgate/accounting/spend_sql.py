@@ -4,7 +4,7 @@ Through SQLAlchemy's compiled statements a spend row cost several times the even
 (a type processor per value, parameter dictionaries, insertmanyvalues), and each batch's
 totals more again (``docs/performance.md``). Here a call record (``call_record.CallRecord``,
 as a worker sends it) becomes driver values in one pass by the column readers of
-``rows.column_readers``, without a row dictionary in between, in exactly the form the
+``rows.column_values``, without a row dictionary in between, in exactly the form the
 ORM's column types store, so ``SpendLog`` reads them back unchanged:
 
 - timestamps (``UTCDateTime``), from seconds since the epoch: PostgreSQL gets the aware UTC
@@ -41,7 +41,7 @@ from sqlalchemy import JSON, Boolean, Float, Integer, String, Table
 from sqlalchemy.engine import Dialect
 
 from passgate.accounting.rollups import RollupStatements
-from passgate.accounting.rows import COLUMNS, clean, column_readers
+from passgate.accounting.rows import COLUMNS, clean, column_values
 from passgate.call_record import CallRecord
 from passgate.storage.models import EndUser, Key, SpendLog, Team, User, UTCDateTime
 
@@ -150,14 +150,14 @@ def _tags(tags: Any) -> str:
 
 def _record_values(clock: Convert, flag: Convert) -> Callable[[CallRecord], list[Any]]:
     """A function from a call record to its driver values in ``COLUMNS`` order: the row
-    ``rows.row_from_record`` makes, read by the same column readers, in the form the column
-    types store (times through ``clock``, booleans through ``flag``, tags as JSON text); it
+    ``rows.row_from_record`` makes, by the same compiled column expressions, in the form the
+    column types store (times through ``clock``, booleans through ``flag``, tags as JSON text); it
     raises ``RowError`` for a record that cannot be converted."""
-    readers = column_readers(clock, flag, _tags)
+    convert = column_values(clock, flag, _tags)
 
     def values(record: CallRecord) -> list[Any]:
         try:
-            return [read(record) for read in readers]
+            return convert(record)
         except (TypeError, ValueError, OverflowError, OSError, IndexError) as exc:
             raise RowError(f"{type(exc).__name__}: {exc}") from exc
 
