@@ -175,22 +175,9 @@ def metered_route(api_path: str, info: RequestInfo) -> Metered | None:
     return None
 
 
-class OpenAISpec(ProviderSpec):
-    """OpenAI's API, as its API reference describes it."""
-
-    name: ClassVar[str] = "openai"
-    prefix: ClassVar[bytes] = b"/openai"
-    gen_ai_system: ClassVar[str] = "openai"
-    default_base: ClassVar[str] = "https://api.openai.com"
-    base_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_BASE",)
-    key_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
-    # what clients of OpenAI-style gateways send besides a bearer token (Azure-style SDKs)
-    caller_key_headers: ClassVar[tuple[bytes, ...]] = (b"api-key",)
-    prices_file: ClassVar[str] = "openai.json"
-
-    def credential(self, key: str) -> tuple[str, str]:
-        """A bearer token."""
-        return ("Authorization", "Bearer " + key)
+class OpenAIShapes(ProviderSpec):
+    """The metered routes and usage shapes of OpenAI's API, for OpenAI and for every server
+    that answers in its shapes (``openai_compatible``)."""
 
     def metered(self, method: str, api_path: str, info: RequestInfo) -> Metered | None:
         """Completions, responses, embeddings, audio, images; moderations for free."""
@@ -209,6 +196,24 @@ class OpenAISpec(ProviderSpec):
     def response_model(self, obj: Any) -> str | None:
         """``model``, or a streamed response's nested one."""
         return model_from(obj)
+
+
+class OpenAISpec(OpenAIShapes):
+    """OpenAI's API, as its API reference describes it."""
+
+    name: ClassVar[str] = "openai"
+    prefix: ClassVar[bytes] = b"/openai"
+    gen_ai_system: ClassVar[str] = "openai"
+    default_base: ClassVar[str] = "https://api.openai.com"
+    base_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_BASE",)
+    key_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+    # what clients of OpenAI-style gateways send besides a bearer token (Azure-style SDKs)
+    caller_key_headers: ClassVar[tuple[bytes, ...]] = (b"api-key",)
+    prices_file: ClassVar[str] = "openai.json"
+
+    def credential(self, key: str) -> tuple[str, str]:
+        """A bearer token."""
+        return ("Authorization", "Bearer " + key)
 
 
 class OpenAIPassthroughSpec(OpenAISpec):

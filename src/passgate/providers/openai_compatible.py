@@ -11,18 +11,16 @@ its calls are recorded with a null cost.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from passgate.exchange import Metered, RequestInfo, Usage
-from passgate.providers.base import ProviderSpec
-from passgate.providers.openai import event_usage, metered_route, model_from, usage_from
+from passgate.providers.openai import OpenAIShapes
 
 BEARER = "Authorization"
 # the config file's list of named servers (docs/providers/openai.md)
 SECTION = "openai_compatible"
 
 
-class OpenAICompatibleSpec(ProviderSpec):
+class OpenAICompatibleSpec(OpenAIShapes):
     """A server answering in OpenAI's shapes; subclasses name it (``compatible_spec``)."""
 
     # the header carrying the server's key upstream; Authorization means a bearer token
@@ -34,24 +32,6 @@ class OpenAICompatibleSpec(ProviderSpec):
         if self.credential_header.lower() == BEARER.lower():
             return (BEARER, "Bearer " + key)
         return (self.credential_header, key)
-
-    def metered(self, method: str, api_path: str, info: RequestInfo) -> Metered | None:
-        """OpenAI's metered routes (completions, responses, embeddings, audio, images)."""
-        if method != "POST":
-            return None
-        return metered_route(api_path, info)
-
-    def usage(self, obj: Any, metered: Metered, info: RequestInfo) -> Usage | None:
-        """As OpenAI reports it."""
-        return usage_from(obj, metered)
-
-    def stream_usage(self, obj: Any, so_far: Usage | None, metered: Metered) -> Usage | None:
-        """As OpenAI streams it (a chat chunk's ``usage``, a closing response event's)."""
-        return event_usage(obj, so_far, metered)
-
-    def response_model(self, obj: Any) -> str | None:
-        """``model``, or a streamed response's nested one."""
-        return model_from(obj)
 
 
 class VllmSpec(OpenAICompatibleSpec):
