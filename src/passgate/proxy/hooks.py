@@ -96,6 +96,8 @@ class Pipeline:
         """The pipeline of ``features``, each registered once and taking part in the phases
         whose method it has (``admit``, ``cleanup``, ``finished``), in the order given."""
         listed = tuple(features)
+        if len({id(f) for f in listed}) != len(listed):
+            raise ValueError("a feature is registered twice: each takes part once per phase")
         pipeline = cls(
             authenticator,
             guards=tuple(f for f in listed if isinstance(f, Guard)),

@@ -202,5 +202,7 @@ def test_a_feature_is_registered_once_in_every_phase_it_implements() -> None:
     assert list(pipeline.guards) == [both]
     assert list(pipeline.cleanups) == [both]
     assert list(pipeline.observers) == [both, watcher]
+    with pytest.raises(ValueError, match="registered twice"):
+        Pipeline.of(MasterKeyAuthenticator(MasterKey(None)), [both, watcher, both])
     with pytest.raises(TypeError, match="object implement no hook"):
         Pipeline.of(MasterKeyAuthenticator(MasterKey(None)), [object()])
