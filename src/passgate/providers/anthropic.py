@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from passgate.exchange import Metered, RequestInfo, Usage
 from passgate.providers.base import ProviderSpec
-from passgate.providers.shapes import MAX_COUNT, count, detail
+from passgate.providers.shapes import MAX_COUNT, count, detail, model_named
 
 MESSAGES = Metered("messages")
 # served as application/binary: JSON lines all the same
@@ -167,16 +167,7 @@ class AnthropicSpec(ProviderSpec):
 
     def response_model(self, obj: Any) -> str | None:
         """``model``, or ``message.model`` (``message_start``, a batch result)."""
-        if not isinstance(obj, dict):
-            return None
-        model = obj.get("model")
-        if isinstance(model, str) and model:
-            return model
-        for holder in (obj, obj.get("result")):
-            if isinstance(holder, dict):
-                message = holder.get("message")
-                if isinstance(message, dict):
-                    model = message.get("model")
-                    if isinstance(model, str) and model:
-                        return model
-        return None
+        model = model_named(obj, "message")
+        if model is None and isinstance(obj, dict):
+            model = model_named(obj.get("result"), "message")
+        return model

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from passgate.errors import bad_request
 from passgate.exchange import Metered, RequestInfo, Usage
+from passgate.providers.shapes import model_named
 
 __all__ = ["Metered", "Provider", "ProviderSpec", "split_base"]
 
@@ -94,11 +95,7 @@ class ProviderSpec(ABC):
 
     def response_model(self, obj: Any) -> str | None:
         """The model a parsed response body or stream event names, else None."""
-        if isinstance(obj, dict):
-            model = obj.get("model")
-            if isinstance(model, str) and model:
-                return model
-        return None
+        return model_named(obj)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from passgate.exchange import Metered, RequestInfo, Usage
 from passgate.providers.base import ProviderSpec
-from passgate.providers.shapes import count, token_usage
+from passgate.providers.shapes import count, model_named, token_usage
 
 TOKENS = Metered("tokens")
 CONVERSATION = Metered("conversation")
@@ -71,23 +71,15 @@ def usage_from(obj: Any, annotated: bool = False) -> Usage | None:
 
 def model_from(obj: Any) -> str | None:
     """The model a parsed response body or SSE event names, if any."""
-    if not isinstance(obj, dict):
-        return None
-    model = obj.get("model")
-    if isinstance(model, str) and model:
+    model = model_named(obj, "response")
+    if model is not None or not isinstance(obj, dict):
         return model
-    nested = obj.get("response")
-    if isinstance(nested, dict):
-        model = nested.get("model")
-        if isinstance(model, str) and model:
-            return model
     outputs = obj.get("outputs")  # conversations name the model on each output entry
     if isinstance(outputs, list):
         for entry in outputs:
-            if isinstance(entry, dict):
-                model = entry.get("model")
-                if isinstance(model, str) and model:
-                    return model
+            model = model_named(entry)
+            if model is not None:
+                return model
     return None
 
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from passgate.exchange import Metered, RequestInfo, Usage
 from passgate.providers.base import ProviderSpec
-from passgate.providers.shapes import count, seconds, token_usage
+from passgate.providers.shapes import count, model_named, seconds, token_usage
 
 TOKENS = Metered("tokens")
 TOKENS_FLEX = Metered("tokens", discount=0.5)
@@ -135,17 +135,7 @@ def event_usage(obj: Any, so_far: Usage | None, metered: Metered) -> Usage | Non
 
 def model_from(obj: Any) -> str | None:
     """The model a parsed body or event names: ``model``, or a streamed response's one."""
-    if not isinstance(obj, dict):
-        return None
-    model = obj.get("model")
-    if isinstance(model, str) and model:
-        return model
-    response = obj.get("response")
-    if isinstance(response, dict):
-        model = response.get("model")
-        if isinstance(model, str) and model:
-            return model
-    return None
+    return model_named(obj, "response")
 
 
 def speech_metered(info: RequestInfo) -> Metered:

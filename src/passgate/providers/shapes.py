@@ -33,6 +33,23 @@ def count(value: Any) -> int | None:
     return None if number is None or number > MAX_COUNT else int(number)
 
 
+def model_named(obj: Any, *holders: str) -> str | None:
+    """``obj["model"]``, else the ``model`` of the first of ``holders`` (nested objects, as a
+    streamed response's ``response`` or a message event's ``message``) that names one."""
+    if not isinstance(obj, dict):
+        return None
+    model = obj.get("model")
+    if isinstance(model, str) and model:
+        return model
+    for name in holders:
+        nested = obj.get(name)
+        if isinstance(nested, dict):
+            model = nested.get("model")
+            if isinstance(model, str) and model:
+                return model
+    return None
+
+
 def detail(usage: dict[str, Any], names: tuple[str, ...], field: str) -> int | None:
     """``usage[name][field]`` for the first of ``names`` that holds a count of it."""
     for name in names:
