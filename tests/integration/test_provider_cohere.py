@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import cohere
 import httpx
@@ -29,11 +28,11 @@ from tests.support import fake_cohere_payloads as payloads
 from tests.support.fake_cohere import JSON_LINES_TYPE, TRACE_HEADER, FakeCohere
 from tests.support.gateway import GatewayProcess
 from tests.support.http import Reply, request
+from tests.support.spend import admin, spend_row
 
 COHERE_KEY = "co-provider-secret-0123456789"
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 MESSAGES: Any = [{"role": "user", "content": "Hi"}]
-WAIT = 10.0
 
 # USD per million billed tokens (input, output); cohere.com/pricing
 COMMAND_A = (2.5, 10.0)
@@ -77,27 +76,6 @@ def http_client() -> Iterator[httpx.Client]:
 
 def request_id() -> str:
     return "e2e-cohere-" + uuid.uuid4().hex
-
-
-def admin(gateway: GatewayProcess, method: str, path: str, body: Any = None) -> Any:
-    headers = {**ADMIN, "Content-Type": "application/json"}
-    data = None if body is None else orjson.dumps(body)
-    reply = request(gateway.url, method, path, data, headers)
-    assert reply.status == 200, reply.body
-    return reply.json()
-
-
-def spend_row(gateway: GatewayProcess, rid: str) -> dict[str, Any]:
-    """The one spend row of request id ``rid``, once the writer has stored it."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        page = admin(gateway, "GET", "/spend/logs?" + urlencode({"request_id": rid}))
-        assert page["total"] <= 1, page
-        if page["total"] == 1:
-            row: dict[str, Any] = page["data"][0]
-            return row
-        assert time.monotonic() < deadline, f"no spend row for {rid}"
-        time.sleep(0.02)
 
 
 def assert_forwarded(up: FakeCohere, caller_key: str) -> None:

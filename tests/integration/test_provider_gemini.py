@@ -13,7 +13,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -27,6 +26,7 @@ from tests.support import fake_gemini_payloads as payloads
 from tests.support.fake_gemini import FakeGemini
 from tests.support.gateway import GatewayProcess
 from tests.support.http import request
+from tests.support.spend import spend_row
 
 FLASH = "gemini-3.5-flash"
 PRO = "gemini-3.1-pro-preview"
@@ -81,23 +81,6 @@ def new_key(gateway: GatewayProcess, **fields: Any) -> str:
     assert isinstance(key, dict)
     secret: str = key["key"]
     return secret
-
-
-def spend_row(gateway: GatewayProcess, request_id: str) -> dict[str, Any]:
-    """The one spend row of ``request_id``, once the writer has stored it."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        reply = request(
-            gateway.url, "GET", "/spend/logs?" + urlencode({"request_id": request_id}), None, ADMIN
-        )
-        assert reply.status == 200, reply.body
-        page = reply.json()
-        assert isinstance(page, dict) and page["total"] <= 1, page
-        if page["total"] == 1:
-            row: dict[str, Any] = page["data"][0]
-            return row
-        assert time.monotonic() < deadline, f"no spend row for {request_id}"
-        time.sleep(0.02)
 
 
 def sdk(gateway: GatewayProcess, key: str, **headers: str) -> genai.Client:

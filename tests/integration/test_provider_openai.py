@@ -7,7 +7,6 @@ tokens, as the pricing page states them), never read from the package's catalog.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +21,11 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.fake_openai_payloads import FILE_CONTENT
 from tests.support.gateway import GatewayProcess
 from tests.support.http import request
+from tests.support.spend import spend_row
 
 UPSTREAM_KEY = "sk-upstream-real-0123456789"
 MASTER_KEY = "sk-master-secret-0123456789"
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
-WAIT = 10.0
 M = 1_000_000
 
 # gpt-4o: $2.50 input, $1.25 cached input, $10.00 output per million tokens
@@ -110,18 +109,6 @@ def admin_get(gateway: GatewayProcess, path: str, **params: str) -> Any:
     reply = request(gateway.url, "GET", path + "?" + urlencode(params), headers=ADMIN)
     assert reply.status == 200, reply.body
     return reply.json()
-
-
-def spend_row(gateway: GatewayProcess, request_id: str) -> dict[str, Any]:
-    """The one spend row of ``request_id``, waiting for the writer to store it."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        page = admin_get(gateway, "/spend/logs", request_id=request_id)
-        if page["total"] == 1:
-            row: dict[str, Any] = page["data"][0]
-            return row
-        assert time.monotonic() < deadline, f"no spend row for {request_id}"
-        time.sleep(0.02)
 
 
 def new_key(gateway: GatewayProcess, **fields: Any) -> str:
