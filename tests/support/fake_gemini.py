@@ -13,31 +13,30 @@ from typing import Any
 
 from tests.support.fake_gemini_payloads import API_KEY
 from tests.support.fake_gemini_routes import GeminiFile, GeminiRouter, GeminiStore
-from tests.support.fake_mistral import FakeMistral, TlsServing
-from tests.support.fake_mistral_app import FakeApp
+from tests.support.fake_mistral import TlsServing
+from tests.support.fake_mistral_state import Recorded
+from tests.support.fake_server import FakeServer
 
 __all__ = ["API_KEY", "FakeGemini"]
 
 
-class FakeGemini(FakeMistral):
+class FakeGemini(FakeServer):
     """The fake Gemini upstream; only ``api_key`` is accepted as a credential."""
 
     def __init__(
         self, *, api_key: str = API_KEY, tls: TlsServing | None = None, **knobs: Any
     ) -> None:
-        super().__init__(tls=tls, **knobs)
         self.api_key = api_key
         self._store = GeminiStore(api_key)
-        # the same server, answering Google's routes instead of Mistral's
-        self._server.config.app = FakeApp(self._state, GeminiRouter(self._store))
+        options = None if tls is None else tls.uvicorn_options()
+        super().__init__("gemini", GeminiRouter(self._store), server_options=options, **knobs)
 
-    def start(self) -> "FakeGemini":
-        """Start serving; returns once the port accepts connections."""
-        super().start()
-        return self
-
-    def __enter__(self) -> "FakeGemini":
-        return self.start()
+    @property
+    def last(self) -> Recorded:
+        """The most recent request (its body may still be arriving)."""
+        if not self._state.requests:
+            raise AssertionError("the fake Gemini upstream has received no request")
+        return self._state.requests[-1]
 
     @property
     def uploaded(self) -> dict[str, GeminiFile]:
