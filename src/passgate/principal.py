@@ -24,6 +24,8 @@ class Principal:
     end_user_id: str | None = None
     models: tuple[str, ...] = ()
     allowed_routes: tuple[str, ...] = ()
+    # upstream deployments the key may reach (and pin with x-passgate-deployment); empty: all
+    allowed_deployments: tuple[str, ...] = ()
     max_budget: float | None = None
     budget_duration: str | None = None
     rpm_limit: int | None = None
