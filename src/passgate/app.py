@@ -13,6 +13,7 @@ from passgate.accounting.spend_link import SpendForwarder
 from passgate.accounting.writer import SpendWriter
 from passgate.api.admin_auth import AdminContext
 from passgate.api.boundary import admin_app
+from passgate.api.deployments import deployment_routes
 from passgate.api.entities import entity_routes
 from passgate.api.gateway import Component, Gateway
 from passgate.api.health import health_routes
@@ -25,12 +26,19 @@ from passgate.auth.key_feed import KeyChangeFeed
 from passgate.auth.key_state import KeyStateLoader
 from passgate.auth.master import MasterKey
 from passgate.config import Settings
+from passgate.limits.redis_backend import redis_client
 from passgate.limits.runtime import build_limits
 from passgate.observability.stack import Observability, Tracer
+from passgate.pooling.resource_homes import StoredResourceHomes
+from passgate.pooling.shared_health import SharedHealth
+from passgate.providers.base import Provider
 from passgate.providers.registry import enabled
 from passgate.proxy.body import BodyPolicy
+from passgate.proxy.deployments import Deployment, DeploymentPool
+from passgate.proxy.failover import FailoverPolicy
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.relay import Relay
+from passgate.proxy.routing import DeploymentRouter
 from passgate.proxy.server_limits import STATE_KEY, ServerLimits
 from passgate.proxy.upstream import Upstream, UpstreamOptions
 from passgate.storage.database import Database
@@ -48,6 +56,25 @@ class _WriterComponent:
 
     async def stop(self) -> None:
         await self._writer.stop()
+
+
+def deployment_pool(settings: Settings, provider: Provider) -> DeploymentPool:
+    """The pool of ``provider``'s deployments as ``settings`` declare them (one named
+    ``default``, made of the provider's own base URL and key, when they declare none)."""
+    spec = provider.spec
+    return DeploymentPool(
+        spec.name,
+        [
+            Deployment(
+                name=entry.name,
+                provider=Provider.of(spec, entry.api_base, entry.api_key),
+                weight=entry.weight,
+                models=entry.models,
+                primary=entry.primary,
+            )
+            for entry in settings.deployments(spec.name)
+        ],
+    )
 
 
 def build_app(
@@ -88,7 +115,7 @@ def build_app(
         metrics_dir=metrics_dir,
     )
     specs = settings.provider_specs()
-    catalogs = load_catalogs(settings.all_pricing(), specs)
+    catalogs = load_catalogs(settings.all_pricing(), specs, settings.deployment_pricing())
     cache = KeyCache(KeyStateLoader(database.sessions), ttl=settings.key_cache_ttl)
     authenticator = KeyAuthenticator(master, cache)
     limits = build_limits(
@@ -125,6 +152,12 @@ def build_app(
         metering=Meter(catalogs, specs) if settings.accounting else None,
     )
     policy = BodyPolicy(settings.max_body_bytes, settings.inspect_body_bytes)
+    providers = enabled(settings.upstreams(), specs)
+    pools = [deployment_pool(settings, provider) for provider in providers]
+    for pool in pools:
+        pool.listeners.append(observability.metrics.count_set_aside_of)
+    homes = StoredResourceHomes(database.sessions, database.engine.dialect.name)
+    failover = FailoverPolicy.from_settings(settings)
     relays = {
         provider.spec.prefix: Relay(
             prefix=provider.spec.prefix,
@@ -134,8 +167,10 @@ def build_app(
             policy=policy,
             first_byte_timeout=settings.first_byte_timeout,
             idle_timeout=settings.idle_timeout,
+            router=DeploymentRouter(provider.spec, pool, homes),
+            failover=failover,
         )
-        for provider in enabled(settings.upstreams(), specs)
+        for provider, pool in zip(providers, pools, strict=True)
     }
     ctx = AdminContext(
         database.sessions, cache, authenticator, settings, on_key_change=limits.key_changed_soon
@@ -149,6 +184,7 @@ def build_app(
         *key_routes(ctx),
         *spend_routes(ctx),
         *entity_routes(ctx, on_change=limits.budget_changed),
+        *deployment_routes(ctx, pools),
         *observability.routes,
     ]
     if settings.ui:
@@ -161,6 +197,15 @@ def build_app(
         observability,
         limits,
     ]
+    if settings.redis_url and any(not pool.single for pool in pools):
+        components.append(
+            SharedHealth(
+                redis_client(settings.redis_url),
+                pools,
+                prefix=settings.redis_prefix,
+                interval=settings.deployment_sync_interval,
+            )
+        )
     if spend is not None:
         components.append(spend)
     if retention is not None:

@@ -36,6 +36,7 @@ class CallRecord(NamedTuple):
     upstream_path: str
     provider: str
     deployment: str | None
+    attempts: int  # deployments tried (the access line's; not stored)
     model: str | None
     stream: bool
     status: int
@@ -92,6 +93,7 @@ def call_record(ex: Exchange) -> CallRecord:
             ex.upstream_path,
             ex.provider,
             ex.deployment,
+            ex.attempts,
             ex.model or ex.info.model,
             ex.stream,
             ex.status,
@@ -127,6 +129,7 @@ ACCESS_FIELDS: tuple[tuple[str, str], ...] = (
     ("upstream_path", "upstream_path"),
     ("provider", "provider"),
     ("deployment", "deployment"),
+    ("attempts", "attempts"),
     ("status", "status"),
     ("model", "model"),
     ("stream", "stream"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -61,18 +62,84 @@ def check_base_url(value: str) -> str:
     return value
 
 
-class UpstreamSettings(BaseModel):
-    """One provider's upstream: its base URL (the provider's default when None) and key."""
+# a deployment's name: shown in headers, logs, spend rows and metrics labels
+DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DEFAULT_DEPLOYMENT = "default"  # the one deployment a provider without a list has
+
+
+class DeploymentSettings(BaseModel):
+    """One upstream deployment of a provider (a workspace, an account, a self-hosted server):
+    its name, base URL (the provider's when None), key (none sent when None), share of the
+    traffic, the models it serves (every model when None), and its own prices."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    name: str
     api_base: str | None = None
     api_key: SecretStr | None = None
+    weight: float = Field(default=1.0, gt=0, le=1_000_000)
+    models: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=10_000)
+    # where calls listing the provider's stateful resources go (the first entry when none is)
+    primary: bool = False
+    pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not DEPLOYMENT_NAME.fullmatch(value):
+            raise ValueError(
+                "must be 1 to 64 of A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+            )
+        return value
 
     @field_validator("api_base")
     @classmethod
     def _check_base(cls, value: str | None) -> str | None:
         return None if value is None else check_base_url(value)
+
+
+class UpstreamSettings(BaseModel):
+    """One provider's upstream: its base URL (the provider's default when None) and key, or
+    several named deployments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    deployments: tuple[DeploymentSettings, ...] = Field(default=(), max_length=256)
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_base(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
+    @field_validator("deployments")
+    @classmethod
+    def _check_deployments(
+        cls, value: tuple[DeploymentSettings, ...]
+    ) -> tuple[DeploymentSettings, ...]:
+        names: set[str] = set()
+        primaries = 0
+        for entry in value:
+            if entry.name in names:
+                raise ValueError(f"deployment {entry.name!r} is named twice")
+            names.add(entry.name)
+            primaries += entry.primary
+        if primaries > 1:
+            raise ValueError("at most one deployment may be the primary")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentEntry:
+    """A deployment as the gateway builds it: base URL and key resolved (None: unset)."""
+
+    name: str
+    api_base: str | None
+    api_key: str | None
+    weight: float
+    models: frozenset[str] | None
+    primary: bool
 
 
 # an HTTP header name (RFC 9110 token)
@@ -123,6 +190,9 @@ class CompatibleServerSettings(BaseModel):
 _FLAT_UPSTREAM = re.compile(r"([a-z][a-z0-9_]*?)_api_(key|base)")
 
 
+_BUILTIN_NAMES = frozenset(spec.name for spec in BUILTIN)
+
+
 class Settings(BaseModel):
     """Every setting of the gateway; env names and defaults are in docs/configuration.md."""
 
@@ -154,6 +224,13 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=512 * MiB, gt=0)
     inspect_body_bytes: int = Field(default=1 * MiB, ge=0)
     upstream_pool_size: int = Field(default=0, ge=0)  # 0: unbounded
+    # Deployments and failover (docs/deployments.md)
+    upstream_max_attempts: int = Field(default=3, ge=1, le=10)
+    upstream_retry_backoff: float = Field(default=0.05, ge=0, le=10)
+    deployment_cooldown: float = Field(default=5.0, gt=0, le=86_400)
+    deployment_rate_limit_cooldown: float = Field(default=10.0, gt=0, le=86_400)
+    deployment_dead_cooldown: float = Field(default=600.0, gt=0, le=604_800)
+    deployment_sync_interval: float = Field(default=0.25, gt=0, le=60)
     # Networks and TLS (docs/networks.md). The proxy URL may hold credentials: secret.
     upstream_proxy: SecretStr | None = None
     upstream_ca_bundle: Path | None = None
@@ -218,8 +295,9 @@ class Settings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fold_flat_upstreams(cls, data: Any) -> Any:
+        sections = _BUILTIN_NAMES
         if not isinstance(data, dict) or not any(
-            isinstance(k, str) and _FLAT_UPSTREAM.fullmatch(k) for k in data
+            isinstance(k, str) and (_FLAT_UPSTREAM.fullmatch(k) or k in sections) for k in data
         ):
             return data
         data = dict(data)
@@ -227,6 +305,14 @@ class Settings(BaseModel):
             name: dict(value) if isinstance(value, dict) else value
             for name, value in (data.get("providers") or {}).items()
         }
+        # a provider's own section (``mistral: {deployments: [...]}``), as LiteLLM-style
+        # config files write it
+        for key in [k for k in data if isinstance(k, str) and k in sections]:
+            section = data[key]
+            entry = providers.setdefault(key, {})
+            if isinstance(section, dict) and isinstance(entry, dict):
+                entry.update(section)
+                del data[key]
         for key in [k for k in data if isinstance(k, str) and _FLAT_UPSTREAM.fullmatch(k)]:
             match = _FLAT_UPSTREAM.fullmatch(key)
             assert match is not None
@@ -239,11 +325,45 @@ class Settings(BaseModel):
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, value: dict[str, UpstreamSettings]) -> dict[str, UpstreamSettings]:
-        known = {spec.name for spec in BUILTIN}
-        unknown = sorted(set(value) - known)
+        unknown = sorted(set(value) - _BUILTIN_NAMES)
         if unknown:
-            raise ValueError(f"unknown provider {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            known = ", ".join(sorted(_BUILTIN_NAMES))
+            raise ValueError(f"unknown provider {unknown[0]!r} (known: {known})")
+        for name, upstream in value.items():
+            spec = spec_named(name)
+            if upstream.deployments and spec is not None and not spec.pooled:
+                raise ValueError(f"{name}: deployments are not supported for this provider")
         return value
+
+    def deployments(self, provider: str) -> tuple[DeploymentEntry, ...]:
+        """The deployments of a provider: its ``deployments`` list, else one named ``default``
+        made of its base URL and key. A deployment without a base URL gets the provider's."""
+        upstream = self.providers.get(provider)
+        if upstream is None or not upstream.deployments:
+            base, key = self.upstreams().get(provider, (None, None))
+            return (DeploymentEntry(DEFAULT_DEPLOYMENT, base, key, 1.0, None, True),)
+        primary = next((d.name for d in upstream.deployments if d.primary), None)
+        primary = primary or upstream.deployments[0].name
+        return tuple(
+            DeploymentEntry(
+                name=d.name,
+                api_base=d.api_base or upstream.api_base,
+                api_key=None if d.api_key is None else d.api_key.get_secret_value(),
+                weight=d.weight,
+                models=None if d.models is None else frozenset(d.models),
+                primary=d.name == primary,
+            )
+            for d in upstream.deployments
+        )
+
+    def deployment_pricing(self) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+        """(provider, deployment) -> the prices set on that deployment."""
+        return {
+            (provider, d.name): d.pricing
+            for provider, upstream in self.providers.items()
+            for d in upstream.deployments
+            if d.pricing
+        }
 
     @field_validator("compatible_servers")
     @classmethod
@@ -277,6 +397,12 @@ class Settings(BaseModel):
     def provider_keys(self) -> list[str]:
         """Every provider key set (to redact them from logs)."""
         keys = [up.api_key.get_secret_value() for up in self.providers.values() if up.api_key]
+        keys += [
+            d.api_key.get_secret_value()
+            for up in self.providers.values()
+            for d in up.deployments
+            if d.api_key
+        ]
         keys += [s.api_key.get_secret_value() for s in self.compatible_servers if s.api_key]
         return keys
 

@@ -138,6 +138,7 @@ class Exchange:
     error: str | None = None
     upstream_request_id: str | None = None
     deployment: str | None = None  # the named upstream deployment that answered
+    attempts: int = 0  # upstream deployments tried (more than one after a failover)
     metered: Metered | None = None  # how the call's usage is read; None: it reports none
     # per-call state of the features, each under a ``Slot`` the feature owns; None until one
     # stores something (most calls carry none)

@@ -20,7 +20,7 @@ from tests.support.exchanges import exchange
 
 # record fields that are not columns of their own: the access line's byte counts, and the
 # durations the stored times and milliseconds are made of
-NOT_STORED = {"ttfb", "duration", "bytes_in", "bytes_out"}
+NOT_STORED = {"ttfb", "duration", "attempts", "bytes_in", "bytes_out"}
 DERIVED_COLUMNS = {"first_byte_time", "end_time", "latency_ms", "ttfb_ms"}
 
 

@@ -42,7 +42,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     # the forwarding engine: knows the features only through proxy/hooks.py
     frozenset({"proxy"}),
     # the features
-    frozenset({"accounting", "auth", "limits", "observability", "storage"}),
+    frozenset({"accounting", "auth", "limits", "observability", "pooling", "storage"}),
     # admin routes and the web UI (which uses the admin API's services)
     frozenset({"api", "ui"}),
     # the app factory: wires every part of one gateway

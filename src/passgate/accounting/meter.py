@@ -92,7 +92,7 @@ class Meter:
             ex.cost = 0.0
             return
         model = ex.model or ex.info.model
-        price = self.catalogs.lookup(ex.provider, model)
+        price = self.catalogs.lookup(ex.provider, model, ex.deployment)
         if ex.usage is None:
             if _failed(ex) and not ex.interrupted:
                 ex.cost = 0.0  # refused upstream: nothing consumed

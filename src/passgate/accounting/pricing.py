@@ -264,16 +264,28 @@ def load_catalog(
 class Catalogs:
     """Each provider's catalog: a model is priced by the catalog of the provider it ran on."""
 
-    def __init__(self, catalogs: Mapping[str, Catalog]) -> None:
+    def __init__(
+        self,
+        catalogs: Mapping[str, Catalog],
+        deployed: Mapping[tuple[str, str], Catalog] | None = None,
+    ) -> None:
+        """``deployed``: (provider, deployment) -> the catalog of a deployment with prices
+        of its own."""
         self._catalogs = dict(catalogs)
+        self._deployed = dict(deployed or {})
 
     def catalog(self, provider: str) -> Catalog:
         """The catalog of ``provider`` (an empty one for a provider without prices)."""
         return self._catalogs.get(provider) or _EMPTY
 
-    def lookup(self, provider: str, model: str | None) -> Price | None:
-        """The price of ``model`` on ``provider``, or None when its catalog does not know it."""
+    def lookup(
+        self, provider: str, model: str | None, deployment: str | None = None
+    ) -> Price | None:
+        """The price of ``model`` on ``provider`` (on ``deployment`` when it has prices of its
+        own), or None when the catalog does not know it."""
         catalog = self._catalogs.get(provider)
+        if deployment is not None and self._deployed:
+            catalog = self._deployed.get((provider, deployment), catalog)
         return None if catalog is None else catalog.lookup(model)
 
 
@@ -283,12 +295,15 @@ _EMPTY = Catalog({}, {})
 def load_catalogs(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     specs: tuple[ProviderSpec, ...] = BUILTIN,
+    deployments: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> Catalogs:
     """Every provider's shipped list prices with the config's ``pricing:`` overrides.
 
     An override named ``provider/model`` (``anthropic/claude-x``) applies to that provider
     only; any other name applies to each provider whose catalog knows it, and when none
     does, adds a custom model to every provider (a self-hosted model's price).
+    ``deployments`` ((provider, deployment) -> model -> price fields) are a deployment's own
+    prices, over its provider's.
     """
     shipped = {spec.name: _shipped(spec) for spec in specs}
     targeted: dict[str, dict[str, Mapping[str, Any]]] = {name: {} for name in shipped}
@@ -300,6 +315,14 @@ def load_catalogs(
         known = [name for name, catalog in shipped.items() if catalog.resolve(key) is not None]
         for name in known or shipped:
             targeted[name][key] = fields
-    return Catalogs(
-        {name: catalog.with_overrides(targeted[name]) for name, catalog in shipped.items()}
-    )
+    catalogs = {name: catalog.with_overrides(targeted[name]) for name, catalog in shipped.items()}
+    deployed: dict[tuple[str, str], Catalog] = {}
+    for (provider, deployment), prices in (deployments or {}).items():
+        base = catalogs.get(provider)
+        if base is None:
+            continue
+        try:
+            deployed[(provider, deployment)] = base.with_overrides(prices)
+        except PricingError as exc:
+            raise PricingError(f"deployment {deployment!r} of {provider}: {exc}") from None
+    return Catalogs(catalogs, deployed)

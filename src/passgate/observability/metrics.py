@@ -49,6 +49,7 @@ from passgate.observability.tables import (
     SummedTables,
     Table,
 )
+from passgate.proxy.deployments import Health
 from passgate.tasks import cancel_and_wait
 
 NONE = "none"
@@ -196,6 +197,7 @@ class Metrics:
         # The slots of each kind of call seen (path, model, key alias, status): worked
         # out once instead of four label look-ups and twelve slot look-ups per call.
         self._keys: dict[tuple[str, str, str | None, str | None, int], _CallKeys] = {}
+        self._deployment_slots: dict[tuple[str, str, int], int] = {}
         self.requests = CounterTable(
             "passgate_requests",
             "Pass-through calls by outcome.",
@@ -242,6 +244,16 @@ class Metrics:
             "Arrival to the upstream's first byte (an upper bound on gateway overhead).",
             ("route_family",),
             OVERHEAD_BUCKETS,
+        )
+        self.deployment_calls = CounterTable(
+            "passgate_deployment_calls",
+            "Pass-through calls by the upstream deployment that answered them.",
+            ("provider", "deployment", "status_class"),
+        )
+        self.deployment_set_aside = CounterTable(
+            "passgate_deployment_set_aside",
+            "Times a deployment was set aside by an error (key_refused: its key was refused).",
+            ("provider", "deployment", "error"),
         )
         self.redis_bypass = CounterTable(
             "passgate_redis_bypass",
@@ -290,6 +302,8 @@ class Metrics:
                 self._keys[shape] = keys
         values = self._values
         values[keys.requests] += 1
+        if ex.deployment is not None:
+            values[self._deployment_slot(ex.provider, ex.deployment, ex.status)] += 1
         if ex.status >= 400 or ex.error is not None:
             values[keys.errors] += 1
         if ex.interrupted:
@@ -341,6 +355,18 @@ class Metrics:
             latency=self.latency.slot((family,)),
             overhead=self.overhead.slot((family,)),
         )
+
+    def _deployment_slot(self, provider: str, deployment: str, status: int) -> int:
+        shape = (provider, deployment, status)
+        slot = self._deployment_slots.get(shape)
+        if slot is None:
+            slot = self.deployment_calls.slot((provider, deployment, status_class(status)))
+            self._deployment_slots[shape] = slot  # deployments and statuses: a bounded set
+        return slot
+
+    def count_set_aside_of(self, provider: str, deployment: str, health: Health) -> None:
+        """Record one deployment set aside (a pool's listener)."""
+        self.deployment_set_aside.inc((provider, deployment, health.error or "unknown"))
 
     def count_redis_bypass(self) -> None:
         """Record one limit check that went ahead without Redis."""

@@ -52,6 +52,9 @@ def span_attributes(ex: Exchange) -> dict[str, Any]:
     }
     if ex.status:
         attrs["http.response.status_code"] = ex.status
+    if ex.deployment is not None:
+        attrs["passgate.deployment"] = ex.deployment
+        attrs["passgate.attempts"] = ex.attempts
     operation = operation_name(ex.method, ex.upstream_path)
     if operation is not None:
         attrs["gen_ai.operation.name"] = operation

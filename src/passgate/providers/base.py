@@ -55,6 +55,9 @@ class ProviderSpec(ABC):
     prices_file: ClassVar[str]  # the catalog's file name in passgate/providers/prices/
     # served even when neither a key nor a base URL is set (the seed's own provider)
     always_enabled: ClassVar[bool] = False
+    # may have several deployments: the provider knows which of its routes create, name and
+    # list the resources a deployment holds (files, jobs, ...), so calls about one go where it is
+    pooled: ClassVar[bool] = False
 
     @abstractmethod
     def credential(self, key: str) -> tuple[str, str]:
@@ -96,6 +99,30 @@ class ProviderSpec(ABC):
     def response_model(self, obj: Any) -> str | None:
         """The model a parsed response body or stream event names, else None."""
         return model_named(obj)
+
+    # Stateful resources, for a provider with several deployments (``pooled``): a resource
+    # made on one deployment (a file on one workspace) exists only there.
+
+    def creates_resources(self, method: str, api_path: str) -> bool:
+        """Whether a successful answer to this call may introduce resource ids (its body is
+        then read before it is relayed, so a later call naming one finds its deployment)."""
+        return False
+
+    def created_resources(self, method: str, api_path: str, answer: Any) -> tuple[str, ...]:
+        """The resource ids a successful answer (parsed JSON) to this call introduces."""
+        return ()
+
+    def path_resource(self, method: str, api_path: str) -> str | None:
+        """The id of the resource a path names, else None."""
+        return None
+
+    def referenced_resources(self, method: str, api_path: str, body: Any) -> tuple[str, ...]:
+        """The ids of resources a request body (parsed JSON) names."""
+        return ()
+
+    def lists_resources(self, method: str, api_path: str) -> bool:
+        """Whether the call lists resources (it goes to the primary deployment)."""
+        return False
 
 
 @dataclass(frozen=True, slots=True)

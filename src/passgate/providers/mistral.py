@@ -16,6 +16,7 @@ import re
 from typing import Any, ClassVar
 
 from passgate.exchange import Metered, RequestInfo, Usage
+from passgate.providers import mistral_resources
 from passgate.providers.base import ProviderSpec
 from passgate.providers.shapes import count, model_named, token_usage
 
@@ -98,6 +99,7 @@ class MistralSpec(ProviderSpec):
     usage_keys: ClassVar[tuple[bytes, ...]] = (b"usage", b"usage_info")
     prices_file: ClassVar[str] = "mistral.json"
     always_enabled: ClassVar[bool] = True
+    pooled: ClassVar[bool] = True
 
     def credential(self, key: str) -> tuple[str, str]:
         """A bearer token."""
@@ -130,3 +132,23 @@ class MistralSpec(ProviderSpec):
     def response_model(self, obj: Any) -> str | None:
         """``model``, or the responses API's and conversations' nested one."""
         return model_from(obj)
+
+    def creates_resources(self, method: str, api_path: str) -> bool:
+        """A POST to a collection, a fine-tuning job's answers (``mistral_resources``)."""
+        return mistral_resources.creates_resources(method, api_path)
+
+    def created_resources(self, method: str, api_path: str, answer: Any) -> tuple[str, ...]:
+        """The new resource's ``id`` / ``conversation_id`` / ``fine_tuned_model``."""
+        return mistral_resources.created_resources(method, api_path, answer)
+
+    def path_resource(self, method: str, api_path: str) -> str | None:
+        """The outermost resource id the path names."""
+        return mistral_resources.path_resource(method, api_path)
+
+    def referenced_resources(self, method: str, api_path: str, body: Any) -> tuple[str, ...]:
+        """Agents, fine-tuned models and files a request body names."""
+        return mistral_resources.referenced_resources(method, api_path, body)
+
+    def lists_resources(self, method: str, api_path: str) -> bool:
+        """Listings of files, jobs, agents, conversations, libraries, ..."""
+        return mistral_resources.is_listing(method, api_path)

@@ -12,19 +12,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from functools import partial
 from time import perf_counter, time
 
 from passgate.asgi import CLOSE_CONNECTION
+from passgate.config import DEFAULT_DEPLOYMENT
 from passgate.errors import GatewayError, bad_gateway, gateway_timeout, send_error, too_large
 from passgate.exchange import Exchange, new_call_id
 from passgate.providers.base import Provider
 from passgate.proxy.body import BODY_TOO_LARGE, Body, BodyPolicy, ClientGone, read_body
 from passgate.proxy.caller_key import caller_key, take_query_key
 from passgate.proxy.connection import UpstreamConnectError, UpstreamError
+from passgate.proxy.deployments import (
+    CONNECT_FAILED,
+    RATE_LIMITED,
+    RESET,
+    Deployment,
+    DeploymentPool,
+)
+from passgate.proxy.failover import FailoverPolicy, verdict
 from passgate.proxy.headers import not_forwarded, upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
-from passgate.proxy.response import IDLE_MESSAGE, ResponseRelay
+from passgate.proxy.response import IDLE_MESSAGE, ResponseRelay, deployment_headers
+from passgate.proxy.routing import DeploymentRouter, Route
 from passgate.proxy.upstream import Upstream, UpstreamResponse
 from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
 from passgate.request_id import SANE_REQUEST_ID as _REQUEST_ID
@@ -46,9 +57,11 @@ _READ = {
     b"x-end-user-id": 4,
     b"x-litellm-end-user-id": 4,
     b"x-passgate-tags": 5,
+    b"x-passgate-deployment": 6,
+    b"x-passgate-session-id": 7,
 }
-_KEY_SLOT = 6
-_READ_SLOTS = 7
+_KEY_SLOT = 8
+_READ_SLOTS = 9
 _INTERNAL = "internal error in the gateway"
 
 
@@ -64,10 +77,19 @@ class Relay:
         policy: BodyPolicy,
         first_byte_timeout: float,
         idle_timeout: float,
+        router: DeploymentRouter | None = None,
+        failover: FailoverPolicy | None = None,
     ) -> None:
+        """``provider`` alone is a pool of one deployment; ``router`` routes over several."""
         self._prefix = prefix
         self._provider = provider
         spec = provider.spec
+        if router is None:
+            only = Deployment(DEFAULT_DEPLOYMENT, provider, 1.0, None, True)
+            router = DeploymentRouter(spec, DeploymentPool(provider.name, (only,)))
+        self._router = router
+        self._pool = router.pool
+        self._failover = failover or FailoverPolicy()
         self._read = {**_READ, **dict.fromkeys(spec.caller_key_headers, _KEY_SLOT)}
         self._key_query = spec.caller_key_query
         self._not_forwarded = not_forwarded(spec.caller_key_headers)
@@ -88,7 +110,9 @@ class Relay:
             slot = read.get(name)
             if slot is not None:
                 found[slot] = value
-        authorization, content_type, length, request_id, end_user, tags, alt_key = found
+        authorization, content_type, length, request_id, end_user, tags, pin, session, alt_key = (
+            found
+        )
         content_length = -1 if length is None else int(length)
         call_id = new_call_id()
         if request_id is None or not _REQUEST_ID.match(request_id):
@@ -116,10 +140,14 @@ class Relay:
                 content_length,
                 end_user,
                 tags,
+                pin,
+                session,
             )
         except GatewayError as err:
             ex.status = err.status
             ex.error = err.message
+            if ex.attempts:
+                err.headers = (*err.headers, *deployment_headers(ex))
             await send_error(send, err, request_id)
         except ClientGone:
             ex.interrupted = True
@@ -169,6 +197,8 @@ class Relay:
         content_length: int,
         end_user: bytes | None,
         tags: bytes | None,
+        pin: bytes | None,
+        session: bytes | None,
     ) -> None:
         if scope["method"] not in _METHODS:
             raise GatewayError(
@@ -213,20 +243,21 @@ class Relay:
         ex.model = ex.info.model
         ex.stream = spec.streamed(ex.api_path, ex.info)
         ex.metered = spec.metered(ex.method, ex.api_path, ex.info)
+        route = await self._router.route(ex, pin, session)
         for guard in self._pipeline.guards:
             await guard.admit(ex)
-        await self._forward(ex, scope, receive, send, body, content_length)
+        await self._forward(ex, scope, receive, send, body, content_length, route)
 
     async def _forward(
-        self, ex: Exchange, scope: Scope, receive: Receive, send: Send, body: Body, length: int
+        self,
+        ex: Exchange,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: Body,
+        length: int,
+        route: Route,
     ) -> None:
-        query = ex.query
-        target = ex.upstream_path
-        if query:
-            target += "?" + query.decode("latin-1")
-        headers = upstream_request_headers(
-            scope["headers"], self._provider.credential, self._not_forwarded
-        )
         task = asyncio.current_task()
         assert task is not None
         # A streamed request body is still being read while it is written upstream:
@@ -235,26 +266,17 @@ class Relay:
         watch.deadline(self._first_byte_timeout, FIRST_BYTE)
         response: UpstreamResponse | None = None
         try:
-            try:
-                response = await self._upstream.request(
-                    self._provider.origin,
-                    ex.method,
-                    target,
-                    headers,
-                    body,
-                    length if length >= 0 else None,
-                )
-            except UpstreamConnectError as exc:
-                raise bad_gateway(f"cannot reach the upstream: {exc}") from exc
-            except UpstreamError as exc:
-                if ex.error == BODY_TOO_LARGE:
-                    raise _body_too_large() from exc
-                raise bad_gateway(f"upstream connection failed: {exc}") from exc
+            response = await self._attempts(ex, scope, body, length, route)
             watch.clear_deadline()
             ex.first_byte = perf_counter()
             ex.status = response.status
             watch.body_read()
-            if await self._responder.relay(ex, response, send, ex.request_id.encode(), watch):
+            keep = (
+                partial(self._router.remember, ex)
+                if route.capture and response.status < 300
+                else None
+            )
+            if await self._responder.relay(ex, response, send, ex.request_id.encode(), watch, keep):
                 _close_unfinished(scope)
         except asyncio.CancelledError:
             reason = watch.caught()
@@ -275,6 +297,81 @@ class Relay:
             watch.stop()
             if response is not None:
                 response.close()
+
+    async def _attempts(
+        self, ex: Exchange, scope: Scope, body: Body, length: int, route: Route
+    ) -> UpstreamResponse:
+        """The answer of the first deployment that gives one the caller should get: a call
+        moves on (``passgate.proxy.failover``) only while nothing of it reached the client,
+        and a body streamed upstream is never sent twice."""
+        pool = self._pool
+        policy = self._failover
+        fixed = route.fixed
+        # one attempt when there is nowhere else to go, or the body cannot be sent again
+        most = (
+            1
+            if fixed is not None or pool.single or not isinstance(body, bytes)
+            else (policy.max_attempts)
+        )
+        principal = ex.principal
+        allowed = principal.allowed_deployments if principal is not None else ()
+        api_path = ex.api_path
+        target_query = "?" + ex.query.decode("latin-1") if ex.query else ""
+        tried: list[Deployment] = []
+        dep = fixed or pool.pick(ex.model, allowed, route.session)
+        while True:
+            assert dep is not None
+            tried.append(dep)
+            ex.deployment = dep.name
+            ex.attempts = len(tried)
+            provider = dep.provider
+            ex.upstream_path = provider.base_path.decode("latin-1") + api_path
+            headers = upstream_request_headers(
+                scope["headers"], provider.credential, self._not_forwarded
+            )
+            error: str
+            answer: UpstreamResponse | None = None
+            failure: GatewayError | None = None
+            try:
+                answer = await self._upstream.request(
+                    provider.origin,
+                    ex.method,
+                    ex.upstream_path + target_query,
+                    headers,
+                    body,
+                    length if length >= 0 else None,
+                )
+            except UpstreamConnectError as exc:
+                failure = bad_gateway(f"cannot reach the upstream: {exc}")
+                error = CONNECT_FAILED
+            except UpstreamError as exc:
+                if ex.error == BODY_TOO_LARGE:
+                    raise _body_too_large() from exc
+                failure = bad_gateway(f"upstream connection failed: {exc}")
+                error = RESET
+            else:
+                found = verdict(answer.status)
+                if found is None:
+                    return answer
+                error = found
+            pool.set_aside(dep, error, policy.wait(error, answer.raw_headers if answer else ()))
+            more = len(tried) < most
+            nxt = pool.pick(ex.model, allowed, route.session, tried) if more else None
+            if nxt is None:
+                if answer is None:
+                    assert failure is not None
+                    raise failure
+                if error == RATE_LIMITED and more:
+                    # every deployment that could answer is set aside: say when to come back
+                    answer.close()
+                    raise pool.unavailable(ex.model, allowed)
+                return answer
+            if answer is not None:
+                answer.close()
+            delay = policy.delay(len(tried), error)
+            if delay:
+                await asyncio.sleep(delay)
+            dep = nxt
 
 
 async def _answer_failure(scope: Scope, send: Send, request_id: bytes) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from passgate.errors import GatewayError, gateway_timeout, upstream_interrupted
@@ -13,6 +15,8 @@ from passgate.proxy.hooks import Metering, UsageReader
 from passgate.proxy.upstream import UpstreamResponse
 from passgate.proxy.watch import DISCONNECT, IDLE, CallWatch
 from passgate.types import Message, RawHeaders, Send
+
+log = logging.getLogger("passgate.relay")
 
 _BUFFER_JSON = 4 * 1024 * 1024  # a priced JSON answer up to this size is read whole
 _BUFFER_SMALL = 64 * 1024  # any answer up to this size goes out in one write
@@ -52,6 +56,21 @@ def _cost_headers(ex: Exchange, out: RawHeaders) -> None:
         out.append((b"x-passgate-usage-characters", b"%d" % usage.characters))
 
 
+def deployment_headers(ex: Exchange) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers naming the deployment that answered and how many were tried."""
+    if ex.deployment is None:
+        return ()
+    return (
+        (b"x-passgate-deployment", ex.deployment.encode()),
+        (b"x-passgate-attempts", b"%d" % ex.attempts),
+    )
+
+
+# the most of an answer read whole so that the resources it creates are recorded first
+_BUFFER_KEEP = 1024 * 1024
+Keeper = Callable[[bytes, bytes | None], Awaitable[None]]  # (body, its Content-Encoding)
+
+
 class ResponseRelay:
     """Sends one upstream response to the client, feeding a usage reader on the side."""
 
@@ -72,6 +91,7 @@ class ResponseRelay:
         send: Send,
         request_id: bytes,
         watch: CallWatch,
+        keep: Keeper | None = None,
     ) -> bool:
         """Relay status, headers and body; fill usage, cost and the byte count on ``ex``.
 
@@ -80,19 +100,28 @@ class ResponseRelay:
         of the body has reached the client a ``GatewayError`` is raised for the gateway's
         own error response; once some has, True is returned: the client's response is
         unfinished and its connection must be closed, so that the client sees it cut.
+
+        With ``keep``, an answer of up to a MiB is read whole and given to ``keep`` before
+        any of it is sent (so that a resource it creates is recorded before the caller can
+        name it).
         """
         headers, upstream_id, content_type, length, encoding = client_response_headers(
             response.raw_headers, request_id, self._fields
         )
+        if ex.deployment is not None:
+            headers.extend(deployment_headers(ex))
         if upstream_id is not None:
             ex.upstream_request_id = upstream_id.decode("latin-1")
         reader: UsageReader | None = None
         if self._metering is not None and response.status < 400:
             reader = self._metering.reader(ex, content_type, encoding)
-        if length is not None and (
-            length <= _BUFFER_SMALL
-            or (reader is not None and b"json" in content_type and length <= _BUFFER_JSON)
-        ):
+        if (
+            length is not None
+            and (
+                length <= _BUFFER_SMALL
+                or (reader is not None and b"json" in content_type and length <= _BUFFER_JSON)
+            )
+        ) or (keep is not None and (length is None or length <= _BUFFER_KEEP)):
             try:
                 if response.arrived:  # as small answers usually are, with their head
                     body = await response.read()
@@ -110,6 +139,8 @@ class ResponseRelay:
                 _cost_headers(ex, headers)
             ex.bytes_out = len(body)
             watch.stop()
+            if keep is not None:
+                await self._keep(keep, body, encoding)
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
@@ -173,6 +204,14 @@ class ResponseRelay:
             ex.error = _IDLE_ERROR if reason == IDLE else DISCONNECT
         watch.clear_deadline()
         return started
+
+    @staticmethod
+    async def _keep(keep: Keeper, body: bytes, encoding: bytes | None) -> None:
+        try:
+            await keep(body, encoding)
+        except Exception as exc:  # recording where a resource lives must not fail its creation
+            # the type only: an exception's text may carry what the answer held
+            log.error("recording the resources an answer created failed: %s", type(exc).__name__)
 
     def _read_usage(self, ex: Exchange, reader: UsageReader) -> None:
         usage, model = reader.result()

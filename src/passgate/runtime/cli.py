@@ -130,7 +130,7 @@ def check_prices(settings: Settings) -> None:
     """Load every price catalog with the config's prices, so a bad price stops the start; a
     compatible server's bad price names the server."""
     specs = settings.provider_specs()
-    load_catalogs(settings.pricing, specs)
+    load_catalogs(settings.pricing, specs, settings.deployment_pricing())
     for server in settings.compatible_servers:
         own = {f"{server.name}/{model}": fields for model, fields in server.pricing.items()}
         try:

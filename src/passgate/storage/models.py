@@ -183,6 +183,18 @@ class SpendLog(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
 
 
+class ResourceHome(Base):
+    """The deployment a provider resource (a file, a batch job, an agent ...) was created on:
+    later calls naming it go there, since it exists nowhere else."""
+
+    __tablename__ = "resource_homes"
+
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class KeyChange(Base):
     """A key changed (updated, blocked, regenerated, deleted): workers drop their cached copy.
 

@@ -229,6 +229,7 @@ def test_a_call_record_gives_the_access_fields_of_its_call(ex: Exchange) -> None
         "upstream_path": ex.upstream_path,
         "provider": ex.provider,
         "deployment": ex.deployment,
+        "attempts": ex.attempts,
         "status": ex.status,
         "model": ex.model or ex.info.model,
         "stream": ex.stream,
