@@ -33,7 +33,18 @@ class EnvSettings(Settings, BaseSettings):
     )
 
 
-def _describe(error: ValidationError) -> str:
+def _deployment_name(values: dict[str, Any], provider: str, index: int) -> str:
+    """A deployment's name as the config file gives it (its position when it has none)."""
+    for section in ((values.get("providers") or {}).get(provider), values.get(provider)):
+        entries = section.get("deployments") if isinstance(section, dict) else None
+        if isinstance(entries, list) and index < len(entries):
+            entry = entries[index]
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                return repr(entry["name"])
+    return f"entry {index}"
+
+
+def _describe(error: ValidationError, values: dict[str, Any]) -> str:
     lines = []
     for item in error.errors():
         loc = item["loc"]
@@ -42,7 +53,12 @@ def _describe(error: ValidationError) -> str:
         if len(loc) >= 2 and isinstance(loc[1], int):
             # an entry of a list given in the config file: name it by position and field
             name = f"{field} entry {loc[1]}" + "".join(f".{part}" for part in loc[2:])
-        if field == "providers" and len(loc) >= 3:
+        if field == "providers" and len(loc) >= 3 and loc[2] == "deployments":
+            name = f"{loc[1]}.deployments"
+            if len(loc) >= 4 and isinstance(loc[3], int):
+                name += f" {_deployment_name(values, str(loc[1]), loc[3])}"
+                name += "".join(f".{part}" for part in loc[4:])
+        elif field == "providers" and len(loc) >= 3:
             bases, keys = upstream_env_names(str(loc[1]))
             names = bases if loc[2] == "api_base" else keys
             name = f"{loc[1]}_{loc[2]}" + (f" ({' / '.join(names)})" if names else "")
@@ -72,20 +88,34 @@ def _upstreams_from_environment() -> dict[str, dict[str, str]]:
     return found
 
 
-def _resolve_references(value: Any) -> Any:
-    """``os.environ/NAME`` (in the config file's provider entries, lists of entries included)
-    -> that variable's value."""
+def _resolve_references(value: Any, where: str = "") -> Any:
+    """``os.environ/NAME`` (in the config file's entries, lists of entries included) -> that
+    variable's value; a variable not set stops with the entry's place (a deployment by name)."""
     if isinstance(value, dict):
-        return {key: _resolve_references(item) for key, item in value.items()}
+        return {
+            key: _resolve_references(item, f"{where}.{key}" if where else str(key))
+            for key, item in value.items()
+        }
     if isinstance(value, list):
-        return [_resolve_references(item) for item in value]
+        return [
+            _resolve_references(item, f"{where}[{_entry_name(item, index)}]")
+            for index, item in enumerate(value)
+        ]
     if isinstance(value, str) and value.startswith(_ENV_REFERENCE):
         name = value[len(_ENV_REFERENCE) :]
         found = os.environ.get(name)
         if not found:
-            raise SettingsError(f"the config file names {name}, which is not set")
+            place = f"{where}: " if where else ""
+            raise SettingsError(f"{place}the config file names {name}, which is not set")
         return found
     return value
+
+
+def _entry_name(item: Any, index: int) -> str:
+    """How an entry of a list is named in a message: by its ``name``, else its position."""
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        return repr(item["name"])
+    return str(index)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -107,7 +137,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if configured is not None:
             if not isinstance(configured, dict):
                 raise SettingsError("'providers' in the config file must map names to settings")
-            for name, entry in _resolve_references(configured).items():
+            for name, entry in _resolve_references(configured, "providers").items():
                 if not isinstance(entry, dict):
                     raise SettingsError(f"providers.{name} in the config file must be a mapping")
                 providers[name] = {**providers.get(name, {}), **entry}
@@ -117,4 +147,4 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return EnvSettings(**values)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        raise SettingsError(_describe(exc, values)) from None

@@ -17,11 +17,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from passgate import __version__
 from passgate.accounting.pricing import PricingError, load_catalogs
+from passgate.api.deployments import deployment_state
+from passgate.app import deployment_pool
 from passgate.config import Settings, SettingsError
 from passgate.limits.runtime import limits_warning
 from passgate.listen_tls import serves_tls
 from passgate.observability.logs import shutdown_logging
-from passgate.providers.registry import COMPATIBLE_SECTION
+from passgate.providers.registry import COMPATIBLE_SECTION, enabled
 from passgate.runtime.cli_keys import add_subcommands
 from passgate.runtime.handover import hand_over, secret_free_environ, secret_values
 from passgate.runtime.networks import network_refusal, start_notes, upstream_route
@@ -62,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key (PEM)")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the settings (env and --config) and show the providers and "
+        "deployments they declare, without starting",
+    )
     parser.set_defaults(handler=None)
     add_subcommands(parser.add_subparsers(title="commands", metavar="{keys,db}"))
     return parser
@@ -139,6 +147,24 @@ def check_prices(settings: Settings) -> None:
             raise PricingError(f"{COMPATIBLE_SECTION} entry {server.name!r}: {exc}") from None
 
 
+def config_summary(settings: Settings) -> list[str]:
+    """What a valid configuration serves: each provider's route and deployments (never a
+    key: only whether one is set)."""
+    lines = ["configuration is valid"]
+    for provider in enabled(settings.upstreams(), settings.provider_specs()):
+        pool = deployment_pool(settings, provider)
+        lines.append(f"{provider.spec.prefix.decode()} -> {provider.name}:")
+        for dep in pool.deployments:
+            state = deployment_state(dep, pool.health(dep.name))
+            models = "all models" if dep.models is None else ", ".join(sorted(dep.models))
+            lines.append(
+                f"  {dep.name}: {state['api_base']}, weight {dep.weight:g}, {models}, "
+                f"{'key set' if dep.provider.credential else 'no key'}"
+                f"{', primary' if dep.primary and not pool.single else ''}"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run."""
     parser = _parser()
@@ -157,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, PricingError) as exc:
         print(f"passgate: {exc}", file=sys.stderr)
         return 2
+    if args.check_config:
+        for line in config_summary(settings):
+            print(line)
+        return 0
     if args.handler is not None:
         code: int = args.handler(settings, args)
         return code
