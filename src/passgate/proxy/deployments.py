@@ -1,7 +1,8 @@
 """A provider's upstream deployments: which one takes a call, and which are cooling down.
 
 Each call's choice is made in memory: among the deployments that serve the call's model,
-that the caller's key may reach and that are not cooling down, one is drawn by weight (or,
+that the caller's key may reach and that are not cooling down, one is taken by smooth
+weighted round robin (or,
 for a call carrying a session id, by rendezvous hashing, so that a session stays on one
 deployment while it is healthy, in every worker and instance alike). A deployment that
 failed is cooled down here; its ``listeners`` tell whoever shares the state with other
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,7 +85,6 @@ class DeploymentPool:
         deployments: Sequence[Deployment],
         *,
         clock: Callable[[], float] = time.time,
-        draw: Callable[[], float] = random.random,
         listeners: Sequence[HealthListener] = (),
     ) -> None:
         if not deployments:
@@ -98,7 +97,7 @@ class DeploymentPool:
         self._general = [d for d in self.deployments if d.models is None] or list(self.deployments)
         self._health: dict[str, Health] = {d.name: _WELL for d in self.deployments}
         self._clock = clock
-        self._draw = draw
+        self._current = {d.name: 0.0 for d in self.deployments}  # the round robin's scores
         # told of every deployment set aside: the metrics, the other workers
         self.listeners: list[HealthListener] = list(listeners)
 
@@ -152,15 +151,20 @@ class DeploymentPool:
             return up[0]
         if session is not None:
             return _rendezvous(up, session)
+        # smooth weighted round robin (nginx's): over any run of calls each deployment gets
+        # its share to within one call, interleaved, where a random draw would only tend to it
+        current = self._current
         total = 0.0
+        best = up[0]
+        best_score = -math.inf
         for dep in up:
+            score = current[dep.name] + dep.weight
+            current[dep.name] = score
             total += dep.weight
-        point = self._draw() * total
-        for dep in up:
-            point -= dep.weight
-            if point < 0:
-                return dep
-        return up[-1]
+            if score > best_score:
+                best, best_score = dep, score
+        current[best.name] -= total
+        return best
 
     def _serving(self, model: str | None) -> list[Deployment]:
         """The deployments that serve ``model``; a call naming no model goes to those without
