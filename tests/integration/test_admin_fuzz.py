@@ -378,6 +378,7 @@ ROUTES = _routes()
         ("/spend/report?end_date=9999-12-31", None, "end_time"),
         ("/key/generate", {"metadata": {"n": float("nan")}}, "metadata"),
         ("/customer/new", {"user_id": "nul\u0000"}, "user_id"),
+        ("/key/generate", {"allowed_deployments": ["eu\n"]}, "allowed_deployments.0"),
     ],
 )
 def test_the_inputs_that_overflowed_get_a_422_naming_the_field(

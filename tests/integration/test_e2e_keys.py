@@ -518,6 +518,7 @@ def test_sql_injection_probes(gateway: GatewayProcess, upstream: FakeMistral) ->
         for name in ("duration", "budget_duration"):
             probe.send({422}, "/key/generate", {name: text})
         probe.send({422}, "/key/generate", {"allowed_routes": [text]})
+        probe.send({422}, "/key/generate", {"allowed_deployments": [text]})
         probe.send({422}, "/key/regenerate", {"key": survivor["token"], "grace_period": text})
         probe.send({422}, "/key/update", {"key": survivor["token"], "rpm_limit": text})
 

@@ -130,6 +130,7 @@ async def test_generate_echoes_every_field(api: Api) -> None:
         "team_id": "t-echo",
         "end_user_id": "e-echo",
         "allowed_routes": [OCR],
+        "allowed_deployments": ["eu-west", "us.east_2"],
         "blocked": False,
     }
     created = await api.generate(**fields)
@@ -209,6 +210,29 @@ async def test_update_applies_at_once(api: Api) -> None:
     assert (await api.use(key, model="b")).status == 200
     cleared = await api.call("POST", "/key/update", json={"key": key, "tpm_limit": None})
     assert cleared.body["tpm_limit"] is None
+
+
+async def test_allowed_deployments_reach_the_principal_and_change_at_once(api: Api) -> None:
+    created = await api.generate(allowed_deployments=["eu-west", "us-east"])
+    key = created["key"]
+    assert created["allowed_deployments"] == ["eu-west", "us-east"]
+    assert (await api.use(key)).body["allowed_deployments"] == ["eu-west", "us-east"]
+    reply = await api.call(
+        "POST", "/key/update", json={"key": key, "allowed_deployments": ["eu-west"]}
+    )
+    assert reply.status == 200 and reply.body["allowed_deployments"] == ["eu-west"]
+    assert (await api.use(key)).body["allowed_deployments"] == ["eu-west"]
+    info = await api.call("GET", "/key/info", params={"key": created["token"]})
+    assert info.body["info"]["allowed_deployments"] == ["eu-west"]
+    refused = await api.call(
+        "POST", "/key/update", json={"key": key, "allowed_deployments": ["eu-west", "a/b"]}
+    )
+    assert refused.status == 422
+    assert "'allowed_deployments.1'" in refused.body["error"]["message"]
+    assert (await api.use(key)).body["allowed_deployments"] == ["eu-west"]
+    cleared = await api.call("POST", "/key/update", json={"key": key, "allowed_deployments": None})
+    assert cleared.body["allowed_deployments"] == []
+    assert (await api.use(key)).body["allowed_deployments"] == []
 
 
 async def test_block_then_unblock(api: Api) -> None:
@@ -303,6 +327,8 @@ async def test_the_master_key_works_everywhere(api: Api) -> None:
         ({"rpm_limit": "10"}, "rpm_limit"),
         ({"unknown_field": 1}, "unknown_field"),
         ({"key": "not-sk"}, "key"),
+        ({"allowed_deployments": ["eu west"]}, "allowed_deployments.0"),
+        ({"allowed_deployments": ["d"] * 1001}, "allowed_deployments"),
     ],
 )
 async def test_invalid_fields_are_422_naming_the_field(

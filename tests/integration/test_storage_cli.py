@@ -74,6 +74,20 @@ def test_keys_lifecycle(cli: Cli) -> None:
     assert code == 1 and "No such key" in err
 
 
+def test_allowed_deployments_are_set_changed_and_cleared(cli: Cli) -> None:
+    code, created, _ = cli.run(
+        "keys", "create", "--allowed-deployment", "eu-west", "--allowed-deployment", "us.east_2"
+    )
+    assert code == 0 and created["allowed_deployments"] == ["eu-west", "us.east_2"]
+    token = created["token"]
+    code, updated, _ = cli.run("keys", "update", token, "--allowed-deployment", "eu-west")
+    assert code == 0 and updated["allowed_deployments"] == ["eu-west"]
+    code, cleared, _ = cli.run("keys", "update", token, "--clear", "allowed_deployments")
+    assert code == 0 and cleared["allowed_deployments"] == []
+    code, _, err = cli.run("keys", "create", "--allowed-deployment", "eu west")
+    assert code == 2 and "allowed_deployments.0" in err
+
+
 def test_invalid_values_name_the_option_and_exit_2(cli: Cli) -> None:
     code, _, err = cli.run("keys", "create", "--duration", "forever")
     assert code == 2 and "duration" in err

@@ -117,6 +117,32 @@ async def test_update_regenerate_block_and_delete(
     assert await loader(row.token) is None and await loader(regenerated.token) is None
 
 
+async def test_a_keys_allowed_deployments_reach_its_principal(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    service = KeyService(sessions)
+    loader = KeyStateLoader(sessions)
+    _, row = await service.generate(generate(allowed_deployments=["eu-west", "us.east_2"]))
+    state = await loader(row.token)
+    assert state is not None
+    assert state.principal.allowed_deployments == ("eu-west", "us.east_2")
+
+    await service.update(
+        UpdateKeyRequest.model_validate({"key": row.token, "allowed_deployments": ["eu-west"]})
+    )
+    state = await loader(row.token)
+    assert state is not None and state.principal.allowed_deployments == ("eu-west",)
+
+    await service.update(
+        UpdateKeyRequest.model_validate({"key": row.token, "allowed_deployments": None})
+    )
+    state = await loader(row.token)
+    assert state is not None and state.principal.allowed_deployments == ()
+    _, plain = await service.generate(generate())
+    state = await loader(plain.token)
+    assert state is not None and state.principal.allowed_deployments == ()
+
+
 async def test_delete_is_all_or_nothing(sessions: async_sessionmaker[AsyncSession]) -> None:
     service = KeyService(sessions)
     secret, row = await service.generate(generate())

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -202,3 +203,47 @@ async def test_weekly_rollups_are_filled_in_on_sqlite(tmp_path: Path) -> None:
 async def test_weekly_rollups_are_filled_in_on_postgres() -> None:
     async with fresh_postgres() as url:
         await check_weekly_rollups_migration(url)
+
+
+async def check_key_deployments_migration(url: str) -> None:
+    """Keys written before 0008 may reach every deployment; downgrading drops the column."""
+    engine = create_engine(normalize_url(url), poolclass=NullPool)
+    deployments = "SELECT allowed_deployments FROM keys ORDER BY token"
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, "0007")
+            await conn.execute(text("INSERT INTO keys (token) VALUES ('t-old')"))
+        await upgrade(url)
+        async with engine.begin() as conn:
+            assert [_json_list(r[0]) for r in await conn.execute(text(deployments))] == [[]]
+            await conn.execute(
+                text("INSERT INTO keys (token, allowed_deployments) VALUES ('t-new', :d)"),
+                {"d": '["eu-west", "us.east_2"]'},
+            )
+            rows = [_json_list(r[0]) for r in await conn.execute(text(deployments))]
+            assert rows == [["eu-west", "us.east_2"], []]
+            assert await conn.run_sync(_schema_diff) == []
+            await conn.run_sync(_downgrade_to, "0007")
+            columns = (await conn.execute(text("SELECT * FROM keys LIMIT 1"))).keys()
+            assert "allowed_deployments" not in columns
+            assert await conn.scalar(text("SELECT count(*) FROM keys")) == 2
+        await upgrade(url)
+        async with engine.begin() as conn:
+            assert [_json_list(r[0]) for r in await conn.execute(text(deployments))] == [[], []]
+    finally:
+        await engine.dispose()
+
+
+def _json_list(value: Any) -> Any:
+    # a raw SELECT of a JSON column gives text on SQLite and a parsed value on PostgreSQL
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+async def test_keys_reach_every_deployment_after_0008_on_sqlite(tmp_path: Path) -> None:
+    await check_key_deployments_migration(sqlite_url(tmp_path))
+
+
+@pytest.mark.postgres
+async def test_keys_reach_every_deployment_after_0008_on_postgres() -> None:
+    async with fresh_postgres() as url:
+        await check_key_deployments_migration(url)

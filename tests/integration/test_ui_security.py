@@ -340,3 +340,27 @@ def test_a_team_budget_set_in_the_ui_is_the_admin_apis(admin: UiClient, gw: Gate
     assert team["max_budget"] is None
     assert team["budget_duration"] is None
     assert team["budget_reset_at"] is None
+
+
+def test_a_keys_deployments_set_in_the_ui_are_the_admin_apis(
+    admin: UiClient, gw: GatewayProcess
+) -> None:
+    secret, kid = admin.create_key(
+        key_alias="ui-deployments", allowed_deployments="eu-west, us.east_2"
+    )
+    info = api(gw, "GET", f"/key/info?key={secret}")["info"]
+    assert info["allowed_deployments"] == ["eu-west", "us.east_2"]
+    assert "eu-west, us.east_2" in admin.get(f"/ui/keys/{kid}").text
+    assert 'value="eu-west, us.east_2"' in admin.get(f"/ui/keys/{kid}/edit").text
+
+    edit = {"key_alias": "ui-deployments", "allowed_deployments": "eu-west, -eu"}
+    refused = admin.post(f"/ui/keys/{kid}/edit", edit)
+    assert refused.status == 422 and "allowed_deployments.1" in refused.text
+    info = api(gw, "GET", f"/key/info?key={secret}")["info"]
+    assert info["allowed_deployments"] == ["eu-west", "us.east_2"]
+
+    edit["allowed_deployments"] = ""
+    assert admin.post(f"/ui/keys/{kid}/edit", edit).status == 303
+    info = api(gw, "GET", f"/key/info?key={secret}")["info"]
+    assert (info["key_alias"], info["allowed_deployments"]) == ("ui-deployments", [])
+    assert "every deployment" in admin.get(f"/ui/keys/{kid}").text

@@ -194,6 +194,20 @@ def _is_key(name: str) -> bool:
     return name in ("key", "keys", "new_key", "api_key")
 
 
+# The shape of a deployment's name in the config file.
+DEPLOYMENT_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True)
+# Near misses: a leading dot or dash, separators, one character too many, a trailing newline
+# (which "$" in a regular expression lets through), look-alike letters of other scripts.
+HOSTILE_DEPLOYMENT_NAMES = st.sampled_from(
+    ["-eu", ".eu", "_eu", "eu west", "eu/west", "eu:west", "x" * 65, "eu\n", "\u0435u", "eu\x00"]
+)
+
+
+def _is_deployment(name: str) -> bool:
+    # not every field about deployments: a filter by deployment takes any name
+    return name == "allowed_deployments"
+
+
 SECRETS = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=8, max_size=40
 ).map(lambda tail: "sk-" + tail)
@@ -228,6 +242,8 @@ def valid(schema: dict[str, Any], name: str, known: Known) -> st.SearchStrategy[
         options.append(SECRETS)
     elif "route" in name:
         options.append(PLAIN_TEXT.map(lambda tail: "/mistral/v1/" + tail))
+    elif _is_deployment(name):
+        options.append(DEPLOYMENT_NAMES)
     else:
         options.append(PLAIN_TEXT)
     if known.ids(name):
@@ -275,6 +291,8 @@ def hostile(schema: dict[str, Any], name: str, known: Known) -> st.SearchStrateg
         return st.one_of([HOSTILE_TIMES] * 4 + [*options, ODD_TEXT, NUMBERS])
     if _is_key(name):
         options.append(st.sampled_from(["sk-", "sk- x", "sk-\u00e9", "f" * 64, "F" * 64]))
+    if _is_deployment(name) and any(branch.get("type") == "string" for branch in branches):
+        options.insert(0, HOSTILE_DEPLOYMENT_NAMES)
     if any(branch.get("type") == "object" for branch in branches):
         options.append(st.dictionaries(ODD_TEXT, json_values(), max_size=4))
     if any(branch.get("type") == "array" for branch in branches):

@@ -2,7 +2,7 @@
 
 The stand-in ``/mistral/...`` route makes the calls the relay makes before it would
 contact the upstream (authenticate, read the model, run the key guard) and answers
-200 with the principal, so key enforcement is testable without an upstream.
+200 with parts of the principal, so key enforcement is testable without an upstream.
 """
 
 from __future__ import annotations
@@ -60,7 +60,14 @@ def key_app(url: str, master_key: str | None, cache_ttl: float = 5.0) -> Starlet
         )
         ex.principal = await authenticator.authenticate(bearer_token(request), ex)
         await guard.admit(ex)
-        return json_response({"kind": ex.principal.kind, "key_alias": ex.principal.key_alias})
+        principal = ex.principal
+        return json_response(
+            {
+                "kind": principal.kind,
+                "key_alias": principal.key_alias,
+                "allowed_deployments": list(principal.allowed_deployments),
+            }
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

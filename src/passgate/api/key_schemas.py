@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any
 
 import orjson
@@ -59,6 +60,20 @@ def _route(value: str) -> str:
     return value
 
 
+# The names deployments may have in the config file; a key may list a deployment that is
+# not configured (yet), so only the shape is checked here.
+DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _deployment(value: str) -> str:
+    if DEPLOYMENT_NAME.fullmatch(value) is None:
+        raise ValueError(
+            "must be a deployment name: a letter or digit, then up to 63 letters, digits, "
+            "dots, underscores or hyphens"
+        )
+    return value
+
+
 def _storable(value: Any) -> None:
     # JSON that the parser accepts but the database or the response encoder cannot hold:
     # NaN and infinities (not JSON for PostgreSQL), integers past 64 bits (orjson), NUL.
@@ -94,6 +109,7 @@ KeyId = Annotated[str, StringConstraints(max_length=MAX_KEY_LENGTH), AfterValida
 Route = Annotated[
     str, StringConstraints(max_length=1024), AfterValidator(_route), AfterValidator(no_nul)
 ]
+DeploymentName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_deployment)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 Limit = Annotated[int, Field(ge=0, le=MAX_LIMIT)]
 Budget = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -108,6 +124,7 @@ class KeySettings(BaseModel):
     duration: Duration | None = None
     models: list[Name] | None = Field(default=None, max_length=MAX_LIST)
     allowed_routes: list[Route] | None = Field(default=None, max_length=MAX_LIST)
+    allowed_deployments: list[DeploymentName] | None = Field(default=None, max_length=MAX_LIST)
     max_budget: Budget | None = None
     budget_duration: Duration | None = None
     rpm_limit: Limit | None = None
@@ -195,6 +212,7 @@ def key_info(row: Key) -> dict[str, Any]:
         "end_user_id": row.end_user_id,
         "models": row.models or [],
         "allowed_routes": row.allowed_routes or [],
+        "allowed_deployments": row.allowed_deployments or [],
         "max_budget": row.max_budget,
         "budget_duration": row.budget_duration,
         "budget_reset_at": row.budget_reset_at,

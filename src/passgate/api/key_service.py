@@ -65,6 +65,8 @@ def settings_columns(
         values["models"] = list(req.models or [])
     if "allowed_routes" in given:
         values["allowed_routes"] = list(req.allowed_routes or [])
+    if "allowed_deployments" in given:
+        values["allowed_deployments"] = list(req.allowed_deployments or [])
     if "blocked" in given:
         values["blocked"] = bool(req.blocked)
     if "duration" in given:

@@ -42,6 +42,7 @@ def principal_from_key(row: Key) -> Principal:
         end_user_id=row.end_user_id,
         models=tuple(row.models or ()),
         allowed_routes=tuple(row.allowed_routes or ()),
+        allowed_deployments=tuple(row.allowed_deployments or ()),
         max_budget=row.max_budget,
         budget_duration=row.budget_duration,
         rpm_limit=row.rpm_limit,

@@ -43,6 +43,12 @@ _OPTIONS: tuple[tuple[str, str, type | None, str], ...] = (
     ("--duration", "duration", str, "lifetime such as 30s, 1h, 7d, 30d"),
     ("--model", "models", None, "allowed model (repeat; none = all models)"),
     ("--allowed-route", "allowed_routes", None, "allowed route prefix (repeat)"),
+    (
+        "--allowed-deployment",
+        "allowed_deployments",
+        None,
+        "deployment the key may reach (repeat; none = all deployments)",
+    ),
     ("--max-budget", "max_budget", float, "budget in USD"),
     ("--budget-duration", "budget_duration", str, "budget period such as 1d, 30d"),
     ("--rpm-limit", "rpm_limit", int, "requests per minute"),

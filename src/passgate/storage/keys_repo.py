@@ -25,6 +25,7 @@ UPDATABLE = frozenset(
         "end_user_id",
         "models",
         "allowed_routes",
+        "allowed_deployments",
         "max_budget",
         "budget_duration",
         "budget_reset_at",

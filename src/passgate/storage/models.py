@@ -98,6 +98,9 @@ class Key(Budgeted, Described, Base):
     allowed_routes: Mapped[list[str]] = mapped_column(
         JSON, default=list, server_default=text("'[]'")
     )
+    allowed_deployments: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     max_parallel_requests: Mapped[int | None] = mapped_column(Integer)

@@ -20,7 +20,7 @@ Model = TypeVar("Model", bound=BaseModel)
 
 TEXT_FIELDS = ("key_alias", "user_id", "team_id", "end_user_id", "budget_duration", "duration")
 INT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel_requests")
-LIST_FIELDS = ("models", "tags", "allowed_routes")
+LIST_FIELDS = ("models", "tags", "allowed_routes", "allowed_deployments")
 _SPLIT = re.compile(r"[,\s]+")
 
 

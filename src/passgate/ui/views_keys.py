@@ -61,6 +61,7 @@ def key_values(row: Key) -> dict[str, str]:
         "end_user_id": row.end_user_id or "",
         "models": ", ".join(row.models or []),
         "allowed_routes": ", ".join(row.allowed_routes or []),
+        "allowed_deployments": ", ".join(row.allowed_deployments or []),
         "tags": ", ".join((row.metadata_ or {}).get("tags", []) or []),
         "max_budget": "" if row.max_budget is None else str(row.max_budget),
         "budget_duration": row.budget_duration or "",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from passgate.api.key_schemas import (
+    MAX_LIST,
     DeleteKeysRequest,
     GenerateKeyRequest,
     RegenerateKeyRequest,
@@ -45,6 +47,9 @@ def test_the_seeds_empty_body_is_valid() -> None:
         (b'{"blocked": "yes"}', "blocked"),
         (b'{"metadata": []}', "metadata"),
         (b'{"allowed_routes": ["mistral/v1/ocr"]}', "allowed_routes.0"),
+        (b'{"allowed_deployments": "eu-west"}', "allowed_deployments"),
+        (b'{"allowed_deployments": ["-eu"]}', "allowed_deployments.0"),
+        (b'{"allowed_deployments": ["eu", 7]}', "allowed_deployments.1"),
         (b'{"key": "pk-123"}', "key"),
         (b'{"key_alias": ""}', "key_alias"),
         (b'{"surprise": 1}', "surprise"),
@@ -126,3 +131,52 @@ def test_metadata_keeps_what_the_database_and_the_encoder_can_hold() -> None:
         "small": -(2**63),
         "f": 1e308,
     }
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "7", "eu-west", "EU_West.2", "mistral.eu-1", "x" * 64, "0-._"]
+)
+def test_deployment_names_of_the_config_files_shape_are_accepted(name: str) -> None:
+    body = orjson.dumps({"allowed_deployments": [name]})
+    assert parse_body(GenerateKeyRequest, body).allowed_deployments == [name]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "-eu",
+        ".eu",
+        "_eu",
+        "eu west",
+        "eu/west",
+        "eu:west",
+        "x" * 65,
+        "\u00e9u",
+        "eu\n",
+        "eu\u0000",
+    ],
+)
+def test_other_deployment_names_are_422_without_quoting_them(name: str) -> None:
+    err = error_of(GenerateKeyRequest, orjson.dumps({"allowed_deployments": ["ok", name]}))
+    assert err.status == 422
+    assert "'allowed_deployments.1'" in err.message
+    assert not name or name not in err.message
+
+
+def test_allowed_deployments_are_capped_like_the_other_lists() -> None:
+    at_most = orjson.dumps({"allowed_deployments": ["d"] * MAX_LIST})
+    assert len(parse_body(GenerateKeyRequest, at_most).allowed_deployments or []) == MAX_LIST
+    err = error_of(
+        GenerateKeyRequest, orjson.dumps({"allowed_deployments": ["d"] * (MAX_LIST + 1)})
+    )
+    assert err.status == 422 and "'allowed_deployments'" in err.message
+
+
+def test_allowed_deployments_are_set_kept_in_order_and_cleared_by_null() -> None:
+    made = parse_body(GenerateKeyRequest, b'{"allowed_deployments": ["us", "eu", "us"]}')
+    assert settings_columns(made, {}, NOW) == {"allowed_deployments": ["us", "eu", "us"]}
+    cleared = parse_body(UpdateKeyRequest, b'{"key": "sk-abc", "allowed_deployments": null}')
+    assert settings_columns(cleared, {}, NOW) == {"allowed_deployments": []}
+    untouched = parse_body(UpdateKeyRequest, b'{"key": "sk-abc", "rpm_limit": 5}')
+    assert "allowed_deployments" not in settings_columns(untouched, {}, NOW)
