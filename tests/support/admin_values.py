@@ -15,6 +15,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from passgate.config import DEPLOYMENT_NAME
+
 # Characters that have broken string handling somewhere: NUL and other controls, lone
 # surrogates, right-to-left and zero-width marks, a BOM, combining marks, digits of
 # other scripts (int() reads them), fullwidth forms, astral-plane emoji, "%" and quotes.
@@ -194,8 +196,7 @@ def _is_key(name: str) -> bool:
     return name in ("key", "keys", "new_key", "api_key")
 
 
-# The shape of a deployment's name in the config file.
-DEPLOYMENT_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True)
+DEPLOYMENT_NAMES = st.from_regex(DEPLOYMENT_NAME, fullmatch=True)
 # Near misses: a leading dot or dash, separators, one character too many, a trailing newline
 # (which "$" in a regular expression lets through), look-alike letters of other scripts.
 HOSTILE_DEPLOYMENT_NAMES = st.sampled_from(

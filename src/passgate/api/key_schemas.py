@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any
 
 import orjson
@@ -18,6 +17,7 @@ from pydantic import (
 
 from passgate.auth.keys import MAX_KEY_LENGTH, looks_like_key
 from passgate.auth.keys import looks_like_token as _looks_like_token
+from passgate.config import DEPLOYMENT_NAME
 from passgate.durations import parse_duration
 from passgate.storage.models import Key
 
@@ -60,12 +60,9 @@ def _route(value: str) -> str:
     return value
 
 
-# The names deployments may have in the config file; a key may list a deployment that is
-# not configured (yet), so only the shape is checked here.
-DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
 def _deployment(value: str) -> str:
+    # The shape of a name in the config file, not a configured name: a key may list a
+    # deployment added to the config later, or kept for when one comes back.
     if DEPLOYMENT_NAME.fullmatch(value) is None:
         raise ValueError(
             "must be a deployment name: a letter or digit, then up to 63 letters, digits, "
