@@ -47,8 +47,10 @@ def start_passgate(
     accounting: bool = True,
     workers: int = 2,
     extra_env: dict[str, str] | None = None,
+    config: Path | None = None,
 ) -> tuple[Service, str]:
-    """passgate with production settings (2 workers, master key) in front of `upstream`."""
+    """passgate with production settings (2 workers, master key) in front of `upstream`,
+    with the settings of a `config` file when given."""
     port = free_port()
     data_dir = services.workdir / f"data-{port}"
     env = {
@@ -61,6 +63,8 @@ def start_passgate(
     }
     argv = [str(Path(sys.executable).with_name("passgate")), "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", str(workers)]
+    if config is not None:
+        argv += ["--config", str(config)]
     url = f"http://127.0.0.1:{port}"
     service = services.start(
         name, argv, env=env, ready=lambda: http_status(f"{url}/health/readiness") == 200

@@ -53,6 +53,7 @@ def _document(args: argparse.Namespace, plan: Plan, results: Results, elapsed: f
             ("--quick", args.quick),
             ("--with-litellm", args.with_litellm),
             ("--limits-only", args.limits_only),
+            ("--deployments-only", args.deployments_only),
         )
         if on
     ) + (f" --rounds {args.rounds}" if args.rounds else "")
@@ -93,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         "--limits-only",
         action="store_true",
         help="only the rate-limited key rows (per-worker counters, limits process, Redis)",
+    )
+    parser.add_argument(
+        "--deployments-only",
+        action="store_true",
+        help="only the rows of one deployment against three behind /mistral",
     )
     parser.add_argument("--rounds", type=int, help="alternating rounds (default: the plan's)")
     args = parser.parse_args(argv)

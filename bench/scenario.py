@@ -1,6 +1,7 @@
 """What one benchmark run measures, in which order, against which targets."""
 
 import argparse
+import json
 import os
 import secrets
 import socket
@@ -258,6 +259,27 @@ def _rate_limited(bench: Bench) -> None:
     bench.alternating(variants)
 
 
+def _deployments(bench: Bench) -> None:
+    """The upstream as one deployment and as three (weights 1:1:2, each its own name and
+    key) behind /mistral, in turns: what choosing a deployment per call costs."""
+    config = bench.services.workdir / "deployments.yaml"
+    entries = [
+        {"name": name, "api_base": bench.urls.chat, "api_key": "x", "weight": weight}
+        for name, weight in (("one", 1), ("two", 1), ("three", 2))
+    ]
+    config.write_text(json.dumps({"mistral": {"deployments": entries}}), encoding="utf-8")
+    single, single_url = start_passgate(bench.services, "gateway", bench.urls.chat)
+    pooled, pooled_url = start_passgate(bench.services, "gateway", bench.urls.chat, config=config)
+    levels = bench.plan.feature_levels
+    chat_url = "/mistral" + CHAT
+    bench.alternating(
+        [
+            Variant(targets.ONE_DEPLOYMENT, single_url + chat_url, MASTER_AUTH, single, levels),
+            Variant(targets.THREE_DEPLOYMENTS, pooled_url + chat_url, MASTER_AUTH, pooled, levels),
+        ]
+    )
+
+
 def _passgate_stream_and_upload(bench: Bench) -> None:
     anthropic = {"ANTHROPIC_API_BASE": bench.urls.sse, "ANTHROPIC_API_KEY": "x"}
     gateway, url = start_passgate(bench.services, "gateway", bench.urls.sse, extra_env=anthropic)
@@ -289,12 +311,19 @@ def measure(args: argparse.Namespace, plan: Plan, services: Services) -> Results
         print("passgate, rate-limited key:", flush=True)
         bench.guarded(targets.LIMITS_PROCESS, lambda: _rate_limited(bench))
         return bench.results
+    if args.deployments_only:
+        print("direct:", flush=True)
+        bench.chat(DIRECT, bench.urls.chat + CHAT, PROVIDER_AUTH, None, plan.feature_levels)
+        print("passgate, one and three deployments:", flush=True)
+        bench.guarded(targets.THREE_DEPLOYMENTS, lambda: _deployments(bench))
+        return bench.results
     print("direct and nginx:", flush=True)
     _baselines(bench)
     print("passgate:", flush=True)
     bench.guarded(targets.PASSGATE, lambda: _passgate_chat(bench))
     bench.guarded(f"{targets.PASSGATE} (stream)", lambda: _passgate_stream_and_upload(bench))
     bench.guarded(targets.LIMITS_PROCESS, lambda: _rate_limited(bench))
+    bench.guarded(targets.THREE_DEPLOYMENTS, lambda: _deployments(bench))
     if args.with_litellm:
         print("litellm:", flush=True)
         bench.guarded("litellm", lambda: _litellm(bench))

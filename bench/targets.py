@@ -11,6 +11,9 @@ NO_ACCOUNTING = "passgate, accounting off"
 LIMITS_PER_WORKER = "passgate + rpm key, per-worker counters"
 LIMITS_PROCESS = "passgate + rpm key, limits process"
 LIMITS_REDIS = "passgate + rpm key, Redis"
+# the same upstream as one deployment and as three (weights 1:1:2) behind /mistral
+ONE_DEPLOYMENT = "passgate, 1 deployment"
+THREE_DEPLOYMENTS = "passgate, 3 deployments"
 
 
 def _verdict(ok: bool | None) -> str:

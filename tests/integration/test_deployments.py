@@ -6,6 +6,8 @@ receives), named and weighted in a config file whose keys are ``os.environ/`` re
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,12 +89,10 @@ def upstreams(fakes: dict[str, FakeMistral]) -> dict[str, FakeMistral]:
     return fakes
 
 
-def start(
-    tmp_path: Path, deployments: list[dict[str, Any]], workers: int = 1, **env: str
-) -> GatewayProcess:
+def start(tmp_path: Path, deployments: list[dict[str, Any]], **env: str) -> GatewayProcess:
     """A gateway serving ``deployments`` (stopped by the caller)."""
     path = config(tmp_path / f"passgate-{time.monotonic_ns()}.yaml", deployments)
-    return GatewayProcess(gateway_env(**env), workers=workers, args=("--config", str(path)))
+    return GatewayProcess(gateway_env(**env), args=("--config", str(path)))
 
 
 def test_calls_split_by_weight_and_spend_rows_name_the_deployment(
@@ -253,7 +253,7 @@ def test_a_stream_cut_after_its_start_is_never_retried(
     deployments = [entry(name, upstreams[name]) for name in NAMES]
     body = orjson.dumps({"model": "mistral-small-latest", "messages": [], "stream": True})
     with start(tmp_path, deployments) as gateway:
-        try:
+        with contextlib.suppress(http.client.HTTPException, OSError):  # the stream is cut
             request(
                 gateway.url,
                 "POST",
@@ -261,8 +261,6 @@ def test_a_stream_cut_after_its_start_is_never_retried(
                 body,
                 {**ADMIN, "Content-Type": "application/json"},
             )
-        except Exception:  # the client sees its stream cut (an incomplete chunked read)
-            pass
         time.sleep(0.3)
         assert sum(chats(fake) for fake in upstreams.values()) == 1
 
