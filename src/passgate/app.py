@@ -26,11 +26,9 @@ from passgate.auth.key_feed import KeyChangeFeed
 from passgate.auth.key_state import KeyStateLoader
 from passgate.auth.master import MasterKey
 from passgate.config import Settings
-from passgate.limits.redis_backend import redis_client
 from passgate.limits.runtime import build_limits
 from passgate.observability.stack import Observability, Tracer
 from passgate.pooling.resource_homes import StoredResourceHomes
-from passgate.pooling.shared_health import SharedHealth
 from passgate.providers.base import Provider
 from passgate.providers.registry import enabled
 from passgate.proxy.body import BodyPolicy
@@ -156,7 +154,7 @@ def build_app(
     pools = [deployment_pool(settings, provider) for provider in providers]
     for pool in pools:
         pool.listeners.append(observability.metrics.count_set_aside_of)
-    homes = StoredResourceHomes(database.sessions, database.engine.dialect.name)
+    homes = StoredResourceHomes(database.sessions)
     failover = FailoverPolicy.from_settings(settings)
     relays = {
         provider.spec.prefix: Relay(
@@ -198,6 +196,11 @@ def build_app(
         limits,
     ]
     if settings.redis_url and any(not pool.single for pool in pools):
+        # Imported only then, as the limits do: redis.asyncio is large, and a worker without
+        # Redis (or with one deployment per provider) would hold it for nothing.
+        from passgate.limits.redis_backend import redis_client
+        from passgate.pooling.shared_health import SharedHealth
+
         components.append(
             SharedHealth(
                 redis_client(settings.redis_url),

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from passgate.limits.redis_backend import redis_client
@@ -24,6 +25,7 @@ from passgate.proxy.deployments import (
     Health,
 )
 from passgate.storage.db import session_factory
+from passgate.storage.models import ResourceHome
 from tests.support.databases import fresh_postgres, migrated_engine, sqlite_url
 from tests.support.services import REDIS_URL, require_redis
 
@@ -43,22 +45,31 @@ async def test_homes_are_remembered_moved_and_found_from_another_worker(
     engine: AsyncEngine,
 ) -> None:
     sessions = session_factory(engine)
-    one = StoredResourceHomes(sessions, engine.dialect.name)
+    one = StoredResourceHomes(sessions)
     assert await one.find("mistral", ["file-1"]) is None
     await one.remember("mistral", ["file-1", "file-1", "", "x" * 600], "a")
     assert await one.find("mistral", ["file-1"]) == "a"
-    other = StoredResourceHomes(sessions, engine.dialect.name)  # another worker: no cache
+    other = StoredResourceHomes(sessions)  # another worker: no cache
     assert await other.find("mistral", ["unknown", "file-1"]) == "a"
     assert await other.find("anthropic", ["file-1"]) is None  # per provider
     await other.remember("mistral", ["file-1", "job-2"], "b")  # an id seen again moves
-    fresh = StoredResourceHomes(sessions, engine.dialect.name)
+    fresh = StoredResourceHomes(sessions)
     assert await fresh.find("mistral", ["file-1"]) == "b"
     assert await fresh.find("mistral", ["job-2"]) == "b"
     assert await fresh.find("mistral", []) is None
 
 
+async def test_a_home_reads_back_through_the_model(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    await StoredResourceHomes(sessions).remember("mistral", ["f-9"], "a")
+    async with sessions() as session:
+        row = (await session.execute(select(ResourceHome))).scalar_one()
+    assert (row.provider, row.resource_id, row.deployment) == ("mistral", "f-9", "a")
+    assert row.created_at.tzinfo is not None
+
+
 async def test_the_cache_is_bounded(engine: AsyncEngine) -> None:
-    homes = StoredResourceHomes(session_factory(engine), engine.dialect.name, cached=2)
+    homes = StoredResourceHomes(session_factory(engine), cached=2)
     await homes.remember("mistral", ["f1", "f2", "f3"], "a")
     assert await homes.find("mistral", ["f1"]) == "a"  # from the database
 

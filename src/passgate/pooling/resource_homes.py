@@ -9,26 +9,27 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from passgate.storage.models import ResourceHome
+from passgate.storage.models import ResourceHome, UTCDateTime, utcnow
 
 _ID_MAX = 512  # the column's width; a longer id is none a provider makes
 _CACHED = 10_000  # ids a worker keeps at hand (resources are called about soon after creation)
+# SQLite and PostgreSQL both read this upsert; written out, so that a worker loads neither
+# dialect's own insert construct (PostgreSQL's would cost a SQLite worker memory)
+_UPSERT = text(
+    "INSERT INTO resource_homes (provider, resource_id, deployment, created_at) "
+    "VALUES (:provider, :resource_id, :deployment, :created_at) "
+    "ON CONFLICT (provider, resource_id) DO UPDATE SET deployment = excluded.deployment"
+).bindparams(bindparam("created_at", type_=UTCDateTime()))
 
 
 class StoredResourceHomes:
     """``passgate.proxy.routing.ResourceHomes`` in the gateway's database."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], dialect: str, cached: int = _CACHED
-    ) -> None:
-        """``dialect``: the database's SQLAlchemy dialect name (its upsert differs)."""
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cached: int = _CACHED) -> None:
         self._sessions = sessions
-        self._insert = pg_insert if dialect == "postgresql" else sqlite_insert
         self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._cached = cached
 
@@ -63,17 +64,13 @@ class StoredResourceHomes:
         ids = list(dict.fromkeys(i for i in resource_ids if 0 < len(i) <= _ID_MAX))
         if not ids:
             return
+        now = utcnow()
+        rows = [
+            {"provider": provider, "resource_id": i, "deployment": deployment, "created_at": now}
+            for i in ids
+        ]
         async with self._sessions() as session, session.begin():
-            values = [
-                {"provider": provider, "resource_id": i, "deployment": deployment} for i in ids
-            ]
-            statement = self._insert(ResourceHome).values(values)
-            await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[ResourceHome.provider, ResourceHome.resource_id],
-                    set_={"deployment": statement.excluded.deployment},
-                )
-            )
+            await session.execute(_UPSERT, rows)
         for resource_id in ids:
             self._keep(provider, resource_id, deployment)
 
