@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from mistralai.client import Mistral
 
 from tests.conftest import MASTER_KEY
 from tests.support.fake_mistral import FakeMistral, closed_port
@@ -448,3 +449,36 @@ def test_two_instances_share_cooldowns_through_redis(
         for _ in range(20):
             assert chat(second).status == 200
         assert chats(upstreams["b"]) == 1
+
+
+def test_the_official_sdk_keeps_a_file_and_its_batch_job_on_one_workspace(
+    tmp_path: Path, upstreams: dict[str, FakeMistral]
+) -> None:
+    # gzip and chunked answers: what a real upstream may send the SDK (httpx asks for gzip)
+    for fake in upstreams.values():
+        fake.configure(gzip=True, chunked=True)
+    deployments = [entry(name, upstreams[name]) for name in NAMES]
+    content = b'{"custom_id":"1","body":{"messages":[]}}\n' * 30_000  # streamed: over 1 MiB
+    with (
+        start(tmp_path, deployments) as gateway,
+        Mistral(api_key=MASTER_KEY, server_url=gateway.url + "/mistral") as sdk,
+    ):
+        homes = {}
+        for index in range(3):
+            created = sdk.files.upload(
+                file={"file_name": f"batch-{index}.jsonl", "content": content}, purpose="batch"
+            )
+            home = next(n for n, f in upstreams.items() if created.id in f.files)
+            homes[created.id] = home
+        assert len(set(homes.values())) == 3
+        for file_id, home in homes.items():
+            others = {n: len(f.requests) for n, f in upstreams.items() if n != home}
+            assert sdk.files.retrieve(file_id=file_id).id == file_id
+            assert sdk.files.download(file_id=file_id).read() == content
+            job = sdk.batch.jobs.create(
+                input_files=[file_id], model="mistral-small-latest", endpoint="/v1/chat/completions"
+            )
+            assert sdk.batch.jobs.get(job_id=job.id).id == job.id
+            sdk.batch.jobs.cancel(job_id=job.id)
+            assert sdk.files.delete(file_id=file_id).deleted is True
+            assert {n: len(f.requests) for n, f in upstreams.items() if n != home} == others
