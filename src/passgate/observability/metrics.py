@@ -167,6 +167,7 @@ class _CallKeys:
     unpriced: int
     latency: int
     overhead: int
+    deployment: int  # -1: the call reached no deployment
 
 
 GAUGE_INTERVAL = 1.0  # seconds between a worker's gauge samples, for the others' scrapes
@@ -196,8 +197,7 @@ class Metrics:
         self._family = _Families()
         # The slots of each kind of call seen (path, model, key alias, status): worked
         # out once instead of four label look-ups and twelve slot look-ups per call.
-        self._keys: dict[tuple[str, str, str | None, str | None, int], _CallKeys] = {}
-        self._deployment_slots: dict[tuple[str, str, int], int] = {}
+        self._keys: dict[tuple[str, str, str | None, str | None, int, str | None], _CallKeys] = {}
         self.requests = CounterTable(
             "passgate_requests",
             "Pass-through calls by outcome.",
@@ -294,16 +294,16 @@ class Metrics:
     async def finished(self, ex: Exchange) -> None:
         """Count one call (in memory; never blocks)."""
         alias = _key_alias(ex)
-        shape = (ex.provider, ex.upstream_path, ex.model, alias, ex.status)
+        shape = (ex.provider, ex.upstream_path, ex.model, alias, ex.status, ex.deployment)
         keys = self._keys.get(shape)
         if keys is None:
-            keys = self._call_keys(ex.provider, ex.upstream_path, ex.model, alias, ex.status)
+            keys = self._call_keys(*shape)
             if len(self._keys) < SHAPES_MAX:  # paths come from clients: bounded
                 self._keys[shape] = keys
         values = self._values
         values[keys.requests] += 1
-        if ex.deployment is not None:
-            values[self._deployment_slot(ex.provider, ex.deployment, ex.status)] += 1
+        if keys.deployment >= 0:
+            values[keys.deployment] += 1
         if ex.status >= 400 or ex.error is not None:
             values[keys.errors] += 1
         if ex.interrupted:
@@ -336,6 +336,7 @@ class Metrics:
         model_name: str | None,
         alias_name: str | None,
         status: int,
+        deployment: str | None,
     ) -> _CallKeys:
         family = self._family(upstream_path)
         model = self._model(model_name)
@@ -354,15 +355,10 @@ class Metrics:
             unpriced=self.unpriced.slot((provider, model)),
             latency=self.latency.slot((family,)),
             overhead=self.overhead.slot((family,)),
+            deployment=-1
+            if deployment is None
+            else self.deployment_calls.slot((provider, deployment, klass)),
         )
-
-    def _deployment_slot(self, provider: str, deployment: str, status: int) -> int:
-        shape = (provider, deployment, status)
-        slot = self._deployment_slots.get(shape)
-        if slot is None:
-            slot = self.deployment_calls.slot((provider, deployment, status_class(status)))
-            self._deployment_slots[shape] = slot  # deployments and statuses: a bounded set
-        return slot
 
     def count_set_aside_of(self, provider: str, deployment: str, health: Health) -> None:
         """Record one deployment set aside (a pool's listener)."""

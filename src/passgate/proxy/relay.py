@@ -35,7 +35,7 @@ from passgate.proxy.headers import not_forwarded, upstream_request_headers
 from passgate.proxy.hooks import Pipeline
 from passgate.proxy.paths import sub_path
 from passgate.proxy.response import IDLE_MESSAGE, ResponseRelay, deployment_headers
-from passgate.proxy.routing import DeploymentRouter, Route
+from passgate.proxy.routing import FREE, DeploymentRouter, Route
 from passgate.proxy.upstream import Upstream, UpstreamResponse
 from passgate.proxy.watch import FIRST_BYTE, IDLE, CallWatch
 from passgate.request_id import SANE_REQUEST_ID as _REQUEST_ID
@@ -98,8 +98,13 @@ class Relay:
         self._policy = policy
         self._first_byte_timeout = first_byte_timeout
         self._metering = pipeline.metering
+        self._single = self._pool.single
+        self._only = self._pool.deployments[0]
         self._responder = ResponseRelay(
-            pipeline.metering, idle_timeout, provider.spec.correlation_headers
+            pipeline.metering,
+            idle_timeout,
+            provider.spec.correlation_headers,
+            name_deployment=not self._single,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -146,7 +151,7 @@ class Relay:
         except GatewayError as err:
             ex.status = err.status
             ex.error = err.message
-            if ex.attempts:
+            if ex.attempts and not self._single:
                 err.headers = (*err.headers, *deployment_headers(ex))
             await send_error(send, err, request_id)
         except ClientGone:
@@ -211,7 +216,8 @@ class Relay:
         provider = self._provider
         api_path = provider.api_path(sub)
         ex.api_path = api_path.decode("latin-1")
-        ex.upstream_path = (provider.base_path + api_path).decode("latin-1")
+        # the only deployment's; with several, each attempt sets its own
+        ex.upstream_path = (self._only.provider.base_path + api_path).decode("latin-1")
         query: bytes = scope["query_string"]
         token = caller_key(authorization)
         if self._key_query is not None and query:
@@ -243,7 +249,8 @@ class Relay:
         ex.model = ex.info.model
         ex.stream = spec.streamed(ex.api_path, ex.info)
         ex.metered = spec.metered(ex.method, ex.api_path, ex.info)
-        route = await self._router.route(ex, pin, session)
+        # one deployment and nothing pinned: nothing to decide (the common case, kept cheap)
+        route = FREE if self._single and pin is None else await self._router.route(ex, pin, session)
         for guard in self._pipeline.guards:
             await guard.admit(ex)
         await self._forward(ex, scope, receive, send, body, content_length, route)
@@ -266,7 +273,10 @@ class Relay:
         watch.deadline(self._first_byte_timeout, FIRST_BYTE)
         response: UpstreamResponse | None = None
         try:
-            response = await self._attempts(ex, scope, body, length, route)
+            if self._single:
+                response = await self._request_only(ex, scope, body, length)
+            else:
+                response = await self._attempts(ex, scope, body, length, route)
             watch.clear_deadline()
             ex.first_byte = perf_counter()
             ex.status = response.status
@@ -297,6 +307,27 @@ class Relay:
             watch.stop()
             if response is not None:
                 response.close()
+
+    async def _request_only(
+        self, ex: Exchange, scope: Scope, body: Body, length: int
+    ) -> UpstreamResponse:
+        """The answer of a provider's only deployment, whatever it is."""
+        only = self._only
+        provider = only.provider
+        ex.deployment = only.name
+        ex.attempts = 1
+        target = ex.upstream_path
+        if ex.query:
+            target += "?" + ex.query.decode("latin-1")
+        headers = upstream_request_headers(
+            scope["headers"], provider.credential, self._not_forwarded
+        )
+        try:
+            return await self._upstream.request(
+                provider.origin, ex.method, target, headers, body, length if length >= 0 else None
+            )
+        except UpstreamError as exc:
+            raise _upstream_failure(ex, exc) from exc
 
     async def _attempts(
         self, ex: Exchange, scope: Scope, body: Body, length: int, route: Route
@@ -341,14 +372,11 @@ class Relay:
                     body,
                     length if length >= 0 else None,
                 )
-            except UpstreamConnectError as exc:
-                failure = bad_gateway(f"cannot reach the upstream: {exc}")
-                error = CONNECT_FAILED
             except UpstreamError as exc:
-                if ex.error == BODY_TOO_LARGE:
-                    raise _body_too_large() from exc
-                failure = bad_gateway(f"upstream connection failed: {exc}")
-                error = RESET
+                failure = _upstream_failure(ex, exc)
+                if failure.status == 413:  # the streamed body passed the limit
+                    raise failure from exc
+                error = CONNECT_FAILED if isinstance(exc, UpstreamConnectError) else RESET
             else:
                 found = verdict(answer.status)
                 if found is None:
@@ -397,6 +425,16 @@ def _close_unfinished(scope: Scope) -> None:
 
 def _body_too_large() -> GatewayError:
     return too_large(BODY_TOO_LARGE)
+
+
+def _upstream_failure(ex: Exchange, exc: UpstreamError) -> GatewayError:
+    """The caller's error for an attempt that got no answer: 413 when the body being
+    streamed passed the limit meanwhile, else 502."""
+    if isinstance(exc, UpstreamConnectError):
+        return bad_gateway(f"cannot reach the upstream: {exc}")
+    if ex.error == BODY_TOO_LARGE:
+        return _body_too_large()
+    return bad_gateway(f"upstream connection failed: {exc}")
 
 
 def _log_defect(what: str, exc: BaseException) -> None:

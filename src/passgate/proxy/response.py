@@ -79,8 +79,12 @@ class ResponseRelay:
         metering: Metering | None,
         idle_timeout: float,
         correlation_headers: tuple[bytes, ...] = (),
+        name_deployment: bool = False,
     ) -> None:
+        """``name_deployment``: answers say which deployment gave them (a provider with
+        several)."""
         self._metering = metering
+        self._name_deployment = name_deployment
         self._idle = idle_timeout
         self._fields = response_fields(correlation_headers)
 
@@ -108,7 +112,7 @@ class ResponseRelay:
         headers, upstream_id, content_type, length, encoding = client_response_headers(
             response.raw_headers, request_id, self._fields
         )
-        if ex.deployment is not None:
+        if self._name_deployment:
             headers.extend(deployment_headers(ex))
         if upstream_id is not None:
             ex.upstream_request_id = upstream_id.decode("latin-1")
