@@ -3,6 +3,10 @@
     .venv/bin/python -m bench.instructions [--calls 300 1300] [--env KEY=VALUE ...]
                                            [--pythonpath DIR] [--against DIR] [--rounds N]
 
+(``{upstream}`` in an ``--env`` value is the fake upstream's URL: three deployments behind
+/mistral are ``--env 'PASSGATE_PROVIDERS={"mistral": {"deployments": [{"name": "a",
+"api_base": "{upstream}", "api_key": "x"}, ...]}}'``.)
+
 On this project's shared 2-core machines the same configuration's throughput moves by
 ±20% from one round to the next, so a change worth 5% cannot be seen in seconds of wrk.
 Instruction counts hardly move: this starts ``passgate --workers 1`` (the worker is the
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         start_nginx(services, tools["nginx"], "upstream", lambda p: upstream_config(p, port, 1))
         upstream = f"http://127.0.0.1:{port}"
+        # "{upstream}" in a value is the fake upstream's URL (deployments in PASSGATE_PROVIDERS)
+        env_here = {key: value.replace("{upstream}", upstream) for key, value in env.items()}
         per_call: dict[str, list[float]] = {name: [] for name in trees}
         lines: list[str] = []
         # One count at a time: two valgrind runs sharing the machine each count 3-4% more
@@ -119,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.rounds):
             for name, tree in trees.items():
                 totals = {
-                    n: count(services, upstream, n, env, tree, args.spend_writer, args.virtual_key)
+                    n: count(
+                        services, upstream, n, env_here, tree, args.spend_writer, args.virtual_key
+                    )
                     for n in (low, high)
                 }
                 per_call[name].append((totals[high] - totals[low]) / (high - low))

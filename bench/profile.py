@@ -71,7 +71,12 @@ def run(args: argparse.Namespace, services: Services) -> list[str]:
     start_nginx(
         services, tools["nginx"], "upstream", lambda prefix: upstream_config(prefix, port, 1)
     )
-    env = dict(item.split("=", 1) for item in args.env)
+    upstream = f"http://127.0.0.1:{port}"
+    # "{upstream}" in a value is the fake upstream's URL (deployments in PASSGATE_PROVIDERS)
+    env = {
+        key: value.replace("{upstream}", upstream)
+        for key, value in (item.split("=", 1) for item in args.env)
+    }
     gateway, url = start_passgate(
         services, "gateway", f"http://127.0.0.1:{port}", workers=1, extra_env=env
     )

@@ -95,6 +95,7 @@ class DeploymentPool:
         self.primary = next((d for d in self.deployments if d.primary), self.deployments[0])
         self._by_name = {d.name: d for d in self.deployments}
         self._general = [d for d in self.deployments if d.models is None] or list(self.deployments)
+        self._every_model = all(d.models is None for d in self.deployments)
         self._health: dict[str, Health] = {d.name: _WELL for d in self.deployments}
         self._clock = clock
         self._current = {d.name: 0.0 for d in self.deployments}  # the round robin's scores
@@ -131,12 +132,15 @@ class DeploymentPool:
                 raise _not_allowed(self.provider)
             return only
         now = self._clock()
-        serving = self._serving(model)
+        serving = self.deployments if self._every_model else self._serving(model)
         if not serving:
             raise _no_model(self.provider, model)
-        eligible = [
-            d for d in serving if not (allowed and d.name not in allowed) and d not in tried
-        ]
+        if allowed or tried:
+            eligible = [
+                d for d in serving if not (allowed and d.name not in allowed) and d not in tried
+            ]
+        else:
+            eligible = list(serving)
         if not eligible:
             if tried:
                 return None
@@ -166,7 +170,7 @@ class DeploymentPool:
         current[best.name] -= total
         return best
 
-    def _serving(self, model: str | None) -> list[Deployment]:
+    def _serving(self, model: str | None) -> Sequence[Deployment]:
         """The deployments that serve ``model``; a call naming no model goes to those without
         a model list, or to any when every deployment has one."""
         if model is None:

@@ -68,6 +68,7 @@ class Route:
 
 
 FREE = Route()
+_PATHS_KEPT = 1024  # paths come from callers: bounded
 
 
 def _not_allowed(name: str) -> GatewayError:
@@ -89,6 +90,9 @@ class DeploymentRouter:
         self.pool = pool
         # resources are followed only where there is more than one deployment to be on
         self._homes = None if pool.single else homes
+        # (method, path) -> what the path says (no resource named, a listing, a create),
+        # for paths naming no resource: the same few paths come again and again
+        self._paths: dict[tuple[str, str], tuple[bool, bool]] = {}
 
     async def route(self, ex: Exchange, pin: bytes | None, session: bytes | None) -> Route:
         """The route of ``ex`` (authenticated, its body inspected)."""
@@ -111,9 +115,18 @@ class DeploymentRouter:
         spec = self.spec
         method, path = ex.method, ex.api_path
         ids: list[str] = []
-        named = spec.path_resource(method, path)
-        if named is not None:
-            ids.append(named)
+        known = self._paths.get((method, path))
+        if known is None:
+            named = spec.path_resource(method, path)
+            lists = spec.lists_resources(method, path)
+            creates = spec.creates_resources(method, path)
+            if named is None:
+                if len(self._paths) < _PATHS_KEPT:
+                    self._paths[(method, path)] = (lists, creates)
+            else:
+                ids.append(named)
+        else:
+            lists, creates = known
         if ex.info.body is not None:
             ids.extend(spec.referenced_resources(method, path, ex.info.body))
         if ids:
@@ -123,18 +136,20 @@ class DeploymentRouter:
                 if dep is not None:
                     if allowed and home not in allowed:
                         raise _not_allowed(home)
-                    return Route(dep, None, self._capture(ex))
+                    return Route(dep, None, creates)
                 log.warning(
                     "a %s resource lives on deployment %r, which is no longer configured",
                     pool.provider,
                     home,
                 )
-        if spec.lists_resources(method, path):
+        if lists:
             primary = pool.primary
             if allowed and primary.name not in allowed:
                 raise _not_allowed(primary.name)
             return Route(primary, None, False)
-        return Route(None, session, self._capture(ex))
+        if session is None and not creates:
+            return FREE
+        return Route(None, session, creates)
 
     def _capture(self, ex: Exchange) -> bool:
         return self._homes is not None and self.spec.creates_resources(ex.method, ex.api_path)
