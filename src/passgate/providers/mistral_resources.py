@@ -123,19 +123,34 @@ def _file_ids(value: Any) -> list[str]:
     return found
 
 
+# the routes whose bodies may name resources besides a fine-tuned model
+_REFERENCING = frozenset(
+    {
+        "/v1/agents/completions",
+        "/v1/conversations",
+        "/v1/batch/jobs",
+        "/v1/fine_tuning/jobs",
+        "/v1/ocr",
+    }
+)
+
+
 def referenced_resources(method: str, api_path: str, body: Any) -> tuple[str, ...]:
-    """The ids of workspace-held resources a request body names: an agent (``agent_id``),
-    a fine-tuned model (``model`` ``ft:...``), a batch's or a fine-tuning job's files, an
-    OCR document's file."""
+    """The ids of workspace-held resources a request body names: a fine-tuned model
+    (``model`` ``ft:...``, on any route), an agent (``agent_id``), a batch's or a fine-tuning
+    job's files, an OCR document's file."""
     if method != "POST" or not isinstance(body, dict):
         return ()
+    model = body.get("model")
+    tuned = model if isinstance(model, str) and model.startswith(_FINE_TUNED) else None
+    if api_path not in _REFERENCING:  # chat, embeddings, ...: the model alone
+        return () if tuned is None else (tuned,)
     found: list[str] = []
     agent = body.get("agent_id")
     if isinstance(agent, str):
         found.append(agent)
-    model = body.get("model")
-    if isinstance(model, str) and model.startswith(_FINE_TUNED):
-        found.append(model)
+    if tuned is not None:
+        found.append(tuned)
     for key in ("input_files", "training_files", "validation_files"):
         found.extend(_file_ids(body.get(key)))
     document = body.get("document")

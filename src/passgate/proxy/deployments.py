@@ -99,6 +99,7 @@ class DeploymentPool:
         self._health: dict[str, Health] = {d.name: _WELL for d in self.deployments}
         self._clock = clock
         self._current = {d.name: 0.0 for d in self.deployments}  # the round robin's scores
+        self._aside_until = 0.0  # when the last deployment set aside is back
         # told of every deployment set aside: the metrics, the other workers
         self.listeners: list[HealthListener] = list(listeners)
 
@@ -135,18 +136,22 @@ class DeploymentPool:
         serving = self.deployments if self._every_model else self._serving(model)
         if not serving:
             raise _no_model(self.provider, model)
+        eligible: Sequence[Deployment] = serving
         if allowed or tried:
             eligible = [
                 d for d in serving if not (allowed and d.name not in allowed) and d not in tried
             ]
-        else:
-            eligible = list(serving)
         if not eligible:
             if tried:
                 return None
             raise _not_allowed(self.provider)
         health = self._health
-        up = [d for d in eligible if health[d.name].until <= now]
+        # while nothing is set aside (the usual case) there is nothing to filter out
+        up = (
+            eligible
+            if now >= self._aside_until
+            else [d for d in eligible if health[d.name].until <= now]
+        )
         if not up:
             if tried:
                 return None
@@ -188,6 +193,7 @@ class DeploymentPool:
         since = old.since if old.state == state and not old.available(now) else now
         health = Health(state, now + wait, since, error)
         self._health[dep.name] = health
+        self._aside_until = max(self._aside_until, health.until)
         if state == DEAD:
             log.error(
                 "deployment %r of %s: the upstream refused its key; it gets no calls for %.0f s",
@@ -214,6 +220,7 @@ class DeploymentPool:
         aside for longer than this worker knows of."""
         if name in self._health and health.until > self._health[name].until:
             self._health[name] = health
+            self._aside_until = max(self._aside_until, health.until)
 
     def snapshot(self) -> list[tuple[Deployment, Health]]:
         """Each deployment with its state, in configuration order; an expired cooldown
@@ -232,7 +239,7 @@ class DeploymentPool:
         eligible = [d for d in self._serving(model) if not (allowed and d.name not in allowed)]
         return self._all_set_aside(eligible or list(self.deployments), self._clock())
 
-    def _all_set_aside(self, eligible: list[Deployment], now: float) -> GatewayError:
+    def _all_set_aside(self, eligible: Sequence[Deployment], now: float) -> GatewayError:
         states = [self._health[d.name] for d in eligible]
         wait = max(1, math.ceil(min(h.until for h in states) - now))
         retry = ((b"retry-after", str(wait).encode()),)
@@ -254,7 +261,7 @@ class DeploymentPool:
         )
 
 
-def _rendezvous(deployments: list[Deployment], session: bytes) -> Deployment:
+def _rendezvous(deployments: Sequence[Deployment], session: bytes) -> Deployment:
     """The deployment with the highest weighted rendezvous score for ``session``: the
     same in every process, and only the sessions of a deployment set aside move."""
     best = deployments[0]
