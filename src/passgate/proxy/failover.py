@@ -3,8 +3,9 @@
 The rules, applied only while nothing of the answer has reached the client:
 
 - no connection, or the connection broke before the answer's head, or ``502`` / ``503`` /
-  ``504``: another deployment is tried after a short jittered backoff (a body the gateway
-  streamed upstream instead of holding it is never sent twice);
+  ``504``: another deployment is tried, at once the first time and after a jittered backoff
+  from then on (a body the gateway streamed upstream instead of holding it is never sent
+  twice);
 - ``429``: the deployment cools down for the answer's ``Retry-After`` (or its rate-limit
   reset header, else a default) and another is tried at once;
 - ``401`` / ``403``: the deployment's key is taken as dead for a long cooldown;
@@ -55,7 +56,7 @@ class FailoverPolicy:
     """How many deployments a call may try, the backoff between them, and the cooldowns."""
 
     max_attempts: int = 3
-    backoff: float = 0.05  # seconds before the second attempt; doubled after each
+    backoff: float = 0.05  # seconds before the third attempt; doubled after each
     cooldown: float = 5.0  # after a connection failure or 502/503/504
     rate_limit_cooldown: float = 10.0  # after a 429 that says nothing of when to retry
     dead_cooldown: float = 600.0  # after 401/403: the key is refused
@@ -73,12 +74,14 @@ class FailoverPolicy:
         )
 
     def delay(self, attempts: int, error: str) -> float:
-        """Seconds to wait before the next attempt, after ``attempts`` and ``error``: a
-        rate-limited or refused deployment is simply left for another, at once."""
-        if error in (RATE_LIMITED, KEY_REFUSED) or self.backoff == 0:
+        """Seconds to wait before the next attempt, after ``attempts`` and ``error``. The
+        first move to another deployment is at once (it is another upstream: nothing is
+        hammered); when that one fails too, something wider may be wrong, and each further
+        attempt waits longer. A rate-limited or refused deployment is simply left, at once."""
+        if attempts < 2 or error in (RATE_LIMITED, KEY_REFUSED) or self.backoff == 0:
             return 0.0
         jitter: float = 0.5 + self.draw()
-        return self.backoff * float(2 ** (attempts - 1)) * jitter
+        return self.backoff * float(2 ** (attempts - 2)) * jitter
 
     def wait(self, error: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> float:
         """How long a deployment is set aside after ``error`` (an answer's ``headers`` may

@@ -71,7 +71,8 @@ def test_waits_and_backoff() -> None:
     assert policy.wait(RATE_LIMITED) == 10
     assert policy.wait(KEY_REFUSED) == 600
     assert policy.wait(CONNECT_FAILED) == policy.wait(RESET) == policy.wait(UNAVAILABLE) == 5
-    assert policy.delay(1, CONNECT_FAILED) == pytest.approx(0.1)
-    assert policy.delay(2, UNAVAILABLE) == pytest.approx(0.2)
+    assert policy.delay(1, CONNECT_FAILED) == 0.0  # the first move to another: at once
+    assert policy.delay(2, CONNECT_FAILED) == pytest.approx(0.1)
+    assert policy.delay(3, UNAVAILABLE) == pytest.approx(0.2)
     assert policy.delay(1, RATE_LIMITED) == 0.0  # another deployment, at once
     assert policy.delay(1, KEY_REFUSED) == 0.0
