@@ -118,7 +118,8 @@ class DeploymentPool:
         session: bytes | None = None,
         tried: Sequence[Deployment] = (),
     ) -> Deployment | None:
-        """The deployment for a call (``allowed``: the key's deployments, empty for all).
+        """The deployment for a call (``allowed``: the key's deployments, empty for all; they
+        do not restrict a pool of one).
 
         With nothing tried yet, a ``GatewayError`` says why none can take the call (no
         deployment serves the model, the key may reach none, all are set aside: 429 or 503
@@ -126,12 +127,8 @@ class DeploymentPool:
         deployment is left, and the caller gets the last answer.
         """
         if self.single:
-            only = self.deployments[0]
-            if tried or (allowed and only.name not in allowed):
-                if tried:
-                    return None
-                raise _not_allowed(self.provider)
-            return only
+            # a key's deployments restrict providers with a choice; one deployment serves all
+            return None if tried else self.deployments[0]
         now = self._clock()
         serving = self.deployments if self._every_model else self._serving(model)
         if not serving:

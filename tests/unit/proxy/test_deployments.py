@@ -130,6 +130,7 @@ def test_a_pool_of_one_is_never_set_aside() -> None:
     p = pool(only)
     p.set_aside(only, KEY_REFUSED, 600.0)
     assert p.pick("m") is only
+    assert p.pick("m", allowed=("elsewhere",)) is only  # a key's deployments: a choice's
     assert p.pick("m", tried=[only]) is None
     assert p.health("default").state == HEALTHY
 
