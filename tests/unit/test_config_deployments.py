@@ -42,7 +42,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_the_issue_format_is_read(tmp_path: Path, keys: None) -> None:
+def test_the_documented_format_is_read(tmp_path: Path, keys: None) -> None:
     settings = load_settings(write(tmp_path, DEPLOYMENTS))
     a, b, local = settings.deployments("mistral")
     assert (a.name, a.api_base, a.api_key, a.weight, a.primary) == (
