@@ -90,6 +90,15 @@ def public_settings(ui: UiContext) -> list[tuple[str, str]]:
                 base = upstream.api_base
                 rows.append((f"{provider}_api_base", "default" if not base else _public_url(base)))
                 rows.append((f"{provider}_api_key", "set" if upstream.api_key else "not set"))
+                for dep in upstream.deployments:
+                    where = dep.api_base or base
+                    rows.append(
+                        (
+                            f"{provider} deployment {dep.name}",
+                            f"{'default' if not where else _public_url(where)}, "
+                            f"weight {dep.weight:g}, key {'set' if dep.api_key else 'not set'}",
+                        )
+                    )
             continue
         else:
             shown = str(value)
