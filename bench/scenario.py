@@ -305,17 +305,17 @@ def _litellm(bench: Bench) -> None:
 def measure(args: argparse.Namespace, plan: Plan, services: Services) -> Results:
     """Start the upstreams, then measure each target in turn; a failing gateway is noted."""
     bench = _start_upstreams(args, plan, services)
+    only = None
     if args.limits_only:
+        only = ("passgate, rate-limited key", targets.LIMITS_PROCESS, _rate_limited)
+    elif args.deployments_only:
+        only = ("passgate, one and three deployments", targets.THREE_DEPLOYMENTS, _deployments)
+    if only is not None:  # the direct rows, then one step's
+        title, target, step = only
         print("direct:", flush=True)
         bench.chat(DIRECT, bench.urls.chat + CHAT, PROVIDER_AUTH, None, plan.feature_levels)
-        print("passgate, rate-limited key:", flush=True)
-        bench.guarded(targets.LIMITS_PROCESS, lambda: _rate_limited(bench))
-        return bench.results
-    if args.deployments_only:
-        print("direct:", flush=True)
-        bench.chat(DIRECT, bench.urls.chat + CHAT, PROVIDER_AUTH, None, plan.feature_levels)
-        print("passgate, one and three deployments:", flush=True)
-        bench.guarded(targets.THREE_DEPLOYMENTS, lambda: _deployments(bench))
+        print(f"{title}:", flush=True)
+        bench.guarded(target, lambda: step(bench))
         return bench.results
     print("direct and nginx:", flush=True)
     _baselines(bench)

@@ -72,6 +72,16 @@ def chat(gateway: GatewayProcess, headers: dict[str, str] | None = None, **extra
     )
 
 
+def answer_chats(fake: FakeMistral, status: int, body: str = "{}", **headers: str) -> None:
+    """Make ``fake`` answer every chat completion with ``status`` (JSON) and ``headers``."""
+    fake.set_response(
+        "/v1/chat/completions",
+        body,
+        status=status,
+        headers=[("Content-Type", "application/json"), *headers.items()],
+    )
+
+
 def chats(fake: FakeMistral) -> int:
     """Chat completions ``fake`` received."""
     return sum(1 for r in fake.requests if r.path == "/v1/chat/completions")
@@ -136,11 +146,11 @@ def test_calls_split_by_weight_and_spend_rows_name_the_deployment(
 def test_a_rate_limited_deployment_is_avoided_until_its_retry_after(
     tmp_path: Path, upstreams: dict[str, FakeMistral]
 ) -> None:
-    upstreams["b"].set_response(
-        "/v1/chat/completions",
+    answer_chats(
+        upstreams["b"],
+        429,
         '{"object":"error","message":"Rate limit exceeded","type":"rate_limited"}',
-        status=429,
-        headers=[("Content-Type", "application/json"), ("Retry-After", "2")],
+        **{"Retry-After": "2"},
     )
     deployments = [entry(name, upstreams[name]) for name in NAMES]
     with start(tmp_path, deployments) as gateway:
@@ -166,12 +176,7 @@ def test_every_deployment_rate_limited_answers_429_with_the_shortest_wait(
     tmp_path: Path, upstreams: dict[str, FakeMistral]
 ) -> None:
     for name, wait in (("a", "30"), ("b", "7")):
-        upstreams[name].set_response(
-            "/v1/chat/completions",
-            "{}",
-            status=429,
-            headers=[("Content-Type", "application/json"), ("Retry-After", wait)],
-        )
+        answer_chats(upstreams[name], 429, **{"Retry-After": wait})
     deployments = [entry(name, upstreams[name]) for name in ("a", "b")]
     with start(tmp_path, deployments) as gateway:
         reply = chat(gateway)
@@ -196,12 +201,7 @@ def deployment_states(gateway: GatewayProcess) -> dict[str, dict[str, Any]]:
 def test_a_refused_key_marks_its_deployment_dead_loudly_without_the_key(
     tmp_path: Path, upstreams: dict[str, FakeMistral]
 ) -> None:
-    upstreams["c"].set_response(
-        "/v1/chat/completions",
-        '{"detail":"Unauthorized"}',
-        status=401,
-        headers=[("Content-Type", "application/json")],
-    )
+    answer_chats(upstreams["c"], 401, '{"detail":"Unauthorized"}')
     deployments = [entry(name, upstreams[name]) for name in NAMES]
     with start(tmp_path, deployments) as gateway:
         for _ in range(12):
@@ -429,12 +429,7 @@ def test_two_instances_share_cooldowns_through_redis(
     tmp_path: Path, upstreams: dict[str, FakeMistral]
 ) -> None:
     require_redis()
-    upstreams["b"].set_response(
-        "/v1/chat/completions",
-        "{}",
-        status=429,
-        headers=[("Content-Type", "application/json"), ("Retry-After", "5")],
-    )
+    answer_chats(upstreams["b"], 429, **{"Retry-After": "5"})
     deployments = [entry(name, upstreams[name]) for name in NAMES]
     prefix = f"passgate-test-{time.monotonic_ns()}:"
     env = {"REDIS_URL": REDIS_URL, "PASSGATE_REDIS_PREFIX": prefix}

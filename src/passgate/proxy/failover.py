@@ -22,13 +22,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from passgate.config import Settings
-from passgate.proxy.deployments import (
-    CONNECT_FAILED,
-    KEY_REFUSED,
-    RATE_LIMITED,
-    RESET,
-    UNAVAILABLE,
-)
+from passgate.proxy.deployments import KEY_REFUSED, RATE_LIMITED, UNAVAILABLE
 
 _STATUS_VERDICT = {
     429: RATE_LIMITED,
@@ -91,9 +85,7 @@ class FailoverPolicy:
         if error == RATE_LIMITED:
             asked = retry_after(headers)
             return self.rate_limit_cooldown if asked is None else asked
-        if error in (CONNECT_FAILED, RESET, UNAVAILABLE):
-            return self.cooldown
-        return self.cooldown
+        return self.cooldown  # no connection, a reset, 502/503/504
 
 
 def retry_after(headers: Iterable[tuple[bytes, bytes]], now: float | None = None) -> float | None:

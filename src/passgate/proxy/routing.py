@@ -90,8 +90,7 @@ class DeploymentRouter:
         self.pool = pool
         # resources are followed only where there is more than one deployment to be on
         self._homes = None if pool.single else homes
-        # (method, path) -> what the path says (no resource named, a listing, a create),
-        # for paths naming no resource: the same few paths come again and again
+        # (method, path) -> (a listing, a create) for paths naming no resource (``_path``)
         self._paths: dict[tuple[str, str], tuple[bool, bool]] = {}
 
     async def route(self, ex: Exchange, pin: bytes | None, session: bytes | None) -> Route:
@@ -108,25 +107,14 @@ class DeploymentRouter:
                 )
             if allowed and name not in allowed:
                 raise _not_allowed(name)
-            return Route(dep, None, self._capture(ex))
+            return Route(dep, None, self._homes is not None and self._path(ex)[2])
         homes = self._homes
         if homes is None:
             return FREE if session is None else Route(None, session)
         spec = self.spec
         method, path = ex.method, ex.api_path
-        ids: list[str] = []
-        known = self._paths.get((method, path))
-        if known is None:
-            named = spec.path_resource(method, path)
-            lists = spec.lists_resources(method, path)
-            creates = spec.creates_resources(method, path)
-            if named is None:
-                if len(self._paths) < _PATHS_KEPT:
-                    self._paths[(method, path)] = (lists, creates)
-            else:
-                ids.append(named)
-        else:
-            lists, creates = known
+        named, lists, creates = self._path(ex)
+        ids = [] if named is None else [named]
         if ex.info.body is not None:
             ids.extend(spec.referenced_resources(method, path, ex.info.body))
         if ids:
@@ -151,8 +139,20 @@ class DeploymentRouter:
             return FREE
         return Route(None, session, creates)
 
-    def _capture(self, ex: Exchange) -> bool:
-        return self._homes is not None and self.spec.creates_resources(ex.method, ex.api_path)
+    def _path(self, ex: Exchange) -> tuple[str | None, bool, bool]:
+        """What the call's path says: the resource it names, whether it lists resources,
+        whether it may create some. Kept for paths naming none: the same few come again and
+        again, where each path naming a resource is its own."""
+        key = (ex.method, ex.api_path)
+        known = self._paths.get(key)
+        if known is not None:
+            return None, known[0], known[1]
+        spec = self.spec
+        named = spec.path_resource(*key)
+        lists, creates = spec.lists_resources(*key), spec.creates_resources(*key)
+        if named is None and len(self._paths) < _PATHS_KEPT:
+            self._paths[key] = (lists, creates)
+        return named, lists, creates
 
     async def remember(self, ex: Exchange, body: bytes, encoding: bytes | None) -> None:
         """Record the deployment of the resources a successful answer (``body`` in its
